@@ -1,0 +1,29 @@
+# The two commands of the README, and their helpers. Each target installs what it needs.
+
+CARGO ?= cargo
+
+.PHONY: all setup build demo test lint unit bench clean
+
+all: build
+
+setup:
+	./scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+# The whole path on this machine: a simulated camera, the daemon, one trigger, one clip.
+demo: setup
+	$(CARGO) run --release --locked -- demo
+
+# Formatting, lints, then every test (unit and end to end against real GStreamer pipelines).
+test: setup lint
+	$(CARGO) test --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf alertclip-demo

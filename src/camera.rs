@@ -1,0 +1,669 @@
+//! Camera ingest: one GStreamer pipeline per camera feeding its [`FrameRing`], and the loop
+//! that keeps it connected.
+//!
+//! The pipeline is `rtspsrc ! rtph26Xdepay ! h26Xparse ! appsink`, taking whole access units
+//! in `avc`/`hvc1` form so every buffer carries its own timestamp and keyframe flag. The
+//! appsink callback runs on GStreamer's streaming thread: it times the frame, pushes it into
+//! the ring under a briefly held mutex and wakes any clip waiting for post-roll. It never
+//! blocks or awaits. Everything else (reconnecting, stall detection, status) happens in one
+//! tokio task per camera, so one camera failing never disturbs another.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{self, MonoNs, StreamClock};
+use crate::config::{self, Transport};
+use crate::ring::{Frame, FrameRing};
+
+/// How often the supervising task checks for stalls and refreshes the status.
+const TICK: Duration = Duration::from_millis(250);
+/// rtspsrc jitter-buffer latency. Low, because frames are buffered anyway and a clip can only
+/// finish once its last frame is through.
+const LATENCY_MS: u32 = 200;
+/// Reconnect delays double from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that streamed this long resets the reconnect delay.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// A pipeline that does not stop within this long is abandoned (it can no longer push).
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a camera is doing, for status and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    /// Opening the RTSP session, or waiting for the first frame.
+    Connecting,
+    /// Frames are arriving.
+    Streaming,
+    /// Frames stopped for longer than `stall_timeout`; about to reconnect.
+    Stalled,
+    /// The last attempt failed; waiting before the next.
+    Failed,
+    /// Stopped on shutdown.
+    Stopped,
+}
+
+/// One camera's status, refreshed a few times a second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraStatus {
+    /// What the camera is doing.
+    pub state: CameraState,
+    /// The last error, with the password redacted.
+    pub last_error: Option<String>,
+    /// How many times the camera was reconnected.
+    pub reconnects: u64,
+    /// `h264` or `h265`, once known.
+    pub codec: Option<String>,
+    /// Frame width in pixels, once known.
+    pub width: Option<i32>,
+    /// Frame height in pixels, once known.
+    pub height: Option<i32>,
+    /// Frames per second over the last second.
+    pub fps: f64,
+    /// Encoded kilobits per second over the last second.
+    pub kbps: f64,
+    /// Seconds of video buffered.
+    pub buffered_s: f64,
+    /// Encoded bytes buffered.
+    pub buffered_bytes: u64,
+    /// Frames dropped because they could not start a GOP, or overflowed the byte cap.
+    pub frames_dropped: u64,
+    /// Times a single GOP exceeded the byte cap.
+    pub overflows: u64,
+}
+
+impl Default for CameraStatus {
+    fn default() -> Self {
+        CameraStatus {
+            state: CameraState::Connecting,
+            last_error: None,
+            reconnects: 0,
+            codec: None,
+            width: None,
+            height: None,
+            fps: 0.0,
+            kbps: 0.0,
+            buffered_s: 0.0,
+            buffered_bytes: 0,
+            frames_dropped: 0,
+            overflows: 0,
+        }
+    }
+}
+
+/// Why one connection attempt ended.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    /// A GStreamer element is not installed.
+    #[error("GStreamer element `{0}` is missing: run scripts/setup.sh to install the plugins")]
+    MissingElement(&'static str),
+    /// The pipeline reported an error (connection refused, unauthorized, bad stream ...).
+    #[error("{0}")]
+    Stream(String),
+    /// The camera offers no stream alertclip can buffer.
+    #[error("the camera offers no H.264 or H.265 video (offered: {0}); set its encoder to H.264")]
+    Unsupported(String),
+    /// The camera ended the stream.
+    #[error("the camera ended the stream")]
+    Eos,
+    /// No frame arrived for `stall_timeout`.
+    #[error("no frame for {0:?}")]
+    Stalled(Duration),
+    /// No frame arrived after connecting.
+    #[error("no video within {0:?} of connecting")]
+    NoVideo(Duration),
+    /// The pipeline refused to start.
+    #[error("the pipeline could not start: {0}")]
+    Start(String),
+}
+
+/// The frames of one camera, shared between its streaming thread (the only writer) and the
+/// clipper.
+#[derive(Debug)]
+pub struct CameraFeed {
+    ring: Mutex<FrameRing>,
+    /// Woken after every frame, so that a clip waiting for post-roll sees it at once.
+    arrived: Notify,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    last_frame: AtomicU64,
+}
+
+impl CameraFeed {
+    /// A feed around an empty ring.
+    pub fn new(ring: FrameRing) -> CameraFeed {
+        CameraFeed {
+            ring: Mutex::new(ring),
+            arrived: Notify::new(),
+            frames: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            last_frame: AtomicU64::new(0),
+        }
+    }
+
+    /// The ring, locked. Hold it briefly: the camera's streaming thread waits on it.
+    pub fn ring(&self) -> MutexGuard<'_, FrameRing> {
+        // A panic while holding the lock cannot leave the ring half-updated in a way that
+        // matters more than losing the camera, so a poisoned lock is used as is.
+        self.ring
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Resolves after the next frame is pushed. Create it before checking the ring, so a
+    /// frame arriving in between is not missed (see `tokio::sync::Notify::notified`).
+    pub fn arrived(&self) -> tokio::sync::futures::Notified<'_> {
+        self.arrived.notified()
+    }
+
+    /// Pushes a frame and wakes waiting clips.
+    pub fn push(&self, frame: Frame, caps: &gst::Caps, discont: bool) {
+        let size = frame.buffer.size() as u64;
+        let time = frame.time;
+        self.ring().push(frame, caps, discont);
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.last_frame.store(time, Ordering::Relaxed);
+        self.arrived.notify_waiters();
+    }
+}
+
+/// A running camera: its frames and its status.
+#[derive(Debug, Clone)]
+pub struct Camera {
+    /// Its configuration.
+    pub config: config::Camera,
+    /// Its frames.
+    pub feed: Arc<CameraFeed>,
+    /// Its status, refreshed a few times a second.
+    pub status: watch::Receiver<CameraStatus>,
+}
+
+impl Camera {
+    /// Starts ingesting `config` on `tracker`, until `cancel`. `ring_bytes` caps the ring;
+    /// `password` comes from the camera's `password_file`.
+    pub fn spawn(
+        config: config::Camera,
+        ring_bytes: usize,
+        password: Option<String>,
+        tracker: &tokio_util::task::TaskTracker,
+        cancel: CancellationToken,
+    ) -> Camera {
+        // One second of slack beyond pre-roll covers the time a trigger takes to arrive.
+        let keep = config.pre_roll.0 + Duration::from_secs(1);
+        let feed = Arc::new(CameraFeed::new(FrameRing::new(keep, ring_bytes)));
+        let (status_tx, status) = watch::channel(CameraStatus::default());
+        let ingest = Ingest {
+            config: config.clone(),
+            password,
+            feed: feed.clone(),
+            status: status_tx,
+        };
+        tracker.spawn(ingest.supervise(cancel));
+        Camera {
+            config,
+            feed,
+            status,
+        }
+    }
+}
+
+/// The task that keeps one camera connected.
+struct Ingest {
+    config: config::Camera,
+    password: Option<String>,
+    feed: Arc<CameraFeed>,
+    status: watch::Sender<CameraStatus>,
+}
+
+impl Ingest {
+    async fn supervise(self, cancel: CancellationToken) {
+        let id = self.config.id.clone();
+        let url = self.config.url.to_string();
+        tracing::info!(camera = %id, %url, "camera starting");
+        let mut backoff = BACKOFF_FIRST;
+        let mut attempt = 0u64;
+        loop {
+            if attempt > 0 {
+                self.status.send_modify(|s| s.reconnects += 1);
+            }
+            attempt += 1;
+            self.status
+                .send_modify(|s| s.state = CameraState::Connecting);
+            let result = self.connect_once(&cancel).await;
+            let streamed = match result {
+                Ok(()) => break,
+                Err((error, streamed)) => {
+                    let message = self.redact(&error.to_string());
+                    let state = match error {
+                        CameraError::Stalled(_) => CameraState::Stalled,
+                        _ => CameraState::Failed,
+                    };
+                    tracing::warn!(camera = %id, %url, error = %message, "camera connection ended");
+                    self.status.send_modify(|s| {
+                        s.state = state;
+                        s.last_error = Some(message);
+                        s.fps = 0.0;
+                        s.kbps = 0.0;
+                    });
+                    streamed
+                }
+            };
+            if streamed >= STABLE_AFTER {
+                backoff = BACKOFF_FIRST;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        self.status.send_modify(|s| s.state = CameraState::Stopped);
+        tracing::info!(camera = %id, "camera stopped");
+    }
+
+    /// One connection: runs until cancelled (`Ok`) or until the connection fails, returning
+    /// the error and how long frames were flowing.
+    async fn connect_once(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<(), (CameraError, Duration)> {
+        let retired = Arc::new(AtomicBool::new(false));
+        let (pipeline, offered) = self
+            .build_pipeline(retired.clone())
+            .map_err(|e| (e, Duration::ZERO))?;
+        let guard = Teardown {
+            pipeline: pipeline.clone(),
+            retired,
+        };
+        let Some(bus) = pipeline.bus() else {
+            return Err((
+                CameraError::Start("pipeline without a bus".into()),
+                Duration::ZERO,
+            ));
+        };
+        let mut messages = bus.stream();
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            return Err((CameraError::Start(e.to_string()), Duration::ZERO));
+        }
+
+        let stall = self.config.stall_timeout.0;
+        // Opening a session and waiting for the first keyframe takes longer than a gap
+        // between frames, so the first frame gets more time.
+        let first_frame_timeout = (stall * 2).max(Duration::from_secs(10));
+        let started = clock::mono_now();
+        let frames_at_start = self.feed.frames.load(Ordering::Relaxed);
+        let mut streaming_since: Option<MonoNs> = None;
+        let mut meter = Meter::new(&self.feed);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let streamed = |since: Option<MonoNs>| {
+            since
+                .map(|s| Duration::from_nanos(clock::mono_now().saturating_sub(s)))
+                .unwrap_or_default()
+        };
+        let error = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    guard.stop().await;
+                    return Ok(());
+                }
+                message = messages.next() => {
+                    let Some(message) = message else { break CameraError::Start("bus closed".into()) };
+                    match message.view() {
+                        gst::MessageView::Error(e) => {
+                            if let Some(offers) = offered.nothing_taken() {
+                                break CameraError::Unsupported(offers);
+                            }
+                            let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                            break CameraError::Stream(format!("{}{debug}", e.error()));
+                        }
+                        gst::MessageView::Eos(_) => break CameraError::Eos,
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = clock::mono_now();
+                    let got_frames = self.feed.frames.load(Ordering::Relaxed) != frames_at_start;
+                    if got_frames && streaming_since.is_none() {
+                        streaming_since = Some(now);
+                        tracing::info!(camera = %self.config.id, "camera streaming");
+                    }
+                    let silent = match streaming_since {
+                        None if now.saturating_sub(started) > first_frame_timeout.as_nanos() as u64 => {
+                            break CameraError::NoVideo(first_frame_timeout);
+                        }
+                        None => false,
+                        Some(_) => {
+                            let last = self.feed.last_frame.load(Ordering::Relaxed);
+                            now.saturating_sub(last) > stall.as_nanos() as u64
+                        }
+                    };
+                    if silent {
+                        break CameraError::Stalled(stall);
+                    }
+                    if let Some(update) = meter.sample(now) {
+                        let ring = self.feed.ring().status();
+                        self.status.send_modify(|s| {
+                            s.state = if streaming_since.is_some() { CameraState::Streaming } else { CameraState::Connecting };
+                            s.fps = update.fps;
+                            s.kbps = update.kbps;
+                            s.buffered_s = ring.buffered.as_secs_f64();
+                            s.buffered_bytes = ring.bytes as u64;
+                            s.frames_dropped = ring.stats.frames_dropped;
+                            s.overflows = ring.stats.overflows;
+                            if let Some(caps) = &ring.caps {
+                                describe_caps(caps, s);
+                            }
+                        });
+                    }
+                }
+            }
+        };
+        guard.stop().await;
+        Err((error, streamed(streaming_since)))
+    }
+
+    /// Builds the camera's pipeline. Also returns the encodings the camera offered, filled in
+    /// as the session is set up, to explain a camera with nothing alertclip can take.
+    fn build_pipeline(
+        &self,
+        retired: Arc<AtomicBool>,
+    ) -> Result<(gst::Pipeline, Offered), CameraError> {
+        let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.config.id));
+        pipeline.use_clock(Some(&clock::pipeline_clock()));
+
+        let src = make("rtspsrc")?;
+        src.set_property("location", self.config.url.expose());
+        src.set_property("latency", LATENCY_MS);
+        // Timestamps straight from RTP: the jitter buffer's own clock slaving smears B-frames
+        // by tens of milliseconds. Drift is corrected by `StreamClock` instead.
+        src.set_property_from_str("buffer-mode", "none");
+        src.set_property_from_str(
+            "protocols",
+            match self.config.transport {
+                Transport::Tcp => "tcp",
+                Transport::Udp => "udp",
+            },
+        );
+        if let Some(user) = &self.config.username {
+            src.set_property("user-id", user);
+        }
+        if let Some(password) = &self.password {
+            src.set_property("user-pw", password);
+        }
+
+        let sink = gst_app::AppSink::builder()
+            .caps(&accepted_caps())
+            .sync(false)
+            .enable_last_sample(false)
+            .max_buffers(64)
+            .build();
+        sink.set_callbacks(frame_callbacks(self.feed.clone(), retired));
+
+        pipeline
+            .add_many([&src, sink.upcast_ref()])
+            .map_err(|e| CameraError::Start(e.to_string()))?;
+
+        // Set up only the first H.264 or H.265 video stream; say what was offered otherwise.
+        let chosen = Arc::new(AtomicBool::new(false));
+        let offered = Offered::default();
+        src.connect("select-stream", false, {
+            let offered = offered.clone();
+            move |args| {
+                let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+                let encoding = caps.as_ref().and_then(rtp_encoding).unwrap_or_default();
+                let take = matches!(encoding.as_str(), "H264" | "H265")
+                    && !chosen.swap(true, Ordering::Relaxed);
+                offered.record(encoding, take);
+                Some(take.to_value())
+            }
+        });
+        let pipeline_weak = pipeline.downgrade();
+        src.connect_pad_added(move |src, pad| {
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
+            let Some(encoding) = pad.current_caps().as_ref().and_then(rtp_encoding) else {
+                return;
+            };
+            if let Err(message) = link_video(&pipeline, pad, &encoding, &sink) {
+                gst::element_error!(src, gst::CoreError::Negotiation, ("{message}"));
+            }
+        });
+        Ok((pipeline, offered))
+    }
+
+    /// Removes the camera's password from a message, wherever GStreamer may have quoted it.
+    fn redact(&self, message: &str) -> String {
+        let mut message = message.replace(self.config.url.expose(), &self.config.url.to_string());
+        if let Some(password) = self.password.as_deref().filter(|p| !p.is_empty()) {
+            message = message.replace(password, "***");
+        }
+        message
+    }
+}
+
+/// The streams a camera offered while its session was set up.
+#[derive(Debug, Clone, Default)]
+struct Offered(Arc<Mutex<(Vec<String>, bool)>>);
+
+impl Offered {
+    fn record(&self, encoding: String, taken: bool) {
+        if let Ok(mut offers) = self.0.lock() {
+            offers.0.push(encoding);
+            offers.1 |= taken;
+        }
+    }
+
+    /// The offers, comma-separated, if there were some and none was taken.
+    fn nothing_taken(&self) -> Option<String> {
+        let offers = self.0.lock().ok()?;
+        (!offers.0.is_empty() && !offers.1).then(|| offers.0.join(", "))
+    }
+}
+
+/// `video/x-h264` in avc form or `video/x-h265` in hvc1 form, whole access units.
+fn accepted_caps() -> gst::Caps {
+    let mut caps = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "avc")
+        .field("alignment", "au")
+        .build();
+    caps.merge(
+        gst::Caps::builder("video/x-h265")
+            .field("stream-format", "hvc1")
+            .field("alignment", "au")
+            .build(),
+    );
+    caps
+}
+
+/// The `encoding-name` of RTP caps, if they describe video.
+fn rtp_encoding(caps: &gst::Caps) -> Option<String> {
+    let s = caps.structure(0)?;
+    let media = s.get::<&str>("media").ok()?;
+    let encoding = s.get::<&str>("encoding-name").ok()?.to_ascii_uppercase();
+    Some(if media == "video" {
+        encoding
+    } else {
+        format!("{media}/{encoding}")
+    })
+}
+
+/// Links a newly added rtspsrc pad through a depayloader and parser to the appsink.
+fn link_video(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    encoding: &str,
+    sink: &gst_app::AppSink,
+) -> Result<(), String> {
+    let (depay, parse) = match encoding {
+        "H264" => ("rtph264depay", "h264parse"),
+        "H265" => ("rtph265depay", "h265parse"),
+        other => return Err(format!("unsupported video encoding {other}")),
+    };
+    let depay = make(depay).map_err(|e| e.to_string())?;
+    let parse = make(parse).map_err(|e| e.to_string())?;
+    pipeline
+        .add_many([&depay, &parse])
+        .map_err(|e| e.to_string())?;
+    gst::Element::link_many([&depay, &parse, sink.upcast_ref()]).map_err(|e| e.to_string())?;
+    for element in [&parse, &depay] {
+        element
+            .sync_state_with_parent()
+            .map_err(|e| e.to_string())?;
+    }
+    let depay_sink = depay
+        .static_pad("sink")
+        .ok_or("depayloader without a sink pad")?;
+    pad.link(&depay_sink)
+        .map_err(|e| format!("cannot link the camera's video: {e:?}"))?;
+    Ok(())
+}
+
+fn make(factory: &'static str) -> Result<gst::Element, CameraError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| CameraError::MissingElement(factory))
+}
+
+/// The appsink callback: times each access unit and pushes it into the ring.
+///
+/// rtspsrc runs its jitter buffer with `buffer-mode=none`, so buffer times are the camera's
+/// RTP timestamps, exact relative to each other; [`StreamClock`] then places them on the
+/// monotonic clock by their arrival.
+fn frame_callbacks(feed: Arc<CameraFeed>, retired: Arc<AtomicBool>) -> gst_app::AppSinkCallbacks {
+    let mut first = true;
+    let mut base_time: Option<gst::ClockTime> = None;
+    let mut stream_clock = StreamClock::default();
+    let clock = clock::pipeline_clock();
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            if retired.load(Ordering::Relaxed) {
+                return Err(gst::FlowError::Flushing);
+            }
+            let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            // The base time is fixed once the pipeline plays; read it once per connection.
+            let base = match base_time {
+                Some(base) => base,
+                None => {
+                    let Some(base) = sink.base_time() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    base_time = Some(base);
+                    base
+                }
+            };
+            let running = sample
+                .segment()
+                .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+                .zip(buffer.pts())
+                .and_then(|(segment, pts)| segment.to_running_time(pts));
+            let Some(running) = running else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let (time, jumped) =
+                stream_clock.place((base + running).nseconds(), clock.time().nseconds());
+            let frame = Frame {
+                buffer,
+                time,
+                keyframe,
+            };
+            feed.push(frame, &caps, std::mem::take(&mut first) || jumped);
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
+}
+
+/// Stops a pipeline off the async runtime: rtspsrc's teardown can block on the network.
+struct Teardown {
+    pipeline: gst::Pipeline,
+    retired: Arc<AtomicBool>,
+}
+
+impl Teardown {
+    async fn stop(self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let pipeline = self.pipeline.clone();
+        let stopping = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null));
+        if tokio::time::timeout(TEARDOWN_TIMEOUT, stopping)
+            .await
+            .is_err()
+        {
+            tracing::warn!(pipeline = %self.pipeline.name(), "pipeline did not stop in time; abandoned");
+        }
+    }
+}
+
+/// Frame and byte rates from the feed's counters, over about a second.
+struct Meter<'a> {
+    feed: &'a CameraFeed,
+    at: MonoNs,
+    frames: u64,
+    bytes: u64,
+}
+
+struct Rates {
+    fps: f64,
+    kbps: f64,
+}
+
+impl<'a> Meter<'a> {
+    fn new(feed: &'a CameraFeed) -> Meter<'a> {
+        Meter {
+            feed,
+            at: clock::mono_now(),
+            frames: feed.frames.load(Ordering::Relaxed),
+            bytes: feed.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn sample(&mut self, now: MonoNs) -> Option<Rates> {
+        let elapsed = now.saturating_sub(self.at);
+        if elapsed < 1_000_000_000 {
+            return None;
+        }
+        let frames = self.feed.frames.load(Ordering::Relaxed);
+        let bytes = self.feed.bytes.load(Ordering::Relaxed);
+        let secs = elapsed as f64 / 1e9;
+        let rates = Rates {
+            fps: (frames - self.frames) as f64 / secs,
+            kbps: (bytes - self.bytes) as f64 * 8.0 / 1000.0 / secs,
+        };
+        (self.at, self.frames, self.bytes) = (now, frames, bytes);
+        Some(rates)
+    }
+}
+
+/// Fills codec and resolution from the caps in force.
+fn describe_caps(caps: &gst::Caps, status: &mut CameraStatus) {
+    if let Some(s) = caps.structure(0) {
+        status.codec = codec_name(caps).map(str::to_owned);
+        status.width = s.get::<i32>("width").ok();
+        status.height = s.get::<i32>("height").ok();
+    }
+}
+
+/// `h264` or `h265` for encoded video caps.
+pub fn codec_name(caps: &gst::CapsRef) -> Option<&'static str> {
+    match caps.structure(0)?.name().as_str() {
+        "video/x-h264" => Some("h264"),
+        "video/x-h265" => Some("h265"),
+        _ => None,
+    }
+}

@@ -1,0 +1,638 @@
+//! The configuration file: its serde structs, their defaults, human units and validation.
+//!
+//! Every error names the file, the key path and what was expected, because the person reading
+//! it is a technician on an SSH session with the file open in an editor.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// Where the daemon and the CLI look for the configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/alertclip/alertclip.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The store this box watches. Required.
+    pub site: Site,
+    /// The cameras to buffer, as `[[camera]]` tables. At least one is required.
+    #[serde(rename = "camera", default)]
+    pub cameras: Vec<Camera>,
+    /// Memory limits of the pre-roll ring.
+    #[serde(default)]
+    pub buffer: Buffer,
+    /// Where finished clips are written.
+    #[serde(default)]
+    pub storage: Storage,
+    /// The local control socket used by `alertclip trigger`.
+    #[serde(default)]
+    pub control: Control,
+}
+
+/// `[site]`: the store's identity, carried in every clip's metadata.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// A short stable identifier (letters, digits, `-`, `_`, `.`). Required.
+    pub id: String,
+    /// A human-readable name for officers, such as "Corner Market, 12 Main St". Required.
+    pub name: String,
+}
+
+/// One `[[camera]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    /// A short stable identifier (letters, digits, `-`, `_`, `.`), unique on this box. Required.
+    pub id: String,
+    /// `rtsp://` or `rtsps://` URL of the camera's stream. Credentials may be embedded
+    /// (`rtsp://user:pass@host/...`) or given with `username` and `password_file`. Required.
+    pub url: SecretUrl,
+    /// User name for the camera, when it is not in the URL. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the camera's password (trailing newline ignored). Default: none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// RTP transport: `"tcp"` (interleaved in the RTSP connection, robust through NAT and
+    /// lossy Wi-Fi) or `"udp"`. Default: `"tcp"`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// How much video before a trigger a clip holds. Default: `"30s"` (staff usually press
+    /// after the theft has begun).
+    #[serde(default = "default_pre_roll")]
+    pub pre_roll: HumanDuration,
+    /// How much video after a trigger a clip holds. Default: `"10s"`.
+    #[serde(default = "default_post_roll")]
+    pub post_roll: HumanDuration,
+    /// A camera that sends no frame for this long is torn down and reconnected. Default: `"5s"`.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: HumanDuration,
+}
+
+/// RTP transport for a camera.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RTP interleaved in the RTSP TCP connection.
+    #[default]
+    Tcp,
+    /// RTP over UDP.
+    Udp,
+}
+
+/// `[buffer]`: memory limits of the pre-roll ring.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Buffer {
+    /// Hard cap on encoded bytes held per camera. Default: one MiB per second of
+    /// `pre_roll + 10s` (room for an 8 Mbit/s stream), so `"40MiB"` for a 30 s pre-roll.
+    #[serde(default)]
+    pub max_bytes_per_camera: Option<ByteSize>,
+}
+
+/// `[storage]`: where finished clips go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Directory for finished clips, one sub-directory per event.
+    /// Default: `"/var/lib/alertclip/clips"`.
+    #[serde(default = "default_storage_dir")]
+    pub dir: PathBuf,
+    /// Once clips take more than this, the oldest events' clips are deleted. Default: `"2GiB"`.
+    #[serde(default = "default_storage_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            dir: default_storage_dir(),
+            max_bytes: default_storage_max_bytes(),
+        }
+    }
+}
+
+/// `[control]`: the local control socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// Path of the Unix socket (mode 0660). Default: `"/run/alertclip/control.sock"`.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_socket(),
+        }
+    }
+}
+
+fn default_pre_roll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_post_roll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_stall_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_storage_dir() -> PathBuf {
+    PathBuf::from("/var/lib/alertclip/clips")
+}
+fn default_storage_max_bytes() -> ByteSize {
+    ByteSize(2 << 30)
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/alertclip/control.sock")
+}
+
+/// A configuration that could not be used, with everything needed to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The configuration file.
+        file: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        /// The configuration file.
+        file: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A key has a value that cannot be used.
+    #[error("{file}: {key}: {message}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        /// The configuration file.
+        file: PathBuf,
+        /// Dotted key path, such as `camera[1].pre_roll`.
+        key: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What was expected and what was found.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_owned(),
+            line: e.span().map(|s| line_of(s.start)).unwrap_or(1),
+            message: e.message().to_owned(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                key: if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                },
+                line: inner.span().map(|s| line_of(s.start)),
+                message: inner.message().to_owned(),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                file: file.to_owned(),
+                key,
+                line: None,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: identifiers, URLs, uniqueness, and that values make sense
+    /// together. Returns the key path and the message of the first problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        check_id(&self.site.id).map_err(|m| ("site.id".to_owned(), m))?;
+        if self.site.name.trim().is_empty() {
+            return Err((
+                "site.name".into(),
+                "must not be empty: officers see this name".into(),
+            ));
+        }
+        if self.cameras.is_empty() {
+            return Err((
+                "camera".into(),
+                "no camera configured: add a [[camera]] table with an id and a url".into(),
+            ));
+        }
+        for (i, camera) in self.cameras.iter().enumerate() {
+            let key = |k: &str| format!("camera[{i}].{k}");
+            check_id(&camera.id).map_err(|m| (key("id"), m))?;
+            if let Some(j) = self.cameras[..i].iter().position(|c| c.id == camera.id) {
+                return Err((
+                    key("id"),
+                    format!("duplicate camera id \"{}\" (also camera[{j}])", camera.id),
+                ));
+            }
+            if camera.username.is_some() && camera.url.has_credentials() {
+                return Err((
+                    key("username"),
+                    "the url already holds credentials: give them in one place only".into(),
+                ));
+            }
+            if camera.password_file.is_some() && camera.username.is_none() {
+                return Err((key("password_file"), "needs a username as well".into()));
+            }
+            if camera.pre_roll.0.is_zero() && camera.post_roll.0.is_zero() {
+                return Err((
+                    key("post_roll"),
+                    "pre_roll and post_roll are both zero".into(),
+                ));
+            }
+            if camera.stall_timeout.0 < Duration::from_secs(1) {
+                return Err((
+                    key("stall_timeout"),
+                    "expected at least \"1s\": shorter timeouts reconnect healthy cameras".into(),
+                ));
+            }
+        }
+        if let Some(cap) = self.buffer.max_bytes_per_camera
+            && cap.0 < 1 << 20
+        {
+            return Err((
+                "buffer.max_bytes_per_camera".into(),
+                format!("expected at least \"1MiB\", found {} bytes", cap.0),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The byte cap of one camera's ring: the configured cap, or one MiB per second of
+    /// `pre_roll + 10s`.
+    pub fn ring_bytes(&self, camera: &Camera) -> usize {
+        match self.buffer.max_bytes_per_camera {
+            Some(cap) => cap.0 as usize,
+            None => ((camera.pre_roll.0.as_secs() + 10) << 20) as usize,
+        }
+    }
+
+    /// The camera with this id.
+    pub fn camera(&self, id: &str) -> Option<&Camera> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+}
+
+/// Identifiers end up in file names and MQTT topics, so they are kept to a safe alphabet.
+fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected 1 to 64 letters, digits, '-', '_' or '.' (not starting with '.'), found \"{id}\""
+        ))
+    }
+}
+
+/// A duration written with a unit, such as `"10s"`, `"500ms"` or `"1m 30s"`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"10s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                humantime::parse_duration(v.trim())
+                    .map(HumanDuration)
+                    .map_err(|_| {
+                        E::custom(format!("expected a duration like \"10s\", found \"{v}\""))
+                    })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A size in bytes written with a unit, such as `"64MiB"`, `"500MB"` or `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `"64MiB"`, `"1.5GB"`, `"4096"` (bytes) and the like; units are case-insensitive.
+    pub fn parse(text: &str) -> Option<ByteSize> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            _ => return None,
+        };
+        let bytes = number * multiplier as f64;
+        (bytes.is_finite() && bytes < u64::MAX as f64).then_some(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like \"64MiB\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                ByteSize::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "expected a size like \"64MiB\" or \"500MB\", found \"{v}\""
+                    ))
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("expected a size like \"64MiB\", found {v}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A camera URL, which may embed a password: it prints with the password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps a URL after checking its scheme.
+    pub fn new(url: &str) -> Result<SecretUrl, String> {
+        let lower = url.to_ascii_lowercase();
+        let rest = ["rtsp://", "rtsps://"]
+            .iter()
+            .find_map(|s| lower.strip_prefix(s))
+            .ok_or_else(|| {
+                format!(
+                    "expected an rtsp:// or rtsps:// URL, found \"{}\"",
+                    SecretUrl(url.to_owned())
+                )
+            })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!(
+                "the URL \"{}\" has no host",
+                SecretUrl(url.to_owned())
+            ));
+        }
+        Ok(SecretUrl(url.to_owned()))
+    }
+
+    /// The URL with its password, for handing to GStreamer only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the URL holds `user@` or `user:pass@`.
+    pub fn has_credentials(&self) -> bool {
+        self.userinfo_range().is_some()
+    }
+
+    /// Byte range of the `user[:pass]` part, if any.
+    fn userinfo_range(&self) -> Option<std::ops::Range<usize>> {
+        let start = self.0.find("://")? + 3;
+        let authority_end = self.0[start..]
+            .find(['/', '?', '#'])
+            .map(|i| start + i)
+            .unwrap_or(self.0.len());
+        let at = self.0[start..authority_end].rfind('@')? + start;
+        Some(start..at)
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.userinfo_range() {
+            Some(range) => {
+                let userinfo = &self.0[range.clone()];
+                match userinfo.find(':') {
+                    Some(colon) => write!(
+                        f,
+                        "{}{}:***{}",
+                        &self.0[..range.start],
+                        &userinfo[..colon],
+                        &self.0[range.end..]
+                    ),
+                    None => f.write_str(&self.0),
+                }
+            }
+            None => f.write_str(&self.0),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SecretUrl::new(&s).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[site]
+id = "store-1"
+name = "Corner Market"
+
+[[camera]]
+id = "front"
+url = "rtsp://10.0.0.5/stream1"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("alertclip.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        let camera = &config.cameras[0];
+        assert_eq!(camera.pre_roll.0, Duration::from_secs(30));
+        assert_eq!(camera.post_roll.0, Duration::from_secs(10));
+        assert_eq!(camera.stall_timeout.0, Duration::from_secs(5));
+        assert_eq!(camera.transport, Transport::Tcp);
+        assert_eq!(config.ring_bytes(camera), 40 << 20);
+        assert_eq!(
+            config.storage.dir,
+            PathBuf::from("/var/lib/alertclip/clips")
+        );
+        assert_eq!(
+            config.control.socket,
+            PathBuf::from("/run/alertclip/control.sock")
+        );
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("alertclip.example.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(!config.cameras.is_empty());
+    }
+
+    #[test]
+    fn bad_duration_names_file_key_and_expectation() {
+        let text = format!(
+            "{MINIMAL}\n[[camera]]\nid = \"back\"\nurl = \"rtsp://x/y\"\npre_roll = \"ten\"\n"
+        );
+        let message = error(&text);
+        assert!(
+            message.starts_with(
+                "alertclip.toml: camera[1].pre_roll: expected a duration like \"10s\", found \"ten\""
+            ),
+            "{message}"
+        );
+        assert!(message.ends_with("(line 13)"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_path() {
+        let message = error(&format!("{MINIMAL}pre_rol = \"5s\"\n"));
+        assert!(message.contains("camera[0]"), "{message}");
+        assert!(message.contains("unknown field `pre_rol`"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_gives_a_line() {
+        let message = error("[site]\nid = \"a\"\nname = \n");
+        assert!(message.starts_with("alertclip.toml:3: "), "{message}");
+    }
+
+    #[test]
+    fn missing_site_and_cameras_are_explained() {
+        assert!(error("").contains("missing field `site`"));
+        let message = error("[site]\nid = \"a\"\nname = \"b\"\n");
+        assert!(message.contains("no camera configured"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_and_unsafe_ids_are_rejected() {
+        let dup = format!("{MINIMAL}\n[[camera]]\nid = \"front\"\nurl = \"rtsp://b/c\"\n");
+        assert!(
+            error(&dup).contains("camera[1].id: duplicate camera id \"front\" (also camera[0])")
+        );
+        let unsafe_id = MINIMAL.replace("id = \"front\"", "id = \"../etc\"");
+        assert!(error(&unsafe_id).contains("camera[0].id: expected 1 to 64 letters"));
+    }
+
+    #[test]
+    fn urls_must_be_rtsp_and_passwords_never_print() {
+        let http = MINIMAL.replace("rtsp://10.0.0.5", "http://admin:hunter2@10.0.0.5");
+        let message = error(&http);
+        assert!(
+            message.contains("expected an rtsp:// or rtsps:// URL"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+
+        let url = SecretUrl::new("rtsp://admin:hunter2@10.0.0.5:554/s?x=@").unwrap();
+        assert_eq!(url.to_string(), "rtsp://admin:***@10.0.0.5:554/s?x=@");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert_eq!(url.expose(), "rtsp://admin:hunter2@10.0.0.5:554/s?x=@");
+        let plain = SecretUrl::new("rtsps://cam/live@main").unwrap();
+        assert!(!plain.has_credentials());
+        assert_eq!(plain.to_string(), "rtsps://cam/live@main");
+    }
+
+    #[test]
+    fn credentials_in_two_places_are_rejected() {
+        let text =
+            MINIMAL.replace("rtsp://10.0.0.5", "rtsp://u:p@10.0.0.5") + "username = \"admin\"\n";
+        assert!(error(&text).contains("camera[0].username: the url already holds credentials"));
+        let text = MINIMAL.to_owned() + "password_file = \"/etc/alertclip/pw\"\n";
+        assert!(error(&text).contains("camera[0].password_file: needs a username"));
+    }
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("64MiB"), Some(ByteSize(64 << 20)));
+        assert_eq!(ByteSize::parse("1.5 GB"), Some(ByteSize(1_500_000_000)));
+        assert_eq!(ByteSize::parse("4096"), Some(ByteSize(4096)));
+        assert_eq!(ByteSize::parse("2gib"), Some(ByteSize(2 << 30)));
+        assert_eq!(ByteSize::parse("lots"), None);
+        assert_eq!(ByteSize::parse("5 parsecs"), None);
+        let text = format!("{MINIMAL}\n[buffer]\nmax_bytes_per_camera = \"big\"\n");
+        assert!(error(&text).contains(
+            "buffer.max_bytes_per_camera: expected a size like \"64MiB\" or \"500MB\", found \"big\""
+        ));
+        let text = format!("{MINIMAL}\n[buffer]\nmax_bytes_per_camera = \"64MiB\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.ring_bytes(&config.cameras[0]), 64 << 20);
+    }
+
+    #[test]
+    fn transport_must_be_tcp_or_udp() {
+        let text = MINIMAL.to_owned() + "transport = \"http\"\n";
+        let message = error(&text);
+        assert!(
+            message.contains("camera[0].transport: unknown variant `http`"),
+            "{message}"
+        );
+    }
+}

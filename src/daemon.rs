@@ -1,0 +1,202 @@
+//! The daemon: wires cameras, the clipper and the control socket together, and shuts them
+//! down in order.
+//!
+//! Data flows one way: cameras -> rings -> clipper -> clips on disk. Triggers enter through
+//! one channel. Shutdown stops new triggers first, lets clips in progress gather post-roll for
+//! most of the grace period, then finishes them with what they have, and stops the cameras
+//! last.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::camera::Camera;
+use crate::config::Config;
+use crate::control;
+use crate::events::{ClipDone, Clipper};
+use crate::storage::Storage;
+use crate::trigger::Triggers;
+
+/// How long shutdown waits for clips in progress before finishing them as partial.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// Time left after the grace period to mux, sync and rename what was gathered.
+const FINISH_ALLOWANCE: Duration = Duration::from_secs(5);
+/// Triggers waiting for the clipper before their sources wait for room.
+const TRIGGER_QUEUE: usize = 64;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A secret named in the configuration could not be read.
+    #[error("camera \"{camera}\": password_file {path}: {source}")]
+    Secret {
+        /// The camera's id.
+        camera: String,
+        /// The password file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The clip directory could not be used.
+    #[error("storage.dir: {0}")]
+    Storage(std::io::Error),
+    /// The control socket could not be created.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+}
+
+impl StartError {
+    /// Whether fixing the configuration (or a file it names) is what it takes.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Secret { .. })
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    cameras: Vec<Camera>,
+    triggers: Triggers,
+    clips: broadcast::Sender<ClipDone>,
+    /// Stops the control socket and the clipper.
+    intake: CancellationToken,
+    /// Finishes clips in progress with what they have.
+    jobs: CancellationToken,
+    /// Stops the cameras.
+    cameras_cancel: CancellationToken,
+    tracker: TaskTracker,
+    jobs_tracker: TaskTracker,
+}
+
+impl Daemon {
+    /// Starts every camera, the clipper and the control socket.
+    pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        gstreamer::init().map_err(|e| StartError::Storage(std::io::Error::other(e.to_string())))?;
+        let storage = Storage::open(&config.storage.dir, config.storage.max_bytes.0)
+            .map_err(StartError::Storage)?;
+        let listener = control::bind(&config.control.socket).await?;
+
+        let mut passwords = Vec::new();
+        for camera in &config.cameras {
+            let password = match &camera.password_file {
+                Some(path) => Some(read_secret(path).map_err(|source| StartError::Secret {
+                    camera: camera.id.clone(),
+                    path: path.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            passwords.push(password);
+        }
+
+        let tracker = TaskTracker::new();
+        let jobs_tracker = TaskTracker::new();
+        let cameras_cancel = CancellationToken::new();
+        let cameras: Vec<Camera> = config
+            .cameras
+            .iter()
+            .zip(passwords)
+            .map(|(camera, password)| {
+                Camera::spawn(
+                    camera.clone(),
+                    config.ring_bytes(camera),
+                    password,
+                    &tracker,
+                    cameras_cancel.child_token(),
+                )
+            })
+            .collect();
+
+        let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
+        let (clips, _) = broadcast::channel(64);
+        let intake = CancellationToken::new();
+        let jobs = CancellationToken::new();
+        let clipper = Clipper::new(
+            &config.site,
+            cameras.clone(),
+            storage,
+            clips.clone(),
+            jobs_tracker.clone(),
+            jobs.clone(),
+        );
+        tracker.spawn(clipper.run(requests, intake.clone()));
+        tracker.spawn(control::serve(
+            listener,
+            triggers.clone(),
+            cameras.clone(),
+            tracker.clone(),
+            intake.clone(),
+        ));
+        tracing::info!(site = %config.site.id, cameras = cameras.len(), socket = %config.control.socket.display(), "alertclip running");
+        Ok(Daemon {
+            cameras,
+            triggers,
+            clips,
+            intake,
+            jobs,
+            cameras_cancel,
+            tracker,
+            jobs_tracker,
+        })
+    }
+
+    /// Where triggers go in.
+    pub fn triggers(&self) -> Triggers {
+        self.triggers.clone()
+    }
+
+    /// The cameras, with their rings and status.
+    pub fn cameras(&self) -> &[Camera] {
+        &self.cameras
+    }
+
+    /// Every clip written from now on.
+    pub fn clips(&self) -> broadcast::Receiver<ClipDone> {
+        self.clips.subscribe()
+    }
+
+    /// Stops taking triggers, lets clips in progress gather post-roll for up to `grace`,
+    /// finishes them, and stops the cameras.
+    pub async fn shutdown(self, grace: Duration) {
+        tracing::info!("shutting down");
+        self.intake.cancel();
+        self.jobs_tracker.close();
+        if tokio::time::timeout(grace, self.jobs_tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("finishing clips in progress early");
+            self.jobs.cancel();
+            if tokio::time::timeout(FINISH_ALLOWANCE, self.jobs_tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("clips still being written at exit");
+            }
+        }
+        self.cameras_cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(FINISH_ALLOWANCE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some cameras did not stop in time");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs the daemon until `cancel`, then shuts it down within [`SHUTDOWN_GRACE`].
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), StartError> {
+    let daemon = Daemon::start(config).await?;
+    cancel.cancelled().await;
+    daemon.shutdown(SHUTDOWN_GRACE).await;
+    Ok(())
+}
+
+/// Reads a one-line secret, without its trailing newline.
+fn read_secret(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}

@@ -1,0 +1,491 @@
+//! Events: turns triggers into per-camera clip jobs, folds overlapping triggers into the clip
+//! in progress, and records each finished clip beside its JSON sidecar.
+//!
+//! One task (the clipper) owns the table of clips in progress and is the only reader of the
+//! trigger channel, so deciding "new event or extension" never races. Each clip is then its
+//! own task: it cuts the pre-roll from the ring at once, follows the ring for post-roll, and
+//! gives up waiting at a deadline, so a stalled camera yields a shorter clip marked partial
+//! and never a hang.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::camera::{self, Camera};
+use crate::clip::{ClipError, ClipWriter, MuxedClip};
+use crate::clock::{self, MonoNs, rfc3339_ms};
+use crate::config;
+use crate::ring::ReadEnd;
+use crate::storage::{self, Storage};
+use crate::trigger::{Request, Trigger, TriggerError, TriggerRecord};
+
+/// After the last post-roll frame is due, how long a clip waits beyond the camera's
+/// `stall_timeout` before it is finished as partial.
+const LATE_FRAME_MARGIN: Duration = Duration::from_secs(1);
+
+/// Version of the sidecar format; bumped on incompatible changes.
+pub const SIDECAR_VERSION: u32 = 1;
+
+/// The JSON sidecar written beside every clip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipRecord {
+    /// Sidecar format version, currently 1.
+    pub version: u32,
+    /// The event this clip belongs to (UUIDv7, time-ordered).
+    pub event_id: Uuid,
+    /// The store.
+    pub site: SiteRecord,
+    /// The camera's id.
+    pub camera: String,
+    /// The MP4's file name, beside this sidecar.
+    pub file: String,
+    /// Every trigger the clip covers, in order.
+    pub triggers: Vec<TriggerRecord>,
+    /// What the triggers asked for: pre-roll before the first, post-roll after the last.
+    pub requested: TimeSpan,
+    /// What the file holds.
+    pub actual: TimeSpan,
+    /// Length of the file's video, in milliseconds.
+    pub duration_ms: u64,
+    /// Frames in the file.
+    pub frames: u64,
+    /// `h264` or `h265`.
+    pub codec: String,
+    /// Frame width in pixels, when the stream states it.
+    pub width: Option<i32>,
+    /// Frame height in pixels, when the stream states it.
+    pub height: Option<i32>,
+    /// Size of the MP4.
+    pub bytes: u64,
+    /// SHA-256 of the MP4, lowercase hex.
+    pub sha256: String,
+    /// True when the file holds less than was requested.
+    pub partial: bool,
+    /// Why the file holds less than was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_reason: Option<String>,
+}
+
+/// The store, as recorded in a sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    /// `site.id`.
+    pub id: String,
+    /// `site.name`.
+    pub name: String,
+}
+
+/// A span of wall-clock time, RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeSpan {
+    /// First instant.
+    pub start: String,
+    /// Last instant.
+    pub end: String,
+}
+
+/// A clip that was written, with where its files are.
+#[derive(Debug, Clone)]
+pub struct ClipDone {
+    /// What the sidecar says.
+    pub record: ClipRecord,
+    /// The MP4.
+    pub mp4: PathBuf,
+    /// The sidecar.
+    pub sidecar: PathBuf,
+}
+
+/// Why a camera's clip for an event was not written.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error("no video from the camera by the end of post-roll")]
+    NoVideo,
+    #[error(transparent)]
+    Clip(#[from] ClipError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The clipper: the only reader of the trigger channel.
+pub(crate) struct Clipper {
+    context: Arc<JobContext>,
+    cameras: Vec<Camera>,
+    jobs: HashMap<String, Arc<Job>>,
+    tracker: TaskTracker,
+    /// Fires when clips in progress must finish with what they have.
+    jobs_cancel: CancellationToken,
+}
+
+/// What every clip job needs.
+struct JobContext {
+    site: SiteRecord,
+    storage: Storage,
+    done: broadcast::Sender<ClipDone>,
+}
+
+impl Clipper {
+    pub(crate) fn new(
+        site: &config::Site,
+        cameras: Vec<Camera>,
+        storage: Storage,
+        done: broadcast::Sender<ClipDone>,
+        tracker: TaskTracker,
+        jobs_cancel: CancellationToken,
+    ) -> Clipper {
+        let site = SiteRecord {
+            id: site.id.clone(),
+            name: site.name.clone(),
+        };
+        Clipper {
+            context: Arc::new(JobContext {
+                site,
+                storage,
+                done,
+            }),
+            cameras,
+            jobs: HashMap::new(),
+            tracker,
+            jobs_cancel,
+        }
+    }
+
+    /// Serves triggers until `stop`; triggers still queued then are refused.
+    pub(crate) async fn run(
+        mut self,
+        mut triggers: mpsc::Receiver<Request>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let request = tokio::select! {
+                _ = stop.cancelled() => break,
+                request = triggers.recv() => request,
+            };
+            let Some(Request { trigger, reply }) = request else {
+                break;
+            };
+            let result = self.handle(trigger);
+            let _ = reply.send(result);
+        }
+        triggers.close();
+        while let Ok(Request { reply, .. }) = triggers.try_recv() {
+            let _ = reply.send(Err(TriggerError::ShuttingDown));
+        }
+    }
+
+    /// Starts or extends the clips a trigger asks for; returns its event id.
+    fn handle(&mut self, trigger: Trigger) -> Result<Uuid, TriggerError> {
+        let cameras: Vec<Camera> = if trigger.cameras.is_empty() {
+            self.cameras.clone()
+        } else {
+            let mut chosen = Vec::new();
+            for id in &trigger.cameras {
+                let camera = self
+                    .cameras
+                    .iter()
+                    .find(|c| &c.config.id == id)
+                    .ok_or_else(|| TriggerError::UnknownCamera {
+                        camera: id.clone(),
+                        configured: self
+                            .cameras
+                            .iter()
+                            .map(|c| c.config.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
+                if !chosen.iter().any(|c: &Camera| c.config.id == *id) {
+                    chosen.push(camera.clone());
+                }
+            }
+            chosen
+        };
+        // A trigger during a clip joins that clip's event, the newest one if several.
+        let event = cameras
+            .iter()
+            .filter_map(|c| self.jobs.get(&c.config.id))
+            .filter(|job| job.is_open())
+            .map(|job| job.event)
+            .max()
+            .unwrap_or_else(Uuid::now_v7);
+        for camera in cameras {
+            let end = trigger.at.mono + camera.config.post_roll.0.as_nanos() as u64;
+            if let Some(job) = self.jobs.get(&camera.config.id)
+                && job.extend(&trigger, end)
+            {
+                tracing::info!(camera = %camera.config.id, event = %job.event, source = %trigger.source, "trigger extends the clip in progress");
+                continue;
+            }
+            let from = trigger
+                .at
+                .mono
+                .saturating_sub(camera.config.pre_roll.0.as_nanos() as u64);
+            let job = Arc::new(Job::new(event, trigger.clone(), from, end));
+            self.jobs.insert(camera.config.id.clone(), job.clone());
+            tracing::info!(camera = %camera.config.id, %event, kind = ?trigger.kind, source = %trigger.source, "clip started");
+            let context = self.context.clone();
+            let cancel = self.jobs_cancel.clone();
+            self.tracker.spawn(async move {
+                let id = camera.config.id.clone();
+                match record_clip(&job, &camera, &context, &cancel).await {
+                    Ok(done) => {
+                        tracing::info!(camera = %id, event = %job.event, file = %done.mp4.display(),
+                            duration_ms = done.record.duration_ms, partial = done.record.partial, "clip written");
+                        let _ = context.done.send(done);
+                    }
+                    Err(error) => tracing::error!(camera = %id, event = %job.event, %error, "clip not written"),
+                }
+            });
+        }
+        Ok(event)
+    }
+}
+
+/// One camera's clip for one event, shared between the clipper (which may extend it) and
+/// the task writing it (which closes it once done).
+struct Job {
+    event: Uuid,
+    plan: Mutex<Plan>,
+    extended: Notify,
+}
+
+struct Plan {
+    /// Requested first instant: the first trigger minus pre-roll.
+    from: MonoNs,
+    /// Requested last instant: the latest trigger plus post-roll.
+    end: MonoNs,
+    triggers: Vec<Trigger>,
+    /// Still accepting extensions.
+    open: bool,
+}
+
+impl Job {
+    fn new(event: Uuid, trigger: Trigger, from: MonoNs, end: MonoNs) -> Job {
+        Job {
+            event,
+            plan: Mutex::new(Plan {
+                from,
+                end,
+                triggers: vec![trigger],
+                open: true,
+            }),
+            extended: Notify::new(),
+        }
+    }
+
+    fn plan(&self) -> MutexGuard<'_, Plan> {
+        self.plan
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_open(&self) -> bool {
+        self.plan().open
+    }
+
+    /// Records a trigger and pushes the end out; false once the clip is being finished.
+    fn extend(&self, trigger: &Trigger, end: MonoNs) -> bool {
+        let mut plan = self.plan();
+        if !plan.open {
+            return false;
+        }
+        plan.end = plan.end.max(end);
+        plan.triggers.push(trigger.clone());
+        drop(plan);
+        self.extended.notify_one();
+        true
+    }
+
+    /// Closes the job if its end is still `end`, that is, nothing extended it since.
+    fn close_at(&self, end: MonoNs) -> bool {
+        let mut plan = self.plan();
+        if plan.end == end {
+            plan.open = false;
+        }
+        !plan.open
+    }
+
+    fn close(&self) {
+        self.plan().open = false;
+    }
+}
+
+/// Waits for, cuts and writes one camera's clip.
+async fn record_clip(
+    job: &Job,
+    camera: &Camera,
+    context: &JobContext,
+    cancel: &CancellationToken,
+) -> Result<ClipDone, JobError> {
+    let feed = &camera.feed;
+    let id = &camera.config.id;
+    let wait_limit = camera.config.stall_timeout.0 + LATE_FRAME_MARGIN;
+    let (from, at) = {
+        let plan = job.plan();
+        (plan.from, plan.triggers[0].at.mono)
+    };
+
+    // The start: normally buffered already; a camera that just connected may need a moment.
+    let cut = loop {
+        let arrived = feed.arrived();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        if let Some(cut) = feed.ring().start_cut(from, at) {
+            break cut;
+        }
+        let give_up = job.plan().end + wait_limit.as_nanos() as u64;
+        tokio::select! {
+            _ = &mut arrived => {}
+            _ = sleep_until_mono(give_up) => {
+                let end = job.plan().end;
+                if job.close_at(end) {
+                    return Err(JobError::NoVideo);
+                }
+            }
+            _ = cancel.cancelled() => {
+                job.close();
+                return Err(JobError::NoVideo);
+            }
+        }
+    };
+
+    let mp4 = context
+        .storage
+        .event_dir(job.event)?
+        .join(format!("{id}.mp4"));
+    let mut writer = ClipWriter::create(&mp4, &cut.caps)?;
+    let mut cursor = cut.cursor;
+    let mut batch = Vec::with_capacity(256);
+    let cut_short: Option<String> = loop {
+        let arrived = feed.arrived();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let extended = job.extended.notified();
+        tokio::pin!(extended);
+        extended.as_mut().enable();
+
+        let end = job.plan().end;
+        let read = feed.ring().read(&mut cursor, end, &mut batch);
+        for frame in batch.drain(..) {
+            if let Err(error) = writer.push(frame) {
+                writer.abort();
+                job.close();
+                return Err(error.into());
+            }
+        }
+        match read {
+            ReadEnd::Reached if job.close_at(end) => break None,
+            ReadEnd::Reached => continue,
+            ReadEnd::RunEnded => {
+                job.close();
+                break Some("the camera's stream restarted or changed format".to_owned());
+            }
+            ReadEnd::Lost => {
+                job.close();
+                break Some("frames were evicted before they were written".to_owned());
+            }
+            ReadEnd::Waiting => {}
+        }
+        tokio::select! {
+            _ = &mut arrived => {}
+            _ = &mut extended => {}
+            _ = sleep_until_mono(end + wait_limit.as_nanos() as u64) => {
+                if job.close_at(end) {
+                    break Some(format!("the camera sent no frames for {}", humantime::format_duration(wait_limit)));
+                }
+            }
+            _ = cancel.cancelled() => {
+                job.close();
+                break Some("the daemon shut down before post-roll ended".to_owned());
+            }
+        }
+    };
+
+    let muxed = writer.finish().await?;
+    let record = describe(job, camera, context, &cut.caps, &muxed, cut_short);
+    let sidecar = mp4.with_extension("json");
+    let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+    storage::write_durably(&sidecar, &json)?;
+    match context.storage.prune(job.event) {
+        Ok(deleted) if !deleted.is_empty() => {
+            tracing::info!(
+                events = deleted.len(),
+                "deleted the oldest clips to stay within storage.max_bytes"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not prune old clips"),
+    }
+    Ok(ClipDone {
+        record,
+        mp4,
+        sidecar,
+    })
+}
+
+/// The sidecar of a written clip. Every wall-clock time comes through the first trigger's
+/// clock reading, so the times are consistent with each other even if the clock is stepped.
+fn describe(
+    job: &Job,
+    camera: &Camera,
+    context: &JobContext,
+    caps: &gstreamer::Caps,
+    muxed: &MuxedClip,
+    cut_short: Option<String>,
+) -> ClipRecord {
+    let plan = job.plan();
+    let map = plan.triggers[0].at;
+    let mut reasons = Vec::new();
+    // A millisecond of slack: timestamps are rounded to the track's timescale.
+    if muxed.start > plan.from + 1_000_000 {
+        let buffered = Duration::from_millis(
+            (plan.triggers[0].at.mono.saturating_sub(muxed.start)) / 1_000_000,
+        );
+        reasons.push(format!(
+            "only {} of pre-roll was buffered",
+            humantime::format_duration(buffered)
+        ));
+    }
+    reasons.extend(cut_short);
+    let structure = caps.structure(0);
+    ClipRecord {
+        version: SIDECAR_VERSION,
+        event_id: job.event,
+        site: context.site.clone(),
+        camera: camera.config.id.clone(),
+        file: muxed
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        triggers: plan.triggers.iter().map(Trigger::record).collect(),
+        requested: TimeSpan {
+            start: rfc3339_ms(map.wall_of(plan.from)),
+            end: rfc3339_ms(map.wall_of(plan.end)),
+        },
+        actual: TimeSpan {
+            start: rfc3339_ms(map.wall_of(muxed.start)),
+            end: rfc3339_ms(map.wall_of(muxed.end)),
+        },
+        duration_ms: (muxed.end - muxed.start) / 1_000_000,
+        frames: muxed.frames,
+        codec: camera::codec_name(caps).unwrap_or("unknown").to_owned(),
+        width: structure.and_then(|s| s.get::<i32>("width").ok()),
+        height: structure.and_then(|s| s.get::<i32>("height").ok()),
+        bytes: muxed.bytes,
+        sha256: muxed.sha256.clone(),
+        partial: !reasons.is_empty(),
+        partial_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+    }
+}
+
+/// Sleeps until a monotonic instant of the pipeline clock.
+async fn sleep_until_mono(at: MonoNs) {
+    let now = clock::mono_now();
+    tokio::time::sleep(Duration::from_nanos(at.saturating_sub(now))).await;
+}

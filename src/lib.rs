@@ -1,0 +1,21 @@
+//! alertclip keeps the last seconds of every store camera in memory, as the cameras encoded
+//! them, and cuts them into a playable MP4 when help is called.
+//!
+//! Data flows one way: [`camera`] ingest -> [`ring`] -> [`events`] (the clipper, fed by
+//! [`trigger`]s) -> [`clip`] muxing -> [`storage`]. [`daemon`] wires it together; [`control`]
+//! is the local socket the CLI talks to.
+
+pub mod camera;
+pub mod clip;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+pub mod events;
+pub mod ring;
+pub mod storage;
+pub mod teststream;
+pub mod trigger;
+
+pub use daemon::{Daemon, run};

@@ -1,0 +1,204 @@
+//! The `alertclip` command: arguments, logging, configuration and signals. The work is done
+//! by the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use alertclip::config::{self, Config};
+use alertclip::control::{self, Request};
+use alertclip::demo::{self, DemoOptions};
+use alertclip::teststream::TestCodec;
+
+/// Exit status for a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "alertclip",
+    version,
+    about = "Cuts pre-roll clips from store cameras when help is called"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: buffer every camera and cut clips on triggers.
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Ask the running daemon for a clip now; prints the event id.
+    Trigger {
+        /// Configuration file (to find the control socket).
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// A camera to clip (repeat for several; default: all).
+        #[arg(long = "camera", value_name = "ID")]
+        cameras: Vec<String>,
+        /// A note recorded with the trigger.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Run the whole path on this machine with a simulated camera.
+    Demo {
+        /// Where the clip is written.
+        #[arg(long, default_value = "alertclip-demo")]
+        out: PathBuf,
+        /// Video kept before the trigger.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        pre_roll: Duration,
+        /// Video kept after the trigger.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        post_roll: Duration,
+        /// Codec of the simulated camera.
+        #[arg(long, value_enum, default_value_t = Codec::H264)]
+        codec: Codec,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Codec {
+    H264,
+    H265,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("alertclip: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(config).await,
+            Command::Trigger {
+                config,
+                cameras,
+                note,
+            } => trigger(config, cameras, note).await,
+            Command::Demo {
+                out,
+                pre_roll,
+                post_roll,
+                codec,
+            } => {
+                let codec = match codec {
+                    Codec::H264 => TestCodec::H264,
+                    Codec::H265 => TestCodec::H265,
+                };
+                match demo::run(DemoOptions {
+                    out,
+                    pre_roll,
+                    post_roll,
+                    codec,
+                })
+                .await
+                {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("alertclip demo: {error:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        eprintln!("alertclip: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(watch_signals(cancel.clone()));
+    match alertclip::run(config, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("alertclip: {error}");
+            if error.is_config() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The first SIGTERM or SIGINT shuts down gracefully; a second exits at once.
+async fn watch_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for count in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if count == 0 {
+            tracing::info!(
+                "signal received: finishing clips in progress (signal again to exit at once)"
+            );
+            cancel.cancel();
+        } else {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
+}
+
+async fn trigger(path: PathBuf, cameras: Vec<String>, note: Option<String>) -> ExitCode {
+    let config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match control::call(&config.control.socket, &Request::Trigger { cameras, note }).await {
+        Ok(response) if response.ok => {
+            if let Some(event) = response.event_id {
+                println!("{event}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!(
+                "alertclip trigger: {}",
+                response.error.unwrap_or_else(|| "refused".into())
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("alertclip trigger: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The clip directory on disk: where each event's files go, durable writes, and retention.
+//!
+//! Layout: `<dir>/<event_id>/<camera>.mp4` beside `<camera>.json`. Event ids are UUIDv7, so
+//! directory names sort by time. Files are written under a hidden temporary name (a leading
+//! `.`) and renamed once synced, so a visible name is always a whole file.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// The clip directory.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl Storage {
+    /// Opens `dir` (creating it), keeping at most `max_bytes` of clips. Removes temporaries
+    /// left by a crash: a half-written MP4 has no index and cannot be played.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Storage> {
+        fs::create_dir_all(dir).map_err(|e| annotate(e, dir))?;
+        let storage = Storage {
+            dir: dir.to_owned(),
+            max_bytes,
+        };
+        for event in storage.events()? {
+            for entry in fs::read_dir(&event)?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    tracing::warn!(file = %entry.path().display(), "removing a clip left unfinished by a crash");
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(storage)
+    }
+
+    /// The directory holding clips.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory of one event, created if needed.
+    pub fn event_dir(&self, event: Uuid) -> io::Result<PathBuf> {
+        let dir = self.dir.join(event.to_string());
+        fs::create_dir_all(&dir).map_err(|e| annotate(e, &dir))?;
+        Ok(dir)
+    }
+
+    /// Event directories, oldest first.
+    fn events(&self) -> io::Result<Vec<PathBuf>> {
+        let mut events: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map_err(|e| annotate(e, &self.dir))?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| Uuid::parse_str(&e.file_name().to_string_lossy()).is_ok())
+            .map(|e| e.path())
+            .collect();
+        events.sort();
+        Ok(events)
+    }
+
+    /// Deletes the oldest events until the clips fit in `max_bytes`. Events with a file
+    /// still being written, and `keep`, are left alone. Returns the events deleted.
+    pub fn prune(&self, keep: Uuid) -> io::Result<Vec<PathBuf>> {
+        let events = self.events()?;
+        let sizes: Vec<(PathBuf, u64, bool)> = events
+            .into_iter()
+            .map(|dir| {
+                let mut bytes = 0;
+                let mut busy = false;
+                for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    busy |= entry.file_name().to_string_lossy().starts_with('.');
+                }
+                (dir, bytes, busy)
+            })
+            .collect();
+        let mut total: u64 = sizes.iter().map(|(_, b, _)| b).sum();
+        let keep = keep.to_string();
+        let mut deleted = Vec::new();
+        for (dir, bytes, busy) in sizes {
+            if total <= self.max_bytes {
+                break;
+            }
+            if busy || dir.file_name().is_some_and(|n| n.to_string_lossy() == keep) {
+                continue;
+            }
+            fs::remove_dir_all(&dir).map_err(|e| annotate(e, &dir))?;
+            total -= bytes;
+            deleted.push(dir);
+        }
+        Ok(deleted)
+    }
+}
+
+/// Writes `bytes` to `path` durably: a hidden temporary, fsync, rename, fsync of the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = hidden_temp(path);
+    let mut file = File::create(&temp).map_err(|e| annotate(e, &temp))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| annotate(e, &temp))?;
+    rename_durably(&temp, path)
+}
+
+/// Renames a synced file into place and syncs the directory, so the name survives power loss.
+pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to).map_err(|e| annotate(e, to))?;
+    if let Some(dir) = to.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| annotate(e, dir))?;
+    }
+    Ok(())
+}
+
+fn hidden_temp(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+/// Adds the path to an I/O error, which otherwise says only "No such file or directory".
+fn annotate(error: io::Error, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(storage: &Storage, bytes: usize) -> Uuid {
+        let id = Uuid::now_v7();
+        let dir = storage.event_dir(id).unwrap();
+        write_durably(&dir.join("cam.mp4"), &vec![0u8; bytes]).unwrap();
+        id
+    }
+
+    #[test]
+    fn prune_deletes_oldest_events_first_and_spares_busy_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = Storage::open(root.path(), 2_500).unwrap();
+        let oldest = event(&storage, 1_000);
+        let busy = event(&storage, 1_000);
+        fs::write(
+            storage.event_dir(busy).unwrap().join(".cam2.mp4.partial"),
+            b"x",
+        )
+        .unwrap();
+        let middle = event(&storage, 1_000);
+        let newest = event(&storage, 1_000);
+        let deleted = storage.prune(newest).unwrap();
+        assert_eq!(
+            deleted,
+            vec![
+                root.path().join(oldest.to_string()),
+                root.path().join(middle.to_string())
+            ]
+        );
+        assert!(root.path().join(busy.to_string()).exists());
+        assert!(
+            root.path()
+                .join(newest.to_string())
+                .join("cam.mp4")
+                .exists()
+        );
+    }
+
+    #[test]
+    fn open_removes_crash_leftovers_and_keeps_whole_files() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = Storage::open(root.path(), u64::MAX).unwrap();
+        let id = event(&storage, 10);
+        let dir = storage.event_dir(id).unwrap();
+        fs::write(dir.join(".other.mp4.partial"), b"half").unwrap();
+        Storage::open(root.path(), u64::MAX).unwrap();
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["cam.mp4".to_owned()]);
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let error = Storage::open(Path::new("/proc/alertclip-cannot-exist"), 1).unwrap_err();
+        assert!(
+            error.to_string().contains("/proc/alertclip-cannot-exist"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Triggers: the one channel through which every source (control socket, buttons, detector,
+//! remote commands) asks for a clip.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::clock::{self, ClockMap};
+
+/// What raised a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// A staff panic button.
+    Button,
+    /// The on-device detector.
+    Detection,
+    /// A technician, through `alertclip trigger`.
+    Manual,
+    /// A command from the alert channel.
+    Remote,
+    /// A test of the whole path, not a real alarm.
+    Test,
+}
+
+/// A request for a clip around a moment.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    /// What raised it.
+    pub kind: TriggerKind,
+    /// Which input raised it: `cli`, a button id, a camera's detector ...
+    pub source: String,
+    /// Free text for officers.
+    pub note: Option<String>,
+    /// Cameras to clip; empty for all.
+    pub cameras: Vec<String>,
+    /// When it happened, on both clocks.
+    pub at: ClockMap,
+}
+
+impl Trigger {
+    /// A trigger happening now.
+    pub fn now(kind: TriggerKind, source: impl Into<String>) -> Trigger {
+        Trigger {
+            kind,
+            source: source.into(),
+            note: None,
+            cameras: Vec::new(),
+            at: ClockMap::now(),
+        }
+    }
+
+    /// How it is recorded in clip metadata.
+    pub fn record(&self) -> TriggerRecord {
+        TriggerRecord {
+            kind: self.kind,
+            source: self.source.clone(),
+            time: clock::rfc3339_ms(self.at.wall),
+            note: self.note.clone(),
+        }
+    }
+
+    /// Its wall-clock time.
+    pub fn wall(&self) -> SystemTime {
+        self.at.wall
+    }
+}
+
+/// A trigger as recorded in a clip's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// What raised it.
+    pub kind: TriggerKind,
+    /// Which input raised it.
+    pub source: String,
+    /// When, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// Free text, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Why a trigger was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TriggerError {
+    /// It named a camera that is not configured.
+    #[error("unknown camera \"{camera}\" (configured: {configured})")]
+    UnknownCamera {
+        /// The unknown id.
+        camera: String,
+        /// The configured ids, comma-separated.
+        configured: String,
+    },
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// A trigger and where to send the event id it was given.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub trigger: Trigger,
+    pub reply: oneshot::Sender<Result<Uuid, TriggerError>>,
+}
+
+/// The sending end of the trigger channel; cheap to clone, one per source.
+#[derive(Debug, Clone)]
+pub struct Triggers {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Triggers {
+    pub(crate) fn channel(capacity: usize) -> (Triggers, mpsc::Receiver<Request>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Triggers { tx }, rx)
+    }
+
+    /// Hands a trigger to the clipper and returns the id of the event it belongs to: a new
+    /// event, or the one whose clip it extends. Waits for room rather than dropping.
+    pub async fn fire(&self, trigger: Trigger) -> Result<Uuid, TriggerError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request { trigger, reply })
+            .await
+            .map_err(|_| TriggerError::ShuttingDown)?;
+        answer.await.map_err(|_| TriggerError::ShuttingDown)?
+    }
+}

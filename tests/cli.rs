@@ -1,0 +1,281 @@
+//! The `alertclip` command as a technician uses it: exit codes, messages, the control
+//! socket, and signals.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use alertclip::Daemon;
+use alertclip::teststream::{TestServer, TestStream};
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_alertclip");
+
+/// Runs `alertclip run` on a configuration expected to be refused; returns its stderr.
+fn refused(path: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn malformed_configs_exit_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[site]\nid = \"s\"\nname = \"n\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\npre_roll = \"ten\"\n",
+            "camera[0].pre_roll: expected a duration like \"10s\", found \"ten\" (line 7)",
+        ),
+        (
+            "[site]\nid = \"s\"\nname = \"n\"\n",
+            "camera: no camera configured",
+        ),
+        (
+            "[site]\nid = \"s\"\nname = \"n\"\n[[camera]]\nid = \"a\"\nurl = \"http://u:secret@h/x\"\n",
+            "camera[0].url: expected an rtsp:// or rtsps:// URL, found \"http://u:***@h/x\"",
+        ),
+        ("[site\n", "bad.toml:1: "),
+    ];
+    for (text, expected) in cases {
+        let path = write(dir.path(), "bad.toml", text);
+        let stderr = refused(&path);
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "names the file: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr}"
+        );
+        assert!(!stderr.contains("secret"));
+    }
+    let stderr = refused(Path::new("/nonexistent/alertclip.toml"));
+    assert!(
+        stderr.contains("/nonexistent/alertclip.toml: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_password_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+         [[camera]]\nid = \"a\"\nurl = \"rtsp://127.0.0.1:1/x\"\nusername = \"u\"\npassword_file = \"{0}/missing\"\n",
+        dir.path().display()
+    );
+    let stderr = refused(&write(dir.path(), "c.toml", &text));
+    assert!(
+        stderr.contains("camera \"a\": password_file") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("alertclip {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_command_reaches_the_daemon_through_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&[TestStream::h264("/cam")]).unwrap();
+    let extra = "pre_roll = \"2s\"\npost_roll = \"1s\"";
+    let config = config(dir.path(), &[("cam", server.url("/cam"))], extra, "");
+    let socket = config.control.socket.clone();
+    let text = format!(
+        "[site]\nid = \"test-site\"\nname = \"Test Store\"\n[control]\nsocket = \"{}\"\n[[camera]]\nid = \"cam\"\nurl = \"rtsp://unused/x\"\n",
+        socket.display()
+    );
+    let config_path = write(dir.path(), "cli.toml", &text);
+    let daemon = Daemon::start(config).await.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    let mut clips = daemon.clips();
+    wait_buffered(&daemon.cameras()[0], 2.5).await;
+
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "trigger", "--camera", "cam", "--note", "aisle 3", "--config",
+        ])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let done = next_clip(&mut clips, Duration::from_secs(60)).await;
+    assert_eq!(done.record.event_id.to_string(), printed);
+    let trigger = &done.record.triggers[0];
+    assert_eq!(
+        (
+            trigger.kind,
+            trigger.source.as_str(),
+            trigger.note.as_deref()
+        ),
+        (
+            alertclip::trigger::TriggerKind::Manual,
+            "cli",
+            Some("aisle 3")
+        )
+    );
+    check_clip(&done, "h264");
+
+    let out = tokio::process::Command::new(BIN)
+        .args(["trigger", "--camera", "nope", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown camera \"nope\" (configured: cam)")
+    );
+
+    // A second daemon on the same socket is refused.
+    let again = config_with_socket(dir.path(), &socket, &server.url("/cam"));
+    let error = Daemon::start(again)
+        .await
+        .err()
+        .expect("second daemon refused");
+    assert!(
+        error
+            .to_string()
+            .contains("another alertclip daemon is listening"),
+        "{error}"
+    );
+    daemon.shutdown(Duration::from_secs(5)).await;
+
+    // With no daemon, the command says where it looked and what to check.
+    let out = tokio::process::Command::new(BIN)
+        .args(["trigger", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&socket.display().to_string()) && stderr.contains("is the daemon running?"),
+        "{stderr}"
+    );
+}
+
+fn config_with_socket(dir: &Path, socket: &Path, url: &str) -> alertclip::config::Config {
+    let text = format!(
+        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{}/clips2\"\n[control]\nsocket = \"{}\"\n[[camera]]\nid = \"cam\"\nurl = \"{url}\"\n",
+        dir.display(),
+        socket.display()
+    );
+    alertclip::config::Config::parse(&text, Path::new("second.toml")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_clip_persists_it_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&[TestStream::h264("/cam")]).unwrap();
+    // Post-roll longer than the shutdown grace: the clip must be finished early, not lost.
+    let text = format!(
+        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+         [[camera]]\nid = \"cam\"\nurl = \"{1}\"\npre_roll = \"2s\"\npost_roll = \"60s\"\n",
+        dir.path().display(),
+        server.url("/cam")
+    );
+    let config_path = write(dir.path(), "c.toml", &text);
+    let mut daemon = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = daemon.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    // Wait until the camera streams and the pre-roll has filled, by the daemon's own log
+    // and status.
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if line.contains("camera streaming") {
+            break;
+        }
+    }
+    let socket = dir.path().join("c.sock");
+    loop {
+        let status = alertclip::control::call(&socket, &alertclip::control::Request::Status)
+            .await
+            .unwrap();
+        if status.cameras.unwrap()["cam"].buffered_s >= 2.5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = Command::new(BIN)
+        .args(["trigger", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let event = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    let pid = daemon.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let clip_dir = dir.path().join("clips").join(&event);
+    let record: alertclip::events::ClipRecord =
+        serde_json::from_slice(&std::fs::read(clip_dir.join("cam.json")).unwrap()).unwrap();
+    assert!(record.partial);
+    assert_eq!(
+        record.partial_reason.as_deref(),
+        Some("the daemon shut down before post-roll ended")
+    );
+    let probe = ffprobe(&clip_dir.join("cam.mp4"));
+    probe.assert_well_formed(&clip_dir.join("cam.mp4"));
+    assert!(probe.duration >= 2.0);
+    assert!(
+        !std::fs::read_dir(&clip_dir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with('.'))
+    );
+}

@@ -1,0 +1,294 @@
+//! Test harness: real RTSP test cameras, daemons started in-process, and clips checked by an
+//! independent reader (ffprobe and ffmpeg).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use alertclip::camera::{Camera, CameraState, CameraStatus};
+use alertclip::config::Config;
+use alertclip::events::ClipDone;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+/// A config for `cameras` (id, url) writing into `dir`, with `extra` TOML appended to each
+/// camera table (pre_roll, post_roll ...) and `tail` after everything.
+pub fn config(dir: &Path, cameras: &[(&str, String)], camera_extra: &str, tail: &str) -> Config {
+    let mut text = format!(
+        "[site]\nid = \"test-site\"\nname = \"Test Store\"\n\n[storage]\ndir = \"{}\"\n\n[control]\nsocket = \"{}\"\n",
+        dir.join("clips").display(),
+        dir.join("control.sock").display()
+    );
+    text.push_str(tail);
+    for (id, url) in cameras {
+        text.push_str(&format!(
+            "\n[[camera]]\nid = \"{id}\"\nurl = \"{url}\"\n{camera_extra}\n"
+        ));
+    }
+    Config::parse(&text, Path::new("test.toml")).expect("test config is valid")
+}
+
+/// Waits until the camera streams with at least `seconds` buffered.
+pub async fn wait_buffered(camera: &Camera, seconds: f64) -> CameraStatus {
+    wait_status(camera, Duration::from_secs(60), |s| {
+        s.state == CameraState::Streaming && s.buffered_s >= seconds
+    })
+    .await
+}
+
+/// Waits for a status the predicate accepts, failing the test after `limit`.
+pub async fn wait_status(
+    camera: &Camera,
+    limit: Duration,
+    predicate: impl FnMut(&CameraStatus) -> bool,
+) -> CameraStatus {
+    let mut status = camera.status.clone();
+    match tokio::time::timeout(limit, status.wait_for(predicate)).await {
+        Ok(Ok(status)) => status.clone(),
+        _ => panic!(
+            "camera {} never reached the expected state; last: {:?}",
+            camera.config.id,
+            camera.status.borrow()
+        ),
+    }
+}
+
+/// The next clip written, failing the test after `limit`.
+pub async fn next_clip(clips: &mut broadcast::Receiver<ClipDone>, limit: Duration) -> ClipDone {
+    tokio::time::timeout(limit, clips.recv())
+        .await
+        .expect("a clip within the time limit")
+        .expect("clip channel open")
+}
+
+/// What ffprobe reads from a clip.
+#[derive(Debug)]
+pub struct Probe {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub has_b_frames: u32,
+    pub duration: f64,
+    pub packets: Vec<Packet>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Packet {
+    pub pts: f64,
+    pub dts: f64,
+    pub key: bool,
+}
+
+#[derive(Deserialize)]
+struct FfprobeOut {
+    streams: Vec<FfStream>,
+    format: FfFormat,
+    packets: Vec<FfPacket>,
+}
+#[derive(Deserialize)]
+struct FfStream {
+    codec_name: String,
+    width: u32,
+    height: u32,
+    #[serde(default)]
+    has_b_frames: u32,
+}
+#[derive(Deserialize)]
+struct FfFormat {
+    duration: String,
+}
+#[derive(Deserialize)]
+struct FfPacket {
+    pts_time: String,
+    dts_time: String,
+    flags: String,
+}
+
+/// Reads a clip with ffprobe.
+pub fn ffprobe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .arg("stream=codec_name,width,height,has_b_frames:format=duration:packet=pts_time,dts_time,flags")
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (scripts/setup.sh installs ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: FfprobeOut = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let stream = &parsed.streams[0];
+    Probe {
+        codec: stream.codec_name.clone(),
+        width: stream.width,
+        height: stream.height,
+        has_b_frames: stream.has_b_frames,
+        duration: parsed.format.duration.parse().expect("duration"),
+        packets: parsed
+            .packets
+            .iter()
+            .map(|p| Packet {
+                pts: p.pts_time.parse().expect("pts"),
+                dts: p.dts_time.parse().expect("dts"),
+                key: p.flags.contains('K'),
+            })
+            .collect(),
+    }
+}
+
+impl Probe {
+    /// What every clip must be: a keyframe first, decode times rising, no frame shown before
+    /// it is decoded.
+    pub fn assert_well_formed(&self, path: &Path) {
+        assert!(!self.packets.is_empty(), "{}: no packets", path.display());
+        assert!(
+            self.packets[0].key,
+            "{}: first frame is not a keyframe",
+            path.display()
+        );
+        for (i, w) in self.packets.windows(2).enumerate() {
+            assert!(
+                w[1].dts > w[0].dts,
+                "{}: DTS not rising at packet {}: {:?}",
+                path.display(),
+                i + 1,
+                w
+            );
+        }
+        for p in &self.packets {
+            assert!(p.pts >= p.dts, "{}: PTS before DTS: {p:?}", path.display());
+        }
+    }
+
+    /// Frames per second over the clip.
+    pub fn fps(&self) -> f64 {
+        self.packets.len() as f64 / self.duration
+    }
+}
+
+/// Decodes every frame with ffmpeg; panics with its complaints if any.
+pub fn assert_decodes(path: &Path) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{} does not decode cleanly: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// SHA-256 of a file, lowercase hex, computed independently of the daemon.
+pub fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Checks a written clip against its sidecar and an independent reader, and returns the probe.
+pub fn check_clip(done: &ClipDone, codec: &str) -> Probe {
+    let probe = ffprobe(&done.mp4);
+    probe.assert_well_formed(&done.mp4);
+    assert_decodes(&done.mp4);
+    let ffprobe_name = if codec == "h265" { "hevc" } else { codec };
+    assert_eq!(probe.codec, ffprobe_name);
+    let record = &done.record;
+    assert_eq!(record.codec, codec);
+    assert_eq!(
+        record.frames as usize,
+        probe.packets.len(),
+        "sidecar frame count"
+    );
+    assert_eq!(record.bytes, std::fs::metadata(&done.mp4).unwrap().len());
+    assert_eq!(record.sha256, sha256sum(&done.mp4), "sidecar hash");
+    assert!(
+        (record.duration_ms as f64 / 1000.0 - probe.duration).abs() < 0.1,
+        "sidecar duration {} vs {}",
+        record.duration_ms,
+        probe.duration
+    );
+    let on_disk: alertclip::events::ClipRecord =
+        serde_json::from_slice(&std::fs::read(&done.sidecar).unwrap()).expect("sidecar parses");
+    assert_eq!(&on_disk, record);
+    assert_eq!(done.mp4.parent(), done.sidecar.parent());
+    probe
+}
+
+/// The directory of an event's files.
+pub fn event_dir(root: &Path, done: &ClipDone) -> PathBuf {
+    root.join("clips").join(done.record.event_id.to_string())
+}
+
+/// A daemon in-process against its own RTSP test cameras, in a temporary directory. Camera
+/// ids are the streams' paths without the leading `/`.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub server: alertclip::teststream::TestServer,
+    pub daemon: alertclip::Daemon,
+    pub clips: broadcast::Receiver<ClipDone>,
+}
+
+impl Rig {
+    /// Starts cameras for `streams`, each with `camera_extra` in its table and `tail` after.
+    pub async fn start(
+        streams: &[alertclip::teststream::TestStream],
+        camera_extra: &str,
+        tail: &str,
+    ) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let server = alertclip::teststream::TestServer::start(streams).unwrap();
+        let cameras: Vec<(&str, String)> = streams
+            .iter()
+            .map(|s| (s.path.trim_start_matches('/'), server.url(&s.path)))
+            .collect();
+        let daemon = alertclip::Daemon::start(config(dir.path(), &cameras, camera_extra, tail))
+            .await
+            .unwrap();
+        let clips = daemon.clips();
+        Rig {
+            dir,
+            server,
+            daemon,
+            clips,
+        }
+    }
+
+    /// The i-th camera.
+    pub fn camera(&self, i: usize) -> &Camera {
+        &self.daemon.cameras()[i]
+    }
+
+    /// Fires a trigger and returns its event id.
+    pub async fn fire(&self, trigger: alertclip::trigger::Trigger) -> uuid::Uuid {
+        self.daemon.triggers().fire(trigger).await.unwrap()
+    }
+
+    /// The next clip written, within a minute.
+    pub async fn next_clip(&mut self) -> ClipDone {
+        next_clip(&mut self.clips, Duration::from_secs(60)).await
+    }
+
+    /// The directory of an event's files.
+    pub fn event_dir(&self, done: &ClipDone) -> PathBuf {
+        event_dir(self.dir.path(), done)
+    }
+
+    /// Shuts the daemon down.
+    pub async fn stop(self) {
+        self.daemon.shutdown(Duration::from_secs(5)).await;
+    }
+}
