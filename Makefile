@@ -20,6 +20,11 @@ demo: setup
 test: setup lint
 	$(CARGO) test --locked
 
+# Printed figures, measured by hand (not in CI): see benches/ingest.rs.
+bench:
+	./scripts/setup.sh --bench
+	$(CARGO) bench --locked --bench ingest
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings

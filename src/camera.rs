@@ -294,6 +294,7 @@ impl Ingest {
         };
         let mut messages = bus.stream();
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            guard.stop().await;
             return Err((CameraError::Start(e.to_string()), Duration::ZERO));
         }
 

@@ -39,6 +39,9 @@ pub enum StartError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// GStreamer could not be initialised.
+    #[error("GStreamer: {0} (run scripts/setup.sh to install it)")]
+    GStreamer(String),
     /// The clip directory could not be used.
     #[error("storage.dir: {0}")]
     Storage(std::io::Error),
@@ -72,7 +75,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts every camera, the clipper and the control socket.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
-        gstreamer::init().map_err(|e| StartError::Storage(std::io::Error::other(e.to_string())))?;
+        gstreamer::init().map_err(|e| StartError::GStreamer(e.to_string()))?;
         let storage = Storage::open(&config.storage.dir, config.storage.max_bytes.0)
             .map_err(StartError::Storage)?;
         let listener = control::bind(&config.control.socket).await?;

@@ -50,6 +50,9 @@ pub struct TestStream {
     pub pattern: String,
     /// Burns the wall-clock time and the stream time into the picture.
     pub clock_overlay: bool,
+    /// Serves this MP4 (H.264) instead of encoding a pattern, each client from its start, at
+    /// its own pace. The other fields are then ignored.
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl TestStream {
@@ -66,6 +69,7 @@ impl TestStream {
             bframes: 0,
             pattern: "ball".to_owned(),
             clock_overlay: false,
+            file: None,
         }
     }
 
@@ -87,6 +91,12 @@ impl TestStream {
 
     /// The `gst-rtsp-server` launch line of this stream.
     pub fn launch(&self) -> String {
+        if let Some(file) = &self.file {
+            return format!(
+                "( filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+                file.display()
+            );
+        }
         let overlay = if self.clock_overlay {
             " ! clockoverlay time-format=\"%Y-%m-%d %H:%M:%S\" halignment=left valignment=top \
              shaded-background=true font-desc=\"Sans 20\" \
@@ -152,7 +162,9 @@ impl TestServer {
         for stream in streams {
             let factory = rtsp::RTSPMediaFactory::new();
             factory.set_launch(&stream.launch());
-            factory.set_shared(true);
+            // A pattern is shared by every client, as a camera's stream is; a file plays from
+            // its start for each.
+            factory.set_shared(stream.file.is_none());
             let playing = Arc::new(Mutex::new(None));
             let slot = playing.clone();
             factory.connect_media_configure(move |_, media| {
