@@ -86,6 +86,18 @@ async fn h265_clip_holds_pre_and_post_roll() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn udp_transport_gives_the_same_clip() {
+    let extra = format!("{ROLLS}\ntransport = \"udp\"");
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], &extra, "").await;
+    wait_buffered(rig.camera(0), PRE + 0.5).await;
+    rig.fire(manual()).await;
+    let done = rig.next_clip().await;
+    assert_full_length(&check_clip(&done, "h264"));
+    assert!(!done.record.partial, "{:?}", done.record.partial_reason);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn b_frame_stream_gets_valid_decode_times() {
     let mut rig = Rig::start(
         &[TestStream {
