@@ -9,7 +9,7 @@ gcc libc6-dev pkg-config
 libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
-fonts-dejavu-core ffmpeg
+fonts-dejavu-core ffmpeg mosquitto mosquitto-clients
 "
 
 # `--bench` adds what the benchmark compares against. Not for a store box: Motion installs a

@@ -111,6 +111,16 @@ impl StreamClock {
     }
 }
 
+/// Whether the kernel reports the system clock synchronised (by NTP, chrony, systemd-timesyncd
+/// or PTP); `None` when it cannot be asked.
+pub fn synchronized() -> Option<bool> {
+    // SAFETY: adjtimex with `modes == 0` only reads the kernel's clock state into the zeroed
+    // struct it is given.
+    let mut state: libc::timex = unsafe { std::mem::zeroed() };
+    let result = unsafe { libc::adjtimex(&mut state) };
+    (result != -1).then_some(result != libc::TIME_ERROR && state.status & libc::STA_UNSYNC == 0)
+}
+
 /// RFC 3339 UTC with milliseconds, the form every timestamp takes in metadata.
 pub fn rfc3339_ms(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()

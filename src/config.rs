@@ -31,6 +31,169 @@ pub struct Config {
     /// The local control socket used by `alertclip trigger`.
     #[serde(default)]
     pub control: Control,
+    /// Delivery to the officer alert channel. Without it, clips are only written locally.
+    #[serde(default)]
+    pub mqtt: Option<Mqtt>,
+    /// The durable spool of messages waiting for the broker.
+    #[serde(default)]
+    pub outbox: Outbox,
+}
+
+/// `[mqtt]`: the broker alerts, snapshots and clips are delivered through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    /// `mqtt://host:port` (port 1883 by default) or `mqtts://host:port` (TLS, port 8883 by
+    /// default). Required.
+    pub url: BrokerUrl,
+    /// MQTT protocol version: `"3.1.1"` or `"5"`. Default: `"3.1.1"`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// PEM file of the certificate authorities to trust for `mqtts://`. Default: the system's
+    /// (`/etc/ssl/certs/ca-certificates.crt`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS. Default: none.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`. Default: none.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// User name for the broker. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the broker password. Default: none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// MQTT client id; the broker keeps the session under it. Default: the site id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive interval. Default: `"30s"`.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: HumanDuration,
+    /// Prefix of every topic. Default: `"alertclip/v1/<site.id>"`, so one broker ACL line per
+    /// device confines it to its own prefix.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+    /// Largest payload published: clips go out in chunks of this size, and snapshots are
+    /// scaled to fit. Default: `"100KiB"`, under AWS IoT Core's 128 KB limit.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: ByteSize,
+    /// How often the retained status is republished, besides on every change.
+    /// Default: `"60s"`.
+    #[serde(default = "default_status_interval")]
+    pub status_interval: HumanDuration,
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// `[outbox]`: the durable spool of messages waiting for the broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbox {
+    /// Directory of the spool. Default: `"/var/lib/alertclip/outbox"`.
+    #[serde(default = "default_outbox_dir")]
+    pub dir: PathBuf,
+    /// Most the spool may hold. When full, clips of the oldest detection events are dropped
+    /// first, then the oldest panic clips; alerts are never dropped. Default: `"1GiB"`.
+    #[serde(default = "default_outbox_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            dir: default_outbox_dir(),
+            max_bytes: default_outbox_max_bytes(),
+        }
+    }
+}
+
+/// A broker URL: `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Whether the connection uses TLS.
+    pub tls: bool,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (an `[ipv6]` host in brackets).
+    pub fn parse(text: &str) -> Result<BrokerUrl, String> {
+        let expected =
+            || format!("expected a URL like \"mqtts://broker.example:8883\", found \"{text}\"");
+        let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(expected());
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains(['/', '@', '?']) {
+            return Err(expected());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                (host, port.parse::<u16>().map_err(|_| expected())?)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(expected());
+        }
+        Ok(BrokerUrl {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BrokerUrl::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+impl Mqtt {
+    /// The topic prefix in force.
+    pub fn prefix(&self, site: &Site) -> String {
+        self.topic_prefix
+            .clone()
+            .unwrap_or_else(|| format!("alertclip/v1/{}", site.id))
+    }
+
+    /// The client id in force.
+    pub fn client_id(&self, site: &Site) -> String {
+        self.client_id.clone().unwrap_or_else(|| site.id.clone())
+    }
 }
 
 /// `[site]`: the store's identity, carried in every clip's metadata.
@@ -39,8 +202,11 @@ pub struct Config {
 pub struct Site {
     /// A short stable identifier (letters, digits, `-`, `_`, `.`). Required.
     pub id: String,
-    /// A human-readable name for officers, such as "Corner Market, 12 Main St". Required.
+    /// A human-readable name for officers, such as "Corner Market". Required.
     pub name: String,
+    /// The street address officers are sent to, carried in every alert. Default: none.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// One `[[camera]]` table.
@@ -151,6 +317,21 @@ fn default_storage_max_bytes() -> ByteSize {
 }
 fn default_socket() -> PathBuf {
     PathBuf::from("/run/alertclip/control.sock")
+}
+fn default_keepalive() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_chunk_size() -> ByteSize {
+    ByteSize(100 << 10)
+}
+fn default_status_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_outbox_dir() -> PathBuf {
+    PathBuf::from("/var/lib/alertclip/outbox")
+}
+fn default_outbox_max_bytes() -> ByteSize {
+    ByteSize(1 << 30)
 }
 
 /// A configuration that could not be used, with everything needed to fix it.
@@ -278,6 +459,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(mqtt) = &self.mqtt {
+            mqtt.validate(&self.site)?;
+        }
         if let Some(cap) = self.buffer.max_bytes_per_camera
             && cap.0 < 1 << 20
         {
@@ -301,6 +485,52 @@ impl Config {
     /// The camera with this id.
     pub fn camera(&self, id: &str) -> Option<&Camera> {
         self.cameras.iter().find(|c| c.id == id)
+    }
+}
+
+impl Mqtt {
+    fn validate(&self, site: &Site) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("mqtt.{k}");
+        if (self.cert_file.is_some()) != (self.key_file.is_some()) {
+            return Err((key("key_file"), "cert_file and key_file go together".into()));
+        }
+        if !self.url.tls && (self.ca_file.is_some() || self.cert_file.is_some()) {
+            return Err((
+                key("url"),
+                "TLS files are set but the URL is mqtt://: use mqtts://".into(),
+            ));
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            return Err((key("password_file"), "needs a username as well".into()));
+        }
+        if self.chunk_size.0 < 1024 || self.chunk_size.0 > 64 << 20 {
+            return Err((
+                key("chunk_size"),
+                format!(
+                    "expected between \"1KiB\" and \"64MiB\", found {} bytes",
+                    self.chunk_size.0
+                ),
+            ));
+        }
+        if self.keepalive.0 < Duration::from_secs(5) {
+            return Err((key("keepalive"), "expected at least \"5s\"".into()));
+        }
+        if self.status_interval.0 < Duration::from_secs(1) {
+            return Err((key("status_interval"), "expected at least \"1s\"".into()));
+        }
+        let prefix = self.prefix(site);
+        if prefix.is_empty() || prefix.ends_with('/') || prefix.contains(['+', '#']) {
+            return Err((
+                key("topic_prefix"),
+                format!(
+                    "expected topic levels without wildcards or a trailing '/', found \"{prefix}\""
+                ),
+            ));
+        }
+        if self.client_id(site).is_empty() {
+            return Err((key("client_id"), "must not be empty".into()));
+        }
+        Ok(())
     }
 }
 
@@ -624,6 +854,62 @@ url = "rtsp://10.0.0.5/stream1"
         let text = format!("{MINIMAL}\n[buffer]\nmax_bytes_per_camera = \"64MiB\"\n");
         let config = parse(&text).unwrap();
         assert_eq!(config.ring_bytes(&config.cameras[0]), 64 << 20);
+    }
+
+    #[test]
+    fn mqtt_section_parses_with_defaults() {
+        let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtts://broker.example\"\n");
+        let config = parse(&text).unwrap();
+        let mqtt = config.mqtt.as_ref().unwrap();
+        assert_eq!(
+            mqtt.url,
+            BrokerUrl {
+                tls: true,
+                host: "broker.example".into(),
+                port: 8883
+            }
+        );
+        assert_eq!(mqtt.protocol, Protocol::V311);
+        assert_eq!(mqtt.prefix(&config.site), "alertclip/v1/store-1");
+        assert_eq!(mqtt.client_id(&config.site), "store-1");
+        assert_eq!(mqtt.chunk_size, ByteSize(102_400));
+        assert_eq!(config.outbox.max_bytes, ByteSize(1 << 30));
+        assert!(parse(MINIMAL).unwrap().mqtt.is_none());
+    }
+
+    #[test]
+    fn broker_urls_are_checked() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://10.0.0.2:1884")
+                .unwrap()
+                .to_string(),
+            "mqtt://10.0.0.2:1884"
+        );
+        assert_eq!(
+            BrokerUrl::parse("mqtt://[::1]").unwrap().to_string(),
+            "mqtt://[::1]:1883"
+        );
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:port",
+            "mqtt://u:p@h",
+            "mqtt://h/topic",
+        ] {
+            assert!(BrokerUrl::parse(bad).is_err(), "{bad}");
+        }
+        let text = format!("{MINIMAL}\n[mqtt]\nurl = \"tcp://b\"\n");
+        assert!(
+            error(&text).contains("mqtt.url: expected a URL like \"mqtts://broker.example:8883\"")
+        );
+        let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\nca_file = \"/x\"\n");
+        assert!(error(&text).contains("mqtt.url: TLS files are set but the URL is mqtt://"));
+        let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\nprotocol = \"4\"\n");
+        assert!(error(&text).contains("mqtt.protocol: unknown variant `4`"));
+        let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\ntopic_prefix = \"a/#\"\n");
+        assert!(
+            error(&text).contains("mqtt.topic_prefix: expected topic levels without wildcards")
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! most of the grace period, then finishes them with what they have, and stops the cameras
 //! last.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use crate::camera::Camera;
 use crate::config::Config;
 use crate::control;
 use crate::events::{ClipDone, Clipper};
+use crate::publish::{self, Publisher, mqtt::Session};
 use crate::storage::Storage;
 use crate::trigger::Triggers;
 
@@ -45,6 +47,12 @@ pub enum StartError {
     /// The clip directory could not be used.
     #[error("storage.dir: {0}")]
     Storage(std::io::Error),
+    /// The outbox could not be used.
+    #[error("outbox.dir: {0}")]
+    Outbox(std::io::Error),
+    /// The broker settings name a file that cannot be read.
+    #[error("{0}")]
+    Mqtt(String),
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] control::ControlError),
@@ -53,7 +61,7 @@ pub enum StartError {
 impl StartError {
     /// Whether fixing the configuration (or a file it names) is what it takes.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Secret { .. })
+        matches!(self, StartError::Secret { .. } | StartError::Mqtt(_))
     }
 }
 
@@ -68,8 +76,12 @@ pub struct Daemon {
     jobs: CancellationToken,
     /// Stops the cameras.
     cameras_cancel: CancellationToken,
+    /// Stops delivery (last, after the clips in progress are spooled).
+    delivery_cancel: CancellationToken,
+    publisher: Option<Arc<Publisher>>,
     tracker: TaskTracker,
     jobs_tracker: TaskTracker,
+    delivery_tracker: TaskTracker,
 }
 
 impl Daemon {
@@ -78,7 +90,6 @@ impl Daemon {
         gstreamer::init().map_err(|e| StartError::GStreamer(e.to_string()))?;
         let storage = Storage::open(&config.storage.dir, config.storage.max_bytes.0)
             .map_err(StartError::Storage)?;
-        let listener = control::bind(&config.control.socket).await?;
 
         let mut passwords = Vec::new();
         for camera in &config.cameras {
@@ -93,9 +104,25 @@ impl Daemon {
             passwords.push(password);
         }
 
+        // Delivery is set up before anything starts, so that a bad TLS or password file stops
+        // the daemon at once.
+        let delivery = match &config.mqtt {
+            Some(mqtt) => {
+                let publisher =
+                    Arc::new(Publisher::open(&config, mqtt).map_err(StartError::Outbox)?);
+                let settings = publish::daemon_settings(&config, mqtt, publisher.topics())
+                    .map_err(|e| StartError::Mqtt(e.to_string()))?;
+                Some((publisher, settings, mqtt.status_interval.0))
+            }
+            None => None,
+        };
+        let listener = control::bind(&config.control.socket).await?;
+
         let tracker = TaskTracker::new();
         let jobs_tracker = TaskTracker::new();
+        let delivery_tracker = TaskTracker::new();
         let cameras_cancel = CancellationToken::new();
+        let delivery_cancel = CancellationToken::new();
         let cameras: Vec<Camera> = config
             .cameras
             .iter()
@@ -111,6 +138,45 @@ impl Daemon {
             })
             .collect();
 
+        let publisher = match delivery {
+            Some((publisher, settings, status_interval)) => {
+                let link_cancel = CancellationToken::new();
+                let (session, events) =
+                    Session::start(&settings, &delivery_tracker, link_cancel.clone())
+                        .map_err(|e| StartError::Mqtt(e.to_string()))?;
+                let started_at = SystemTime::now();
+                let status = {
+                    let (cameras, publisher) = (cameras.clone(), publisher.clone());
+                    move || publish::status(&cameras, publisher.outbox(), started_at)
+                };
+                let deliver = publish::deliver(
+                    publisher.clone(),
+                    session,
+                    events,
+                    status,
+                    status_interval,
+                    delivery_cancel.clone(),
+                );
+                delivery_tracker.spawn(async move {
+                    deliver.await;
+                    link_cancel.cancel();
+                });
+                let dirs = vec![config.storage.dir.clone(), config.outbox.dir.clone()];
+                delivery_tracker.spawn(publish::monitor(
+                    publisher.clone(),
+                    cameras.clone(),
+                    dirs,
+                    delivery_cancel.clone(),
+                ));
+                tracing::info!(broker = %settings.url, client_id = %settings.client_id, "delivering to the alert channel");
+                Some(publisher)
+            }
+            None => {
+                tracing::info!("no [mqtt] section: clips are kept locally only");
+                None
+            }
+        };
+
         let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
         let (clips, _) = broadcast::channel(64);
         let intake = CancellationToken::new();
@@ -120,6 +186,7 @@ impl Daemon {
             cameras.clone(),
             storage,
             clips.clone(),
+            publisher.clone(),
             jobs_tracker.clone(),
             jobs.clone(),
         );
@@ -139,9 +206,17 @@ impl Daemon {
             intake,
             jobs,
             cameras_cancel,
+            delivery_cancel,
+            publisher,
             tracker,
             jobs_tracker,
+            delivery_tracker,
         })
+    }
+
+    /// Delivery to the alert channel, when configured.
+    pub fn publisher(&self) -> Option<&Arc<Publisher>> {
+        self.publisher.as_ref()
     }
 
     /// Where triggers go in.
@@ -185,6 +260,15 @@ impl Daemon {
             .is_err()
         {
             tracing::warn!("some cameras did not stop in time");
+        }
+        // What was not delivered stays in the outbox for the next start.
+        self.delivery_cancel.cancel();
+        self.delivery_tracker.close();
+        if tokio::time::timeout(FINISH_ALLOWANCE, self.delivery_tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the broker connection did not close in time");
         }
         tracing::info!("stopped");
     }

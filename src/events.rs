@@ -22,9 +22,10 @@ use crate::camera::{self, Camera};
 use crate::clip::{ClipError, ClipWriter, MuxedClip};
 use crate::clock::{self, MonoNs, rfc3339_ms};
 use crate::config;
+use crate::publish::Publisher;
 use crate::ring::ReadEnd;
 use crate::storage::{self, Storage};
-use crate::trigger::{Request, Trigger, TriggerError, TriggerRecord};
+use crate::trigger::{Request, Trigger, TriggerError, TriggerKind, TriggerRecord};
 
 /// After the last post-roll frame is due, how long a clip waits beyond the camera's
 /// `stall_timeout` before it is finished as partial.
@@ -116,6 +117,7 @@ enum JobError {
 /// The clipper: the only reader of the trigger channel.
 pub(crate) struct Clipper {
     context: Arc<JobContext>,
+    publisher: Option<Arc<Publisher>>,
     cameras: Vec<Camera>,
     jobs: HashMap<String, Arc<Job>>,
     tracker: TaskTracker,
@@ -128,6 +130,7 @@ struct JobContext {
     site: SiteRecord,
     storage: Storage,
     done: broadcast::Sender<ClipDone>,
+    publisher: Option<Arc<Publisher>>,
 }
 
 impl Clipper {
@@ -136,6 +139,7 @@ impl Clipper {
         cameras: Vec<Camera>,
         storage: Storage,
         done: broadcast::Sender<ClipDone>,
+        publisher: Option<Arc<Publisher>>,
         tracker: TaskTracker,
         jobs_cancel: CancellationToken,
     ) -> Clipper {
@@ -148,7 +152,9 @@ impl Clipper {
                 site,
                 storage,
                 done,
+                publisher: publisher.clone(),
             }),
+            publisher,
             cameras,
             jobs: HashMap::new(),
             tracker,
@@ -206,13 +212,22 @@ impl Clipper {
             chosen
         };
         // A trigger during a clip joins that clip's event, the newest one if several.
-        let event = cameras
+        let joined = cameras
             .iter()
             .filter_map(|c| self.jobs.get(&c.config.id))
             .filter(|job| job.is_open())
             .map(|job| job.event)
-            .max()
-            .unwrap_or_else(Uuid::now_v7);
+            .max();
+        let event = joined.unwrap_or_else(Uuid::now_v7);
+        // The alert goes out before any video work starts.
+        if joined.is_none()
+            && let Some(publisher) = &self.publisher
+        {
+            let plans: Vec<config::Camera> = cameras.iter().map(|c| c.config.clone()).collect();
+            if let Err(error) = publisher.alert(event, &trigger, &plans) {
+                tracing::error!(%event, %error, "cannot spool the alert");
+            }
+        }
         for camera in cameras {
             let end = trigger.at.mono + camera.config.post_roll.0.as_nanos() as u64;
             if let Some(job) = self.jobs.get(&camera.config.id)
@@ -228,6 +243,10 @@ impl Clipper {
             let job = Arc::new(Job::new(event, trigger.clone(), from, end));
             self.jobs.insert(camera.config.id.clone(), job.clone());
             tracing::info!(camera = %camera.config.id, %event, kind = ?trigger.kind, source = %trigger.source, "clip started");
+            if let Some(publisher) = &self.publisher {
+                self.tracker
+                    .spawn(snapshot(publisher.clone(), &camera, event, trigger.at.mono));
+            }
             let context = self.context.clone();
             let cancel = self.jobs_cancel.clone();
             self.tracker.spawn(async move {
@@ -236,6 +255,16 @@ impl Clipper {
                     Ok(done) => {
                         tracing::info!(camera = %id, event = %job.event, file = %done.mp4.display(),
                             duration_ms = done.record.duration_ms, partial = done.record.partial, "clip written");
+                        if let Some(publisher) = context.publisher.clone() {
+                            let detection = done.record.triggers.first().is_some_and(|t| t.kind == TriggerKind::Detection);
+                            let spooled = done.clone();
+                            let result = tokio::task::spawn_blocking(move || publisher.clip(&spooled, detection)).await;
+                            match result {
+                                Ok(Ok(())) => {}
+                                Ok(Err(error)) => tracing::error!(camera = %id, event = %job.event, %error, "cannot spool the clip"),
+                                Err(error) => tracing::error!(camera = %id, event = %job.event, %error, "spooling the clip failed"),
+                            }
+                        }
                         let _ = context.done.send(done);
                     }
                     Err(error) => tracing::error!(camera = %id, event = %job.event, %error, "clip not written"),
@@ -243,6 +272,38 @@ impl Clipper {
             });
         }
         Ok(event)
+    }
+}
+
+/// Decodes the frame nearest the trigger and spools it as the camera's snapshot.
+fn snapshot(
+    publisher: Arc<Publisher>,
+    camera: &Camera,
+    event: Uuid,
+    at: MonoNs,
+) -> impl Future<Output = ()> + use<> {
+    let feed = camera.feed.clone();
+    let id = camera.config.id.clone();
+    async move {
+        let max = publisher.chunk_size() as usize;
+        let camera = id.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let jpeg = crate::snapshot::capture(&feed, at, max)?;
+            let bytes = jpeg.len();
+            publisher
+                .snapshot(event, &camera, jpeg)
+                .map_err(|e| crate::snapshot::SnapshotError::Pipeline(e.to_string()))?;
+            Ok::<_, crate::snapshot::SnapshotError>((bytes, started.elapsed()))
+        })
+        .await;
+        match result {
+            Ok(Ok((bytes, took))) => {
+                tracing::info!(camera = %id, %event, bytes, ms = took.as_millis() as u64, "snapshot spooled")
+            }
+            Ok(Err(error)) => tracing::warn!(camera = %id, %event, %error, "no snapshot"),
+            Err(error) => tracing::error!(camera = %id, %event, %error, "snapshot failed"),
+        }
     }
 }
 

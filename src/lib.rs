@@ -2,8 +2,9 @@
 //! them, and cuts them into a playable MP4 when help is called.
 //!
 //! Data flows one way: [`camera`] ingest -> [`ring`] -> [`events`] (the clipper, fed by
-//! [`trigger`]s) -> [`clip`] muxing -> [`storage`]. [`daemon`] wires it together; [`control`]
-//! is the local socket the CLI talks to.
+//! [`trigger`]s) -> [`clip`] muxing -> [`storage`], and with `[mqtt]`, -> [`publish`] (the
+//! outbox and the broker). [`daemon`] wires it together; [`control`] is the local socket the
+//! CLI talks to; [`receive`] is the officer side.
 
 pub mod camera;
 pub mod clip;
@@ -13,7 +14,10 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod events;
+pub mod publish;
+pub mod receive;
 pub mod ring;
+pub mod snapshot;
 pub mod storage;
 pub mod teststream;
 pub mod trigger;

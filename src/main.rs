@@ -9,9 +9,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use alertclip::config::{self, Config};
+use alertclip::config::{self, BrokerUrl, Config, Protocol};
 use alertclip::control::{self, Request};
 use alertclip::demo::{self, DemoOptions};
+use alertclip::publish::mqtt::Settings;
+use alertclip::receive::ReceiveOptions;
 use alertclip::teststream::TestCodec;
 
 /// Exit status for a configuration that cannot be used.
@@ -47,6 +49,43 @@ enum Command {
         /// A note recorded with the trigger.
         #[arg(long)]
         note: Option<String>,
+    },
+    /// Receive alerts and clips from the alert channel (dispatch desk or phone bridge).
+    Receive {
+        /// Broker URL: mqtt://host[:port] or mqtts://host[:port].
+        #[arg(long)]
+        broker: String,
+        /// MQTT protocol version: 3.1.1 or 5.
+        #[arg(long, default_value = "3.1.1")]
+        protocol: String,
+        /// PEM certificate authorities for mqtts:// (default: the system's).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// PEM client certificate for mutual TLS.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// PEM private key of --cert.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
+        /// User name for the broker.
+        #[arg(long)]
+        username: Option<String>,
+        /// File holding the broker password.
+        #[arg(long, value_name = "FILE", requires = "username")]
+        password_file: Option<PathBuf>,
+        /// Client id; the broker keeps messages for it while the receiver is down.
+        /// Default: alertclip-receive-<hostname>.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// One site's id, or + for every site.
+        #[arg(long, default_value = "+")]
+        site: String,
+        /// Directory for alerts, snapshots and verified clips.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the whole path on this machine with a simulated camera.
     Demo {
@@ -96,6 +135,49 @@ fn main() -> ExitCode {
                 cameras,
                 note,
             } => trigger(config, cameras, note).await,
+            Command::Receive {
+                broker,
+                protocol,
+                ca,
+                cert,
+                key,
+                username,
+                password_file,
+                client_id,
+                site,
+                out,
+                json,
+            } => {
+                let options = receive_options(
+                    &broker,
+                    &protocol,
+                    ca,
+                    cert.zip(key),
+                    username,
+                    password_file,
+                    client_id,
+                    site,
+                    out,
+                    json,
+                );
+                match options {
+                    Ok(options) => {
+                        let cancel = CancellationToken::new();
+                        tokio::spawn(watch_signals(cancel.clone()));
+                        match alertclip::receive::run(options, cancel).await {
+                            Ok(()) => ExitCode::SUCCESS,
+                            Err(error) => {
+                                eprintln!("alertclip receive: {error:#}");
+                                ExitCode::FAILURE
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("alertclip receive: {error}");
+                        ExitCode::from(EXIT_CONFIG)
+                    }
+                }
+            }
             Command::Demo {
                 out,
                 pre_roll,
@@ -177,6 +259,60 @@ async fn watch_signals(cancel: CancellationToken) {
             std::process::exit(130);
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive_options(
+    broker: &str,
+    protocol: &str,
+    ca_file: Option<PathBuf>,
+    client_auth: Option<(PathBuf, PathBuf)>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    client_id: Option<String>,
+    site: String,
+    out: PathBuf,
+    json: bool,
+) -> Result<ReceiveOptions, String> {
+    let url = BrokerUrl::parse(broker).map_err(|e| format!("--broker: {e}"))?;
+    let protocol = match protocol {
+        "3.1.1" => Protocol::V311,
+        "5" => Protocol::V5,
+        other => {
+            return Err(format!(
+                "--protocol: expected 3.1.1 or 5, found \"{other}\""
+            ));
+        }
+    };
+    if site != "+" && (site.is_empty() || site.contains(['/', '#', '+'])) {
+        return Err(format!("--site: expected a site id or +, found \"{site}\""));
+    }
+    let password = match &password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("--password-file {}: {e}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        None => String::new(),
+    };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Ok(ReceiveOptions {
+        settings: Settings {
+            url,
+            protocol,
+            ca_file,
+            client_auth,
+            credentials: username.map(|user| (user, password)),
+            client_id: client_id
+                .unwrap_or_else(|| format!("alertclip-receive-{}", hostname.trim())),
+            keepalive: Duration::from_secs(30),
+            max_incoming: 64 << 20,
+            max_outgoing: 64 << 10,
+            will: None,
+        },
+        site,
+        out,
+        json,
+    })
 }
 
 async fn trigger(path: PathBuf, cameras: Vec<String>, note: Option<String>) -> ExitCode {

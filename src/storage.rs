@@ -117,6 +117,19 @@ pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Free and total bytes of the file system holding `path`, for unprivileged writers.
+pub fn free_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct it is given; `path` is a valid C string.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return None;
+    }
+    let block = stats.f_frsize as u64;
+    Some((stats.f_bavail as u64 * block, stats.f_blocks as u64 * block))
+}
+
 fn hidden_temp(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -184,6 +197,13 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["cam.mp4".to_owned()]);
+    }
+
+    #[test]
+    fn free_space_is_read() {
+        let (free, total) = free_space(Path::new("/")).unwrap();
+        assert!(total > 0 && free <= total);
+        assert!(free_space(Path::new("/nonexistent/dir")).is_none());
     }
 
     #[test]

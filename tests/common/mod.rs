@@ -2,6 +2,9 @@
 //! independent reader (ffprobe and ffmpeg).
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod receiver;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -16,11 +19,24 @@ use tokio::sync::broadcast;
 /// camera table (pre_roll, post_roll ...) and `tail` after everything.
 pub fn config(dir: &Path, cameras: &[(&str, String)], camera_extra: &str, tail: &str) -> Config {
     let mut text = format!(
-        "[site]\nid = \"test-site\"\nname = \"Test Store\"\n\n[storage]\ndir = \"{}\"\n\n[control]\nsocket = \"{}\"\n",
+        "[site]\nid = \"test-site\"\nname = \"Test Store\"\naddress = \"12 Main St\"\n\n[storage]\ndir = \"{}\"\n\n\
+         [control]\nsocket = \"{}\"\n",
         dir.join("clips").display(),
-        dir.join("control.sock").display()
+        dir.join("control.sock").display(),
     );
-    text.push_str(tail);
+    // The outbox always lives in the test's directory; a test may size it in `tail`.
+    if tail.contains("[outbox]") {
+        text.push_str(&tail.replace(
+            "[outbox]",
+            &format!("[outbox]\ndir = \"{}\"", dir.join("outbox").display()),
+        ));
+    } else {
+        text.push_str(&format!(
+            "[outbox]\ndir = \"{}\"\n",
+            dir.join("outbox").display()
+        ));
+        text.push_str(tail);
+    }
     for (id, url) in cameras {
         text.push_str(&format!(
             "\n[[camera]]\nid = \"{id}\"\nurl = \"{url}\"\n{camera_extra}\n"

@@ -1,0 +1,472 @@
+//! The MQTT session: connection settings, and the task that drives rumqttc's event loop.
+//!
+//! rumqttc's `publish()` returns once the message is queued; the broker's acknowledgement
+//! arrives later as a `PubAck` naming only a packet id, and the id is assigned when the event
+//! loop takes the message off its queue (`Outgoing::Publish(pkid)`). So every publish goes
+//! through [`Session::publish`], which queues it and records its tag in a FIFO under one lock;
+//! the event-loop task pops that FIFO for each `Outgoing::Publish`, in the same order, to learn
+//! which packet id is which message. When the connection drops, the same lock is held while
+//! rumqttc's queue and retransmission list are emptied and the FIFO cleared, so no message can
+//! be half-tracked: everything unacknowledged simply goes again from the outbox after
+//! reconnecting. The event loop is polled all the time, on its own task.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BrokerUrl, Protocol};
+
+/// Largest number of publishes rumqttc keeps unacknowledged; [`Session`] users stay below it.
+const RUMQTTC_INFLIGHT: u16 = 100;
+/// Reconnect delays double from the first to the last.
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Where Debian keeps the system's trusted certificate authorities.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How to reach and log in to a broker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The broker.
+    pub url: BrokerUrl,
+    /// MQTT 3.1.1 or 5.
+    pub protocol: Protocol,
+    /// PEM certificate authorities for TLS (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// Client id; the broker keeps the session under it.
+    pub client_id: String,
+    /// Keep-alive interval.
+    pub keepalive: Duration,
+    /// Largest packet accepted from the broker.
+    pub max_incoming: usize,
+    /// Largest packet sent.
+    pub max_outgoing: usize,
+    /// Retained message the broker publishes if the connection is lost: topic and payload.
+    pub will: Option<(String, Vec<u8>)>,
+}
+
+/// Why settings could not be turned into a client.
+#[derive(Debug, thiserror::Error)]
+#[error("mqtt.{key} {path}: {source}")]
+pub struct SettingsError {
+    key: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// What a publish is, so that its acknowledgement can be routed back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tag<K> {
+    /// A message of the caller's, identified by its key.
+    Message(K),
+    /// Something whose acknowledgement nobody waits for (status).
+    Untracked,
+}
+
+/// What the session reports.
+#[derive(Debug)]
+pub enum LinkEvent<K> {
+    /// Connected (again). Publishing may start; subscriptions should be renewed.
+    Connected,
+    /// The broker acknowledged a publish.
+    Acked(K),
+    /// The broker acknowledged a publish with a failure reason (MQTT 5 only).
+    Refused(K, String),
+    /// A message arrived on a subscribed topic.
+    Incoming { topic: String, payload: Bytes },
+    /// The connection was lost or could not be made; every unacknowledged publish is void.
+    Disconnected(String),
+}
+
+/// Publishing failed because the session is not connected; try again after `Connected`.
+#[derive(Debug, thiserror::Error)]
+#[error("not connected to the broker")]
+pub struct NotConnected;
+
+/// A connection to a broker, kept up by a background task.
+pub struct Session<K> {
+    client: Client,
+    link: Arc<Mutex<Link<K>>>,
+}
+
+struct Link<K> {
+    connected: bool,
+    /// Tags of publishes queued in rumqttc, in queue order.
+    fifo: VecDeque<Tag<K>>,
+}
+
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl<K: Send + 'static> Session<K> {
+    /// Starts connecting; events (acknowledgements, incoming messages, connection changes)
+    /// arrive on the returned channel until `cancel`.
+    pub fn start(
+        settings: &Settings,
+        tracker: &tokio_util::task::TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<(Session<K>, mpsc::UnboundedReceiver<LinkEvent<K>>), SettingsError> {
+        let transport = transport(settings)?;
+        let link = Arc::new(Mutex::new(Link {
+            connected: false,
+            fifo: VecDeque::new(),
+        }));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = match settings.protocol {
+            Protocol::V311 => {
+                let mut options = rumqttc::MqttOptions::new(
+                    &settings.client_id,
+                    &settings.url.host,
+                    settings.url.port,
+                );
+                options
+                    .set_keep_alive(settings.keepalive)
+                    .set_clean_session(false)
+                    .set_max_packet_size(settings.max_incoming, settings.max_outgoing)
+                    .set_inflight(RUMQTTC_INFLIGHT)
+                    .set_transport(transport);
+                if let Some((user, password)) = &settings.credentials {
+                    options.set_credentials(user, password);
+                }
+                if let Some((topic, payload)) = &settings.will {
+                    options.set_last_will(rumqttc::LastWill::new(
+                        topic,
+                        payload.clone(),
+                        rumqttc::QoS::AtLeastOnce,
+                        true,
+                    ));
+                }
+                let (client, eventloop) =
+                    rumqttc::AsyncClient::new(options, RUMQTTC_INFLIGHT as usize);
+                tracker.spawn(pump(eventloop, link.clone(), tx, cancel));
+                Client::V4(client)
+            }
+            Protocol::V5 => {
+                use rumqttc::v5;
+                let mut options = v5::MqttOptions::new(
+                    &settings.client_id,
+                    &settings.url.host,
+                    settings.url.port,
+                );
+                options
+                    .set_keep_alive(settings.keepalive)
+                    .set_clean_start(false)
+                    // Keep the session (subscriptions) for a day across disconnections.
+                    .set_session_expiry_interval(Some(86_400))
+                    .set_max_packet_size(Some(settings.max_incoming as u32))
+                    .set_outgoing_inflight_upper_limit(RUMQTTC_INFLIGHT)
+                    .set_transport(transport);
+                if let Some((user, password)) = &settings.credentials {
+                    options.set_credentials(user, password);
+                }
+                if let Some((topic, payload)) = &settings.will {
+                    options.set_last_will(v5::mqttbytes::v5::LastWill::new(
+                        topic,
+                        payload.clone(),
+                        v5::mqttbytes::QoS::AtLeastOnce,
+                        true,
+                        None,
+                    ));
+                }
+                let (client, eventloop) = v5::AsyncClient::new(options, RUMQTTC_INFLIGHT as usize);
+                tracker.spawn(pump(eventloop, link.clone(), tx, cancel));
+                Client::V5(client)
+            }
+        };
+        Ok((Session { client, link }, rx))
+    }
+
+    fn link(&self) -> MutexGuard<'_, Link<K>> {
+        lock(&self.link)
+    }
+
+    /// Whether the session is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.link().connected
+    }
+
+    /// Queues a QoS 1 publish. Its acknowledgement comes back as [`LinkEvent::Acked`] with the
+    /// tag's key. Never blocks: fails when not connected or when rumqttc's queue is full.
+    pub fn publish(
+        &self,
+        tag: Tag<K>,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), NotConnected> {
+        let mut link = self.link();
+        if !link.connected {
+            return Err(NotConnected);
+        }
+        let queued = match &self.client {
+            Client::V4(c) => c
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+                .is_ok(),
+            Client::V5(c) => c
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    retain,
+                    payload,
+                )
+                .is_ok(),
+        };
+        if !queued {
+            return Err(NotConnected);
+        }
+        link.fifo.push_back(tag);
+        Ok(())
+    }
+
+    /// Subscribes at QoS 1 (queued; renew after every `Connected`).
+    pub fn subscribe(&self, filter: &str) {
+        let result = match &self.client {
+            Client::V4(c) => c.try_subscribe(filter, rumqttc::QoS::AtLeastOnce).is_ok(),
+            Client::V5(c) => c
+                .try_subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .is_ok(),
+        };
+        if !result {
+            tracing::warn!(%filter, "could not queue a subscription");
+        }
+    }
+
+    /// Asks the broker to end the session cleanly (no last will).
+    pub async fn disconnect(&self) {
+        let _ = match &self.client {
+            Client::V4(c) => c.disconnect().await.is_ok(),
+            Client::V5(c) => c.disconnect().await.is_ok(),
+        };
+    }
+}
+
+/// rumqttc's transport for the settings: plain TCP, or TLS with the given (or the system's)
+/// certificate authorities and an optional client certificate.
+fn transport(settings: &Settings) -> Result<rumqttc::Transport, SettingsError> {
+    if !settings.url.tls {
+        return Ok(rumqttc::Transport::tcp());
+    }
+    let read = |key: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| SettingsError {
+            key,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let ca = match &settings.ca_file {
+        Some(path) => read("ca_file", path)?,
+        None => read("ca_file", Path::new(SYSTEM_CA_BUNDLE))?,
+    };
+    let client_auth = match &settings.client_auth {
+        Some((cert, key)) => Some((read("cert_file", cert)?, read("key_file", key)?)),
+        None => None,
+    };
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        },
+    ))
+}
+
+/// What either protocol's event loop reports, reduced to what the session needs.
+enum Raw {
+    ConnAck,
+    OutgoingPublish(u16),
+    PubAck { pkid: u16, failure: Option<String> },
+    Publish { topic: String, payload: Bytes },
+    Other,
+}
+
+/// The two protocols' event loops, behind one face.
+trait EventLoop: Send {
+    fn poll(&mut self) -> impl std::future::Future<Output = Result<Raw, String>> + Send;
+    /// Drops the connection and everything rumqttc would send again on reconnecting.
+    fn reset(&mut self);
+}
+
+impl EventLoop for rumqttc::EventLoop {
+    async fn poll(&mut self) -> Result<Raw, String> {
+        use rumqttc::{Event, Outgoing, Packet};
+        Ok(
+            match rumqttc::EventLoop::poll(self)
+                .await
+                .map_err(|e| describe_v4(&e))?
+            {
+                Event::Incoming(Packet::ConnAck(_)) => Raw::ConnAck,
+                Event::Incoming(Packet::PubAck(ack)) => Raw::PubAck {
+                    pkid: ack.pkid,
+                    failure: None,
+                },
+                Event::Incoming(Packet::Publish(p)) => Raw::Publish {
+                    topic: p.topic,
+                    payload: p.payload,
+                },
+                Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
+                _ => Raw::Other,
+            },
+        )
+    }
+
+    fn reset(&mut self) {
+        self.clean();
+        self.pending.clear();
+    }
+}
+
+impl EventLoop for rumqttc::v5::EventLoop {
+    async fn poll(&mut self) -> Result<Raw, String> {
+        use rumqttc::Outgoing;
+        use rumqttc::v5::Event;
+        use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+        Ok(
+            match rumqttc::v5::EventLoop::poll(self)
+                .await
+                .map_err(|e| describe_v5(&e))?
+            {
+                Event::Incoming(Packet::ConnAck(_)) => Raw::ConnAck,
+                Event::Incoming(Packet::PubAck(ack)) => Raw::PubAck {
+                    pkid: ack.pkid,
+                    failure: match ack.reason {
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                        reason => Some(format!(
+                            "{reason:?}{}",
+                            ack.properties
+                                .and_then(|p| p.reason_string)
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        )),
+                    },
+                },
+                Event::Incoming(Packet::Publish(p)) => Raw::Publish {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload,
+                },
+                Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
+                _ => Raw::Other,
+            },
+        )
+    }
+
+    fn reset(&mut self) {
+        self.clean();
+        self.pending.clear();
+    }
+}
+
+fn lock<K>(link: &Mutex<Link<K>>) -> MutexGuard<'_, Link<K>> {
+    link.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Polls the event loop until `cancel`, reconnecting with backoff, and routes what it sees.
+async fn pump<L: EventLoop, K: Send>(
+    mut eventloop: L,
+    link: Arc<Mutex<Link<K>>>,
+    events: mpsc::UnboundedSender<LinkEvent<K>>,
+    cancel: CancellationToken,
+) {
+    let mut pkids: HashMap<u16, Tag<K>> = HashMap::new();
+    let mut backoff = RECONNECT_FIRST;
+    loop {
+        let polled = tokio::select! {
+            _ = cancel.cancelled() => return,
+            polled = eventloop.poll() => polled,
+        };
+        let event = match polled {
+            Ok(Raw::ConnAck) => {
+                let mut link = lock(&link);
+                link.connected = true;
+                link.fifo.clear();
+                backoff = RECONNECT_FIRST;
+                LinkEvent::Connected
+            }
+            Ok(Raw::OutgoingPublish(pkid)) => {
+                if let Some(tag) = lock(&link).fifo.pop_front() {
+                    pkids.insert(pkid, tag);
+                }
+                continue;
+            }
+            Ok(Raw::PubAck { pkid, failure }) => match (pkids.remove(&pkid), failure) {
+                (Some(Tag::Message(key)), None) => LinkEvent::Acked(key),
+                (Some(Tag::Message(key)), Some(reason)) => LinkEvent::Refused(key, reason),
+                _ => continue,
+            },
+            Ok(Raw::Publish { topic, payload }) => LinkEvent::Incoming { topic, payload },
+            Ok(Raw::Other) => continue,
+            Err(error) => {
+                {
+                    let mut link = lock(&link);
+                    link.connected = false;
+                    eventloop.reset();
+                    link.fifo.clear();
+                }
+                pkids.clear();
+                if events.send(LinkEvent::Disconnected(error)).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// A connection error in words a technician can act on.
+fn describe_v4(error: &rumqttc::ConnectionError) -> String {
+    use rumqttc::{ConnectReturnCode, ConnectionError};
+    match error {
+        ConnectionError::ConnectionRefused(code) => match code {
+            ConnectReturnCode::BadUserNamePassword => {
+                "the broker refused the user name or password".into()
+            }
+            ConnectReturnCode::NotAuthorized => {
+                "the broker refused this client (not authorised)".into()
+            }
+            ConnectReturnCode::BadClientId => "the broker refused the client id".into(),
+            other => format!("the broker refused the connection ({other:?})"),
+        },
+        ConnectionError::Tls(e) => {
+            format!("TLS with the broker failed: {e} (check mqtt.ca_file, cert_file and key_file)")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn describe_v5(error: &rumqttc::v5::ConnectionError) -> String {
+    use rumqttc::v5::ConnectionError;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    match error {
+        ConnectionError::ConnectionRefused(code) => match code {
+            ConnectReturnCode::BadUserNamePassword => {
+                "the broker refused the user name or password".into()
+            }
+            ConnectReturnCode::NotAuthorized => {
+                "the broker refused this client (not authorised)".into()
+            }
+            other => format!("the broker refused the connection ({other:?})"),
+        },
+        ConnectionError::Tls(e) => {
+            format!("TLS with the broker failed: {e} (check mqtt.ca_file, cert_file and key_file)")
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,122 @@
+//! `alertclip receive` as an officer's desk runs it: a separate process, read line by line.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+pub struct ReceiverProcess {
+    pub out: tempfile::TempDir,
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Every report seen so far.
+    pub seen: Vec<Value>,
+}
+
+impl ReceiverProcess {
+    /// Starts `alertclip receive --json` with `args` (broker, TLS ...), and waits until it is
+    /// subscribed: a retained probe status is published with mosquitto_pub and must come back.
+    pub async fn start(broker_port: u16, args: &[&str], probe: &[&str]) -> ReceiverProcess {
+        let out = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+            .arg("receive")
+            .args(args)
+            .arg("--client-id")
+            .arg(format!("receiver-{}", uuid::Uuid::now_v7()))
+            .arg("--out")
+            .arg(out.path())
+            .arg("--json")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut receiver = ReceiverProcess {
+            out,
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        let state = format!("probe-{}", uuid::Uuid::now_v7());
+        let payload = format!("{{\"schema\":\"alertclip.status.v1\",\"state\":\"{state}\"}}");
+        let topic = "alertclip/v1/probe/status";
+        loop {
+            let status = std::process::Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &broker_port.to_string(),
+                    "-r",
+                    "-q",
+                    "1",
+                    "-t",
+                    topic,
+                    "-m",
+                    &payload,
+                ])
+                .args(probe)
+                .status()
+                .expect("mosquitto_pub runs");
+            assert!(status.success(), "mosquitto_pub failed");
+            let found = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    let line = receiver.next().await;
+                    if line["type"] == "status" && line["state"] == state.as_str() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if found.is_ok() {
+                return receiver;
+            }
+        }
+    }
+
+    /// The next report, failing the test after a minute.
+    pub async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(90), self.lines.next_line())
+            .await
+            .expect("a report from the receiver in time")
+            .expect("receiver output readable")
+            .expect("receiver still running");
+        let value: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("receiver printed non-JSON {line:?}: {e}"));
+        self.seen.push(value.clone());
+        value
+    }
+
+    /// Waits for a report the predicate accepts, keeping the others in `seen`.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        mut predicate: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let value = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} from the receiver; saw {:?}", self.seen));
+            if predicate(&value) {
+                return value;
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.out.path()
+    }
+
+    pub fn path(value: &Value) -> PathBuf {
+        PathBuf::from(value["path"].as_str().expect("a path"))
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
