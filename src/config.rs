@@ -503,11 +503,11 @@ impl Mqtt {
         if self.password_file.is_some() && self.username.is_none() {
             return Err((key("password_file"), "needs a username as well".into()));
         }
-        if self.chunk_size.0 < 1024 || self.chunk_size.0 > 64 << 20 {
+        if self.chunk_size.0 < 4 << 10 || self.chunk_size.0 > 64 << 20 {
             return Err((
                 key("chunk_size"),
                 format!(
-                    "expected between \"1KiB\" and \"64MiB\", found {} bytes",
+                    "expected between \"4KiB\" and \"64MiB\", found {} bytes",
                     self.chunk_size.0
                 ),
             ));

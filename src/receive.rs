@@ -115,7 +115,9 @@ pub async fn run(options: ReceiveOptions, cancel: CancellationToken) -> anyhow::
                 }
                 Err(error) => tracing::error!(%topic, %error, "cannot store a received message"),
             },
-            Some(LinkEvent::Acked(())) | Some(LinkEvent::Refused((), _)) => {}
+            Some(LinkEvent::Acked(()))
+            | Some(LinkEvent::Refused((), _))
+            | Some(LinkEvent::TooLarge((), _)) => {}
         }
     }
     session.disconnect().await;

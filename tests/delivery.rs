@@ -133,3 +133,542 @@ fn ffprobe_image(path: &std::path::Path) -> (u64, u64) {
         v["streams"][0]["height"].as_u64().unwrap(),
     )
 }
+
+/// Buffers, triggers, and waits for the receiver's verified clip of that event; returns the
+/// local clip and the receiver's report.
+async fn deliver_one(
+    rig: &mut Rig,
+    receiver: &mut ReceiverProcess,
+) -> (alertclip::events::ClipDone, serde_json::Value) {
+    wait_buffered(rig.camera(0), 2.5).await;
+    let event = rig.fire(Trigger::now(TriggerKind::Manual, "test")).await;
+    let local = rig.next_clip().await;
+    let id = event.to_string();
+    receiver
+        .wait_for("alert", |v| {
+            v["type"] == "alert" && v["alert"]["event_id"] == id.as_str()
+        })
+        .await;
+    let clip = receiver
+        .wait_for("clip", |v| {
+            v["type"] == "clip" && v["event_id"] == id.as_str()
+        })
+        .await;
+    assert_eq!(clip["manifest"]["sha256"], local.record.sha256);
+    assert_eq!(
+        sha256sum(&ReceiverProcess::path(&clip)),
+        local.record.sha256
+    );
+    (local, clip)
+}
+
+/// Waits until the daemon's broker connection reports an error the predicate accepts.
+async fn wait_link_error(rig: &Rig, what: &str, predicate: impl Fn(&str) -> bool) -> String {
+    let publisher = rig.daemon.publisher().unwrap().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(error) = publisher.link_status().last_error
+            && predicate(&error)
+        {
+            return error;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what}; link: {:?}",
+            publisher.link_status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_delivers_and_a_wrong_ca_is_refused_with_nothing_lost() {
+    let pki = common::tls::Pki::new("alertclip test CA");
+    let mut broker = Broker::start("");
+    let server = pki.server();
+    let ca = broker.file("ca.pem", pki.ca_pem().as_bytes());
+    let cert = broker.file("server.pem", server.cert.as_bytes());
+    let key = broker.file("server.key", server.key.as_bytes());
+    broker.reconfigure(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nallow_anonymous true",
+        ca.display(),
+        cert.display(),
+        key.display()
+    ));
+    let device = pki.client("device");
+    let device_cert = broker.file("device.pem", device.cert.as_bytes());
+    let device_key = broker.file("device.key", device.key.as_bytes());
+    let officer = pki.client("officer");
+    let officer_cert = broker.file("officer.pem", officer.cert.as_bytes());
+    let officer_key = broker.file("officer.key", officer.key.as_bytes());
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let (ca_s, oc, ok) = (
+        ca.display().to_string(),
+        officer_cert.display().to_string(),
+        officer_key.display().to_string(),
+    );
+    let mut receiver = ReceiverProcess::start(
+        broker.port,
+        &["--broker", &url, "--ca", &ca_s, "--cert", &oc, "--key", &ok],
+        &["--cafile", &ca_s, "--cert", &oc, "--key", &ok],
+    )
+    .await;
+    let tail = format!(
+        "[mqtt]\nurl = \"{url}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca.display(),
+        device_cert.display(),
+        device_key.display()
+    );
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    deliver_one(&mut rig, &mut receiver).await;
+    rig.stop().await;
+
+    // A device that trusts another CA does not connect, says why, and keeps its alert.
+    let other = common::tls::Pki::new("some other CA");
+    let wrong_ca = broker.file("wrong-ca.pem", other.ca_pem().as_bytes());
+    let tail = tail.replace(&ca.display().to_string(), &wrong_ca.display().to_string());
+    let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    let error = wait_link_error(&rig, "TLS error", |e| e.contains("TLS")).await;
+    assert!(
+        error.contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(
+        error.contains("mqtt.ca_file"),
+        "the error says what to check: {error}"
+    );
+    wait_buffered(rig.camera(0), 0.5).await;
+    rig.fire(Trigger::now(TriggerKind::Manual, "test")).await;
+    let stats = rig.daemon.publisher().unwrap().outbox().stats();
+    assert_eq!(stats.events, 1, "the alert waits in the outbox");
+    rig.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_and_an_acl_confine_the_device_to_its_prefix() {
+    let mut broker = Broker::start("");
+    let passwords = broker.file("passwords", b"");
+    for (user, password) in [("device", "device-secret"), ("officer", "officer-secret")] {
+        let status = std::process::Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(&passwords)
+            .args([user, password])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let acl = broker.file(
+        "acl",
+        b"user device\ntopic readwrite alertclip/v1/test-site/#\n\nuser officer\ntopic read alertclip/v1/#\ntopic write alertclip/v1/probe/#\n",
+    );
+    broker.reconfigure(&format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}",
+        passwords.display(),
+        acl.display()
+    ));
+    let officer_password = broker.file("officer.password", b"officer-secret\n");
+    let device_password = broker.file("device.password", b"device-secret\n");
+    let op = officer_password.display().to_string();
+    let mut receiver = ReceiverProcess::start(
+        broker.port,
+        &[
+            "--broker",
+            &broker.url(),
+            "--username",
+            "officer",
+            "--password-file",
+            &op,
+        ],
+        &["-u", "officer", "-P", "officer-secret"],
+    )
+    .await;
+    let tail = mqtt(
+        &broker,
+        &format!(
+            "username = \"device\"\npassword_file = \"{}\"",
+            device_password.display()
+        ),
+    );
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    deliver_one(&mut rig, &mut receiver).await;
+    rig.stop().await;
+
+    // A device whose prefix the ACL does not grant publishes nothing the officer sees: the
+    // broker drops what it may not publish (MQTT 3.1.1 has no way to say so).
+    let tail = mqtt(
+        &broker,
+        &format!(
+            "username = \"device\"\npassword_file = \"{}\"\ntopic_prefix = \"alertclip/v1/elsewhere\"",
+            device_password.display()
+        ),
+    );
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    rig.fire(Trigger::now(TriggerKind::Manual, "test")).await;
+    rig.next_clip().await;
+    rig.stop().await;
+
+    // A wrong password is refused, and the error says so.
+    let wrong = broker.file("wrong.password", b"guess\n");
+    let tail = mqtt(
+        &broker,
+        &format!(
+            "username = \"device\"\npassword_file = \"{}\"",
+            wrong.display()
+        ),
+    );
+    let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    let error = wait_link_error(&rig, "refusal", |e| e.contains("refused")).await;
+    assert!(
+        error.contains("user name or password") || error.contains("not authorised"),
+        "{error}"
+    );
+    rig.stop().await;
+    let elsewhere: Vec<_> = receiver
+        .seen
+        .iter()
+        .filter(|v| v["site"] == "elsewhere")
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "the ACL kept the stray device out: {elsewhere:?}"
+    );
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_5_delivers_the_same() {
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(
+        broker.port,
+        &["--broker", &broker.url(), "--protocol", "5"],
+        &[],
+    )
+    .await;
+    let mut rig = Rig::start(
+        &[TestStream::h264("/cam")],
+        ROLLS,
+        &mqtt(&broker, "protocol = \"5\""),
+    )
+    .await;
+    deliver_one(&mut rig, &mut receiver).await;
+    rig.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_limited_to_128_kib_packets_gets_the_clip_in_chunks() {
+    let broker = Broker::start("max_packet_size 131072");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    // A 640x480 stream at 2 Mbit/s: clips of several hundred kilobytes, many chunks.
+    let stream = TestStream {
+        width: 640,
+        height: 480,
+        bitrate_kbps: 2_000,
+        pattern: "snow".into(),
+        ..TestStream::h264("/cam")
+    };
+    let mut rig = Rig::start(&[stream], ROLLS, &mqtt(&broker, "")).await;
+    let (local, clip) = deliver_one(&mut rig, &mut receiver).await;
+    assert!(local.record.bytes > 300_000, "{}", local.record.bytes);
+    assert!(clip["manifest"]["chunks"].as_u64().unwrap() > 2);
+    rig.stop().await;
+
+    // Chunks larger than the broker takes: the broker drops the connection without a word,
+    // and the error suggests why.
+    let rig = Rig::start(
+        &[TestStream {
+            width: 640,
+            height: 480,
+            bitrate_kbps: 2_000,
+            pattern: "snow".into(),
+            ..TestStream::h264("/cam")
+        }],
+        ROLLS,
+        &mqtt(&broker, "chunk_size = \"512KiB\""),
+    )
+    .await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    rig.fire(Trigger::now(TriggerKind::Manual, "test")).await;
+    let error = wait_link_error(&rig, "size hint", |e| e.contains("chunk_size")).await;
+    assert!(error.contains("maximum packet size"), "{error}");
+    rig.stop().await;
+    receiver.stop().await;
+}
+
+/// A stream whose clips are large: noise at 640x480 keeps the encoder at 4 Mbit/s.
+fn busy_stream() -> TestStream {
+    TestStream {
+        width: 640,
+        height: 480,
+        bitrate_kbps: 4_000,
+        pattern: "snow".into(),
+        ..TestStream::h264("/cam")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_stopped_during_a_clip_transfer_and_started_again_delivers_it_whole_once() {
+    let mut broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    // Small chunks make the transfer long enough to interrupt.
+    let tail = mqtt(&broker, "chunk_size = \"4KiB\"");
+    let mut rig = Rig::start(
+        &[busy_stream()],
+        "pre_roll = \"4s\"\npost_roll = \"1s\"",
+        &tail,
+    )
+    .await;
+    wait_buffered(rig.camera(0), 4.5).await;
+    let event = rig.fire(Trigger::now(TriggerKind::Manual, "test")).await;
+    let local = rig.next_clip().await;
+    let outbox = rig.daemon.publisher().unwrap().clone();
+    let spooled = outbox.outbox().stats().messages;
+    assert!(spooled > 200, "{spooled} messages");
+    while outbox.outbox().stats().messages > spooled * 3 / 4 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    broker.stop();
+    let left = outbox.outbox().stats().messages;
+    assert!(
+        left > 0 && left < spooled,
+        "stopped mid-transfer: {left} of {spooled} left"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        outbox.outbox().stats().messages,
+        left,
+        "nothing is lost while the broker is down"
+    );
+    broker.restart();
+    let id = event.to_string();
+    let clip = receiver
+        .wait_for("clip", |v| {
+            v["type"] == "clip" && v["event_id"] == id.as_str()
+        })
+        .await;
+    assert_eq!(
+        sha256sum(&ReceiverProcess::path(&clip)),
+        local.record.sha256
+    );
+    // Drained, and reported once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while outbox.outbox().stats().messages > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rig.stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), receiver.next()).await;
+    let clips = receiver
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "clip" && v["event_id"] == id.as_str())
+        .count();
+    assert_eq!(clips, 1);
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_killed_mid_transfer_resumes_after_restart() {
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let server = alertclip::teststream::TestServer::start(&[busy_stream()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertclip.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\nid = \"test-site\"\nname = \"Test Store\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+             [outbox]\ndir = \"{0}/outbox\"\n[mqtt]\nurl = \"{1}\"\nchunk_size = \"4KiB\"\n\
+             [[camera]]\nid = \"cam\"\nurl = \"{2}\"\npre_roll = \"4s\"\npost_roll = \"1s\"\n",
+            dir.path().display(),
+            broker.url(),
+            server.url("/cam")
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_alertclip");
+    let start = || {
+        tokio::process::Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut daemon = start();
+    // Buffered once the status says so.
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(status) = alertclip::control::call(
+            &dir.path().join("c.sock"),
+            &alertclip::control::Request::Status,
+        )
+        .await
+        else {
+            continue;
+        };
+        if status.cameras.unwrap()["cam"].buffered_s >= 4.5 {
+            break;
+        }
+    }
+    let out = std::process::Command::new(bin)
+        .args(["trigger", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let event = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // Killed once the broker has acknowledged part of the clip (the saved watermark appears).
+    let outbox = dir.path().join("outbox");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial = std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".acked"))
+            })
+            .unwrap_or(false);
+        if partial {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the transfer never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+    let pinned = std::fs::read_dir(&outbox)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".mp4"));
+    assert!(pinned, "killed before the clip was delivered");
+
+    let mut daemon = start();
+    let clip = receiver
+        .wait_for("clip", |v| {
+            v["type"] == "clip" && v["event_id"] == event.as_str()
+        })
+        .await;
+    let local = dir.path().join("clips").join(&event).join("cam.mp4");
+    assert_eq!(sha256sum(&ReceiverProcess::path(&clip)), sha256sum(&local));
+    daemon.start_kill().unwrap();
+    let _ = daemon.wait().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_outbox_drops_clips_keeps_alerts_and_says_so() {
+    let mut broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    broker.stop();
+    let tail = mqtt(&broker, "") + "[outbox]\nmax_bytes = \"2MiB\"\n";
+    let mut rig = Rig::start(
+        &[busy_stream()],
+        "pre_roll = \"2s\"\npost_roll = \"1s\"",
+        &tail,
+    )
+    .await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(rig.fire(Trigger::now(TriggerKind::Manual, "test")).await);
+        rig.next_clip().await;
+    }
+    let stats = rig.daemon.publisher().unwrap().outbox().stats();
+    assert!(stats.bytes <= 2 << 20, "{stats:?}");
+    broker.restart();
+    let mut alerts = Vec::new();
+    let mut dropped = Vec::new();
+    let mut clips = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while alerts.len() < 3 || dropped.is_empty() || clips.is_empty() {
+        let v = tokio::time::timeout_at(deadline, receiver.next())
+            .await
+            .expect("all reports");
+        match v["type"].as_str() {
+            Some("alert") => alerts.push(v["alert"]["event_id"].as_str().unwrap().to_owned()),
+            Some("health") if v["health"]["kind"] == "outbox_dropped" => {
+                dropped.push(v["health"]["event_id"].as_str().unwrap().to_owned())
+            }
+            Some("clip") => clips.push(v["event_id"].as_str().unwrap().to_owned()),
+            _ => {}
+        }
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    assert_eq!(alerts, ids, "every alert survives, in order");
+    assert_eq!(dropped[0], ids[0], "the oldest clip goes first");
+    assert!(
+        clips.iter().all(|c| !dropped.contains(c)),
+        "no dropped clip arrives"
+    );
+    rig.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_triggers_during_a_one_minute_outage_are_all_delivered_alerts_first() {
+    let mut broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let mut rig = Rig::start(
+        &[TestStream::h264("/cam")],
+        "pre_roll = \"1s\"\npost_roll = \"1s\"",
+        &mqtt(&broker, ""),
+    )
+    .await;
+    wait_buffered(rig.camera(0), 1.5).await;
+    let outage = tokio::time::Instant::now();
+    broker.stop();
+    let mut events = Vec::new();
+    for _ in 0..20 {
+        events.push(
+            rig.fire(Trigger::now(TriggerKind::Manual, "test"))
+                .await
+                .to_string(),
+        );
+        // Each trigger after the previous clip is cut, so each is an event of its own.
+        rig.next_clip().await;
+    }
+    tokio::time::sleep_until(outage + Duration::from_secs(60)).await;
+    assert!(rig.daemon.publisher().unwrap().outbox().stats().events >= 20);
+    broker.restart();
+    let mut order = Vec::new();
+    let mut clips = 0;
+    while clips < 20 {
+        let v = receiver.next().await;
+        match v["type"].as_str() {
+            Some("alert") => {
+                order.push(("alert", v["alert"]["event_id"].as_str().unwrap().to_owned()))
+            }
+            Some(kind @ ("snapshot" | "clip")) => {
+                clips += (kind == "clip") as usize;
+                order.push((
+                    if kind == "clip" { "clip" } else { "snapshot" },
+                    v["event_id"].as_str().unwrap().to_owned(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let alerts: Vec<&String> = order
+        .iter()
+        .filter(|(k, _)| *k == "alert")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        alerts,
+        events.iter().collect::<Vec<_>>(),
+        "all 20 alerts, oldest first"
+    );
+    let first_media = order.iter().position(|(k, _)| *k != "alert").unwrap();
+    assert_eq!(
+        first_media, 20,
+        "every alert before any snapshot or clip: {order:?}"
+    );
+    rig.stop().await;
+    receiver.stop().await;
+}

@@ -38,6 +38,9 @@ use outbox::{Class, Dropped, Key, NewClip, NewMessage, Order, Outbox};
 const WINDOW: usize = 16;
 /// Room for the topic and MQTT headers beside the largest payload.
 const PACKET_OVERHEAD: usize = 4 << 10;
+/// The client's own limit on what it sends: above the chunk size, since a manifest grows by
+/// about 70 bytes per chunk and may outgrow a small chunk size.
+const MIN_MAX_OUTGOING: usize = 1 << 20;
 /// A disconnection this soon after a publish this large suggests the broker's size limit.
 const LARGE_PUBLISH: usize = 32 << 10;
 const SIZE_LIMIT_WINDOW: Duration = Duration::from_secs(5);
@@ -61,6 +64,18 @@ pub struct Publisher {
     cameras: Vec<String>,
     filling: AtomicBool,
     status_changed: Notify,
+    link: std::sync::Mutex<LinkStatus>,
+}
+
+/// The broker connection, for status and health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkStatus {
+    /// Connected now.
+    pub connected: bool,
+    /// Why the last connection ended or failed, with a hint where one is known.
+    pub last_error: Option<String>,
+    /// When the broker last acknowledged a message, RFC 3339 UTC.
+    pub last_ack: Option<String>,
 }
 
 impl Publisher {
@@ -87,6 +102,7 @@ impl Publisher {
             cameras: config.cameras.iter().map(|c| c.id.clone()).collect(),
             filling: AtomicBool::new(false),
             status_changed: Notify::new(),
+            link: std::sync::Mutex::new(LinkStatus::default()),
         })
     }
 
@@ -291,6 +307,17 @@ impl Publisher {
             .min(400) as u16
     }
 
+    /// The broker connection now.
+    pub fn link_status(&self) -> LinkStatus {
+        self.link.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn update_link(&self, update: impl FnOnce(&mut LinkStatus)) {
+        if let Ok(mut link) = self.link.lock() {
+            update(&mut link);
+        }
+    }
+
     /// Asks the delivery task to republish the status now.
     pub fn status_changed(&self) {
         self.status_changed.notify_one();
@@ -325,7 +352,7 @@ pub fn daemon_settings(
         client_id: mqtt.client_id(&config.site),
         keepalive: mqtt.keepalive.0,
         max_incoming: 1 << 20,
-        max_outgoing: mqtt.chunk_size.0 as usize + PACKET_OVERHEAD,
+        max_outgoing: (mqtt.chunk_size.0 as usize + PACKET_OVERHEAD).max(MIN_MAX_OUTGOING),
         will: Some((
             topics.status(),
             serde_json::to_vec(&offline).map_err(io::Error::other)?,
@@ -441,10 +468,12 @@ pub async fn deliver(
                     connected = true;
                     failures = 0;
                     in_flight.clear();
+                    publisher.update_link(|l| l.connected = true);
                     publish_status(&session);
                 }
                 Some(LinkEvent::Acked(key)) => {
                     in_flight.remove(&key);
+                    publisher.update_link(|l| l.last_ack = Some(rfc3339_ms(SystemTime::now())));
                     if let Err(error) = outbox.ack(&key) {
                         tracing::error!(%error, "cannot remove a delivered message from the outbox");
                     }
@@ -452,6 +481,20 @@ pub async fn deliver(
                 Some(LinkEvent::Refused(_key, reason)) => {
                     // Kept in flight, so not retried before the next connection; kept on disk.
                     tracing::error!(%reason, "the broker refused a message; it stays in the outbox");
+                    publisher.update_link(|l| l.last_error = Some(format!("the broker refused a message: {reason}")));
+                }
+                Some(LinkEvent::TooLarge(key, reason)) => {
+                    in_flight.remove(&key);
+                    match outbox.reject(&key) {
+                        Ok(Some(path)) => publisher.health(
+                            "message_too_large",
+                            None,
+                            None,
+                            format!("a message could not be sent ({reason}); set aside as {}", path.display()),
+                        ),
+                        Ok(None) => {}
+                        Err(error) => tracing::error!(%error, "cannot set an oversized message aside"),
+                    }
                 }
                 Some(LinkEvent::Incoming { topic, .. }) => {
                     tracing::debug!(%topic, "message on a subscribed topic");
@@ -465,9 +508,14 @@ pub async fn deliver(
                         _ => String::new(),
                     };
                     failures += 1;
+                    let error = format!("{error}{hint}");
                     if connected || failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(error = %format!("{error}{hint}"), failures, "broker connection lost or refused; messages wait in the outbox");
+                        tracing::warn!(%error, failures, "broker connection lost or refused; messages wait in the outbox");
                     }
+                    publisher.update_link(|l| {
+                        l.connected = false;
+                        l.last_error = Some(error);
+                    });
                     connected = false;
                     in_flight.clear();
                     last_large = None;

@@ -81,6 +81,8 @@ pub enum LinkEvent<K> {
     Acked(K),
     /// The broker acknowledged a publish with a failure reason (MQTT 5 only).
     Refused(K, String),
+    /// A publish can never be sent: it is larger than the client's packet limit.
+    TooLarge(K, String),
     /// A message arrived on a subscribed topic.
     Incoming { topic: String, payload: Bytes },
     /// The connection was lost or could not be made; every unacknowledged publish is void.
@@ -290,79 +292,98 @@ enum Raw {
     Other,
 }
 
+/// Why polling failed.
+struct Failure {
+    message: String,
+    /// The message being sent exceeds the packet size limit: sending it again cannot work.
+    too_large: bool,
+}
+
 /// The two protocols' event loops, behind one face.
 trait EventLoop: Send {
-    fn poll(&mut self) -> impl std::future::Future<Output = Result<Raw, String>> + Send;
+    fn poll(&mut self) -> impl std::future::Future<Output = Result<Raw, Failure>> + Send;
     /// Drops the connection and everything rumqttc would send again on reconnecting.
     fn reset(&mut self);
 }
 
 impl EventLoop for rumqttc::EventLoop {
-    async fn poll(&mut self) -> Result<Raw, String> {
-        use rumqttc::{Event, Outgoing, Packet};
-        Ok(
-            match rumqttc::EventLoop::poll(self)
-                .await
-                .map_err(|e| describe_v4(&e))?
-            {
-                Event::Incoming(Packet::ConnAck(_)) => Raw::ConnAck,
-                Event::Incoming(Packet::PubAck(ack)) => Raw::PubAck {
-                    pkid: ack.pkid,
-                    failure: None,
-                },
-                Event::Incoming(Packet::Publish(p)) => Raw::Publish {
-                    topic: p.topic,
-                    payload: p.payload,
-                },
-                Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
-                _ => Raw::Other,
+    async fn poll(&mut self) -> Result<Raw, Failure> {
+        use rumqttc::mqttbytes::Error as Bytes;
+        use rumqttc::{ConnectionError, Event, Outgoing, Packet, StateError};
+        let polled = rumqttc::EventLoop::poll(self).await.map_err(|e| Failure {
+            too_large: matches!(
+                e,
+                ConnectionError::MqttState(StateError::Deserialization(
+                    Bytes::OutgoingPacketTooLarge { .. }
+                ))
+            ),
+            message: describe_v4(&e),
+        })?;
+        Ok(match polled {
+            Event::Incoming(Packet::ConnAck(_)) => Raw::ConnAck,
+            Event::Incoming(Packet::PubAck(ack)) => Raw::PubAck {
+                pkid: ack.pkid,
+                failure: None,
             },
-        )
+            Event::Incoming(Packet::Publish(p)) => Raw::Publish {
+                topic: p.topic,
+                payload: p.payload,
+            },
+            Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
+            _ => Raw::Other,
+        })
     }
 
     fn reset(&mut self) {
         self.clean();
         self.pending.clear();
+        // Events buffered from the broken connection would be misread after reconnecting.
+        self.state.events.clear();
     }
 }
 
 impl EventLoop for rumqttc::v5::EventLoop {
-    async fn poll(&mut self) -> Result<Raw, String> {
+    async fn poll(&mut self) -> Result<Raw, Failure> {
         use rumqttc::Outgoing;
-        use rumqttc::v5::Event;
         use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-        Ok(
-            match rumqttc::v5::EventLoop::poll(self)
-                .await
-                .map_err(|e| describe_v5(&e))?
-            {
-                Event::Incoming(Packet::ConnAck(_)) => Raw::ConnAck,
-                Event::Incoming(Packet::PubAck(ack)) => Raw::PubAck {
-                    pkid: ack.pkid,
-                    failure: match ack.reason {
-                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
-                        reason => Some(format!(
-                            "{reason:?}{}",
-                            ack.properties
-                                .and_then(|p| p.reason_string)
-                                .map(|r| format!(": {r}"))
-                                .unwrap_or_default()
-                        )),
-                    },
+        use rumqttc::v5::{ConnectionError, Event, StateError};
+        let polled = rumqttc::v5::EventLoop::poll(self)
+            .await
+            .map_err(|e| Failure {
+                too_large: matches!(
+                    e,
+                    ConnectionError::MqttState(StateError::OutgoingPacketTooLarge { .. })
+                ),
+                message: describe_v5(&e),
+            })?;
+        Ok(match polled {
+            Event::Incoming(Packet::ConnAck(_)) => Raw::ConnAck,
+            Event::Incoming(Packet::PubAck(ack)) => Raw::PubAck {
+                pkid: ack.pkid,
+                failure: match ack.reason {
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                    reason => Some(format!(
+                        "{reason:?}{}",
+                        ack.properties
+                            .and_then(|p| p.reason_string)
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    )),
                 },
-                Event::Incoming(Packet::Publish(p)) => Raw::Publish {
-                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                    payload: p.payload,
-                },
-                Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
-                _ => Raw::Other,
             },
-        )
+            Event::Incoming(Packet::Publish(p)) => Raw::Publish {
+                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                payload: p.payload,
+            },
+            Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
+            _ => Raw::Other,
+        })
     }
 
     fn reset(&mut self) {
         self.clean();
         self.pending.clear();
+        self.state.events.clear();
     }
 }
 
@@ -405,15 +426,32 @@ async fn pump<L: EventLoop, K: Send>(
             },
             Ok(Raw::Publish { topic, payload }) => LinkEvent::Incoming { topic, payload },
             Ok(Raw::Other) => continue,
-            Err(error) => {
-                {
+            Err(failure) => {
+                let too_large = {
                     let mut link = lock(&link);
                     link.connected = false;
                     eventloop.reset();
+                    // The publish that failed is the first not yet given a packet id.
+                    let failed = if failure.too_large {
+                        link.fifo.pop_front()
+                    } else {
+                        None
+                    };
                     link.fifo.clear();
-                }
+                    failed
+                };
                 pkids.clear();
-                if events.send(LinkEvent::Disconnected(error)).is_err() {
+                if let Some(Tag::Message(key)) = too_large
+                    && events
+                        .send(LinkEvent::TooLarge(key, failure.message.clone()))
+                        .is_err()
+                {
+                    return;
+                }
+                if events
+                    .send(LinkEvent::Disconnected(failure.message))
+                    .is_err()
+                {
                     return;
                 }
                 tokio::select! {

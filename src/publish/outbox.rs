@@ -460,6 +460,21 @@ impl Outbox {
         Ok(())
     }
 
+    /// Sets a message aside that can never be sent (renamed `<name>.rejected`, kept for a
+    /// technician to inspect). Returns where it went.
+    pub fn reject(&self, key: &Key) -> io::Result<Option<PathBuf>> {
+        let mut index = self.index();
+        let Some(Entry::Message { path, bytes }) = index.entries.get(&key.stem) else {
+            return Ok(None);
+        };
+        let (path, bytes) = (path.clone(), *bytes);
+        let rejected = path.with_extension("rejected");
+        fs::rename(&path, &rejected).map_err(|e| annotate(e, &path))?;
+        index.entries.remove(&key.stem);
+        index.bytes -= bytes;
+        Ok(Some(rejected))
+    }
+
     /// What the spool holds.
     pub fn stats(&self) -> Stats {
         let index = self.index();
@@ -834,6 +849,38 @@ mod tests {
         outbox.ack(&first.key).unwrap();
         outbox.ack(&first.key).unwrap();
         assert_eq!(outbox.stats().messages, 1);
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_sent_is_set_aside_not_lost() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("outbox");
+        let outbox = Outbox::open(&dir, u64::MAX).unwrap();
+        let event = Uuid::now_v7();
+        outbox
+            .push(message(Class::Media, event, 1, "huge"))
+            .unwrap();
+        outbox
+            .push(message(Class::Media, event, 2, "next"))
+            .unwrap();
+        let huge = outbox.next(&HashSet::new()).unwrap().unwrap();
+        let aside = outbox.reject(&huge.key).unwrap().unwrap();
+        assert!(aside.exists() && aside.extension().unwrap() == "rejected");
+        assert_eq!(
+            drain(&outbox)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect::<Vec<_>>(),
+            vec!["t/next".to_owned()]
+        );
+        // Not picked up again after a restart.
+        assert!(
+            Outbox::open(&dir, u64::MAX)
+                .unwrap()
+                .next(&HashSet::new())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

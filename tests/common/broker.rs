@@ -3,7 +3,7 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub struct Broker {
@@ -24,29 +24,34 @@ impl Broker {
             .local_addr()
             .unwrap()
             .port();
-        let allow = if extra.contains("allow_anonymous") {
-            ""
-        } else {
-            "allow_anonymous true\n"
-        };
         let config = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "user root\npersistence true\npersistence_location {}/\nlog_dest stdout\nlog_type error\nlog_type warning\n\
-                 per_listener_settings false\n{allow}listener {port} 127.0.0.1\n{extra}\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
         let mut broker = Broker {
             port,
             dir,
             config,
             child: None,
         };
+        broker.write_config(extra);
         broker.restart();
         broker
+    }
+
+    fn write_config(&self, extra: &str) {
+        let allow = if extra.contains("allow_anonymous") {
+            ""
+        } else {
+            "allow_anonymous true\n"
+        };
+        std::fs::write(
+            &self.config,
+            format!(
+                "user root\npersistence true\npersistence_location {}/\nlog_dest stdout\nlog_type error\nlog_type warning\n\
+                 per_listener_settings false\n{allow}listener {} 127.0.0.1\n{extra}\n",
+                self.dir.path().display(),
+                self.port
+            ),
+        )
+        .unwrap();
     }
 
     /// Writes a file into the broker's directory (certificates, password files, ACLs).
@@ -63,11 +68,12 @@ impl Broker {
     /// Starts it (again), and waits until it accepts connections.
     pub fn restart(&mut self) {
         self.stop();
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("mosquitto runs (scripts/setup.sh installs it)");
         self.child = Some(child);
@@ -75,8 +81,10 @@ impl Broker {
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "mosquitto did not start on port {}",
-                self.port
+                "mosquitto did not start on port {}: {}\nconfiguration:\n{}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default(),
+                std::fs::read_to_string(&self.config).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -94,17 +102,7 @@ impl Broker {
 
     /// Restarts it with a different configuration (TLS, ACL ...).
     pub fn reconfigure(&mut self, extra: &str) {
-        let config = std::fs::read_to_string(&self.config).unwrap();
-        let head = config
-            .split("listener")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        std::fs::write(
-            &self.config,
-            format!("{head}listener {} 127.0.0.1\n{extra}\n", self.port),
-        )
-        .unwrap();
+        self.write_config(extra);
         self.restart();
     }
 

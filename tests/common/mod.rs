@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod receiver;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
