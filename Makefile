@@ -24,6 +24,7 @@ test: setup lint
 bench:
 	./scripts/setup.sh --bench
 	$(CARGO) bench --locked --bench ingest
+	$(CARGO) bench --locked --bench delivery
 
 lint:
 	$(CARGO) fmt --all -- --check

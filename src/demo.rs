@@ -2,16 +2,24 @@
 //!
 //! A simulated camera (a live test pattern with the time burnt in) is served over RTSP on
 //! loopback; the daemon buffers it, one trigger fires once the pre-roll has filled, and the
-//! clip lands in the output directory with its sidecar.
+//! clip lands in the output directory with its sidecar. With mosquitto installed, a local
+//! broker carries the alert, snapshot and clip to an in-process `alertclip receive`, and the
+//! demo ends with the verified clip the officer side reassembled.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
 use crate::camera::CameraState;
-use crate::config::Config;
+use crate::config::{BrokerUrl, Config, Protocol};
 use crate::daemon::{Daemon, SHUTDOWN_GRACE};
+use crate::localbroker::LocalBroker;
+use crate::publish::mqtt::Settings;
+use crate::receive::{self, ReceiveOptions, Report};
 use crate::teststream::{TestCodec, TestServer, TestStream};
 use crate::trigger::{Trigger, TriggerKind};
 
@@ -47,27 +55,84 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating {}", options.out.display()))?;
     let out = options.out.canonicalize()?;
+    let broker = match LocalBroker::start(&out.join("broker"), "") {
+        Ok(broker) => {
+            println!("local broker: {} (mosquitto)", broker.url());
+            Some(broker)
+        }
+        Err(error) => {
+            println!("no delivery in this demo: {error}");
+            None
+        }
+    };
     let socket = std::env::temp_dir().join(format!("alertclip-demo-{}.sock", std::process::id()));
-    let config = demo_config(&url, &out, &socket, &options)?;
+    let config = demo_config(&url, &out, &socket, broker.as_ref(), &options)?;
+
+    // The officer side first, so it is listening when the alert goes out.
+    let cancel = CancellationToken::new();
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let receiver = broker.as_ref().map(|broker| {
+        let options = receiver_options(broker, &out);
+        let cancel = cancel.clone();
+        tokio::spawn(receive::run(options, cancel, move |report| {
+            let _ = reports_tx.send(report);
+            Ok(())
+        }))
+    });
+
     let daemon = Daemon::start(config).await?;
-    let result = trigger_once(&daemon, &options).await;
+    let result = trigger_once(&daemon, &options, reports, broker.is_some()).await;
     daemon.shutdown(SHUTDOWN_GRACE).await;
+    cancel.cancel();
+    if let Some(receiver) = receiver {
+        let _ = receiver.await;
+    }
+    drop(broker);
     drop(server);
     let _ = std::fs::remove_file(&socket);
     result
+}
+
+fn receiver_options(broker: &LocalBroker, out: &Path) -> ReceiveOptions {
+    ReceiveOptions {
+        settings: Settings {
+            url: BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: broker.port(),
+            },
+            protocol: Protocol::V311,
+            ca_file: None,
+            client_auth: None,
+            credentials: None,
+            client_id: format!("alertclip-demo-receiver-{}", std::process::id()),
+            keepalive: Duration::from_secs(30),
+            max_incoming: 64 << 20,
+            max_outgoing: 64 << 10,
+            will: None,
+        },
+        site: "demo".into(),
+        out: out.join("received"),
+        json: false,
+    }
 }
 
 fn demo_config(
     url: &str,
     out: &Path,
     socket: &Path,
+    broker: Option<&LocalBroker>,
     options: &DemoOptions,
 ) -> anyhow::Result<Config> {
+    let mqtt = broker
+        .map(|b| format!("[mqtt]\nurl = \"{}\"\n", b.url()))
+        .unwrap_or_default();
     let text = format!(
         r#"
 [site]
 id = "demo"
 name = "alertclip demo store"
+address = "1 Example Street"
 
 [[camera]]
 id = "demo"
@@ -80,16 +145,27 @@ dir = "{}"
 
 [control]
 socket = "{}"
+
+[outbox]
+dir = "{}"
+
+{mqtt}
 "#,
         humantime::format_duration(options.pre_roll),
         humantime::format_duration(options.post_roll),
-        out.display(),
+        out.join("clips").display(),
         socket.display(),
+        out.join("outbox").display(),
     );
     Ok(Config::parse(&text, Path::new("(demo configuration)"))?)
 }
 
-async fn trigger_once(daemon: &Daemon, options: &DemoOptions) -> anyhow::Result<()> {
+async fn trigger_once(
+    daemon: &Daemon,
+    options: &DemoOptions,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+    delivering: bool,
+) -> anyhow::Result<()> {
     let camera = daemon.cameras()[0].clone();
     let mut status = camera.status.clone();
     let mut clips = daemon.clips();
@@ -139,5 +215,49 @@ async fn trigger_once(daemon: &Daemon, options: &DemoOptions) -> anyhow::Result<
         done.sidecar.display()
     );
     println!("{}", serde_json::to_string_pretty(&done.record)?);
+    if !delivering {
+        return Ok(());
+    }
+
+    println!("\nthe officer side (alertclip receive) got:");
+    let mut out = std::io::stdout();
+    let delivered = tokio::time::timeout(Duration::from_secs(60), async {
+        let (mut alert, mut clip) = (None, None);
+        while let Some(report) = reports.recv().await {
+            let _ = receive::print(&mut out, &report, false);
+            match report {
+                Report::Alert { alert: a, .. } if a.event_id == event => alert = Some(a),
+                Report::Clip {
+                    event: e,
+                    path,
+                    manifest,
+                    ..
+                } if e == event => clip = Some((path, manifest)),
+                Report::Invalid {
+                    event: e, reason, ..
+                } if e == event => {
+                    anyhow::bail!("the received clip did not verify: {reason}");
+                }
+                _ => {}
+            }
+            if let (Some(alert), Some(clip)) = (&alert, &clip) {
+                return Ok((alert.clone(), clip.clone()));
+            }
+        }
+        anyhow::bail!("the receiver stopped")
+    })
+    .await
+    .context("the alert and clip did not reach the receiver in time")??;
+    let (alert, (path, manifest)) = delivered;
+    println!(
+        "\ndelivered: the alert for event {} ({} from {}), then the clip, verified (sha256 {}):\n{}",
+        alert.event_id,
+        serde_json::to_value(alert.trigger.kind)?
+            .as_str()
+            .unwrap_or_default(),
+        alert.trigger.source,
+        manifest.sha256,
+        path.display()
+    );
     Ok(())
 }

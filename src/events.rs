@@ -95,6 +95,11 @@ pub struct TimeSpan {
 /// A clip that was written, with where its files are.
 #[derive(Debug, Clone)]
 pub struct ClipDone {
+    /// SHA-256 of each `chunk_size` block of the MP4, hashed while it was sealed (empty
+    /// when clips are not delivered).
+    pub chunk_sha256: Vec<String>,
+    /// Block size of `chunk_sha256`.
+    pub chunk_size: u64,
     /// What the sidecar says.
     pub record: ClipRecord,
     /// The MP4.
@@ -419,7 +424,8 @@ async fn record_clip(
         .storage
         .event_dir(job.event)?
         .join(format!("{id}.mp4"));
-    let mut writer = ClipWriter::create(&mp4, &cut.caps)?;
+    let block_size = context.publisher.as_ref().map_or(0, |p| p.chunk_size());
+    let mut writer = ClipWriter::create(&mp4, &cut.caps, block_size)?;
     let mut cursor = cut.cursor;
     let mut batch = Vec::with_capacity(256);
     let cut_short: Option<String> = loop {
@@ -483,6 +489,8 @@ async fn record_clip(
         Err(error) => tracing::warn!(%error, "could not prune old clips"),
     }
     Ok(ClipDone {
+        chunk_sha256: muxed.block_sha256,
+        chunk_size: muxed.block_size,
         record,
         mp4,
         sidecar,

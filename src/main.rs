@@ -164,7 +164,11 @@ fn main() -> ExitCode {
                     Ok(options) => {
                         let cancel = CancellationToken::new();
                         tokio::spawn(watch_signals(cancel.clone()));
-                        match alertclip::receive::run(options, cancel).await {
+                        let json = options.json;
+                        let mut out = std::io::stdout();
+                        let print =
+                            move |report| alertclip::receive::print(&mut out, &report, json);
+                        match alertclip::receive::run(options, cancel, print).await {
                             Ok(()) => ExitCode::SUCCESS,
                             Err(error) => {
                                 eprintln!("alertclip receive: {error:#}");

@@ -70,13 +70,16 @@ pub enum Report {
     Status { site: String, state: String },
 }
 
-/// Runs until `cancel`, printing reports to stdout.
-pub async fn run(options: ReceiveOptions, cancel: CancellationToken) -> anyhow::Result<()> {
+/// Runs until `cancel`, handing every report to `report` (the command prints them).
+pub async fn run(
+    options: ReceiveOptions,
+    cancel: CancellationToken,
+    mut report: impl FnMut(Report) -> io::Result<()>,
+) -> anyhow::Result<()> {
     fs::create_dir_all(&options.out)?;
     let mut receiver = Receiver::new(&options.out);
-    let mut out = io::stdout();
-    for report in receiver.resume()? {
-        print(&mut out, &report, options.json)?;
+    for resumed in receiver.resume()? {
+        report(resumed)?;
     }
     let tracker = tokio_util::task::TaskTracker::new();
     let (session, mut events) = Session::<()>::start(&options.settings, &tracker, cancel.clone())?;
@@ -109,8 +112,8 @@ pub async fn run(options: ReceiveOptions, cancel: CancellationToken) -> anyhow::
             Some(LinkEvent::Incoming { topic, payload }) => match receiver.handle(&topic, &payload)
             {
                 Ok(reports) => {
-                    for report in reports {
-                        print(&mut out, &report, options.json)?;
+                    for one in reports {
+                        report(one)?;
                     }
                 }
                 Err(error) => tracing::error!(%topic, %error, "cannot store a received message"),

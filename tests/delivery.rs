@@ -31,6 +31,7 @@ async fn trigger_reaches_the_receiver_as_alert_snapshot_and_verified_clip() {
 
     let alert = receiver.wait_for("alert", |v| v["type"] == "alert").await;
     let alert = &alert["alert"];
+    assert_schema("alert", alert);
     assert_eq!(alert["schema"], "alertclip.alert.v1");
     assert_eq!(alert["event_id"], event.to_string());
     assert_eq!(alert["site"]["id"], "test-site");
@@ -52,6 +53,7 @@ async fn trigger_reaches_the_receiver_as_alert_snapshot_and_verified_clip() {
 
     let clip = receiver.wait_for("clip", |v| v["type"] == "clip").await;
     assert_eq!(clip["verified"], true);
+    assert_schema("manifest", &clip["manifest"]);
     let received = ReceiverProcess::path(&clip);
     assert_eq!(
         sha256sum(&received),
@@ -90,6 +92,7 @@ async fn trigger_reaches_the_receiver_as_alert_snapshot_and_verified_clip() {
         .output()
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_schema("status", &status);
     assert_eq!(status["state"], "online");
     assert_eq!(status["cameras"]["cam"]["state"], "streaming");
     rig.stop().await;
@@ -110,6 +113,7 @@ async fn trigger_reaches_the_receiver_as_alert_snapshot_and_verified_clip() {
         .output()
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_schema("status", &status);
     assert_eq!(status["state"], "offline");
     receiver.stop().await;
 }
@@ -593,6 +597,7 @@ async fn a_full_outbox_drops_clips_keeps_alerts_and_says_so() {
         match v["type"].as_str() {
             Some("alert") => alerts.push(v["alert"]["event_id"].as_str().unwrap().to_owned()),
             Some("health") if v["health"]["kind"] == "outbox_dropped" => {
+                assert_schema("health", &v["health"]);
                 dropped.push(v["health"]["event_id"].as_str().unwrap().to_owned())
             }
             Some("clip") => clips.push(v["event_id"].as_str().unwrap().to_owned()),
@@ -669,6 +674,61 @@ async fn twenty_triggers_during_a_one_minute_outage_are_all_delivered_alerts_fir
         first_media, 20,
         "every alert before any snapshot or clip: {order:?}"
     );
+    rig.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_going_offline_and_back_is_reported_on_the_alerts_topic() {
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let rig = Rig::start(
+        &[TestStream::h264("/cam")],
+        "stall_timeout = \"1s\"",
+        &mqtt(&broker, ""),
+    )
+    .await;
+    wait_buffered(rig.camera(0), 0.5).await;
+    rig.server.take_down("/cam");
+    let offline = receiver
+        .wait_for("camera_offline", |v| {
+            v["type"] == "health" && v["health"]["kind"] == "camera_offline"
+        })
+        .await;
+    assert_schema("health", &offline["health"]);
+    assert_eq!(offline["health"]["camera"], "cam");
+    assert!(
+        offline["health"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no video"),
+        "{offline}"
+    );
+    // The retained status says so too.
+    let port = broker.port.to_string();
+    let status = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "alertclip/v1/test-site/status",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_ne!(status["cameras"]["cam"]["state"], "streaming");
+    rig.server.bring_up("/cam");
+    receiver
+        .wait_for("camera_online", |v| {
+            v["type"] == "health" && v["health"]["kind"] == "camera_online"
+        })
+        .await;
     rig.stop().await;
     receiver.stop().await;
 }

@@ -68,6 +68,10 @@ pub struct MuxedClip {
     pub bytes: u64,
     /// SHA-256 of the whole file, lowercase hex.
     pub sha256: String,
+    /// SHA-256 of each block of `block_size` bytes, when asked for.
+    pub block_sha256: Vec<String>,
+    /// The block size of `block_sha256` (0: none).
+    pub block_size: u64,
     /// Frames written.
     pub frames: u64,
     /// Presentation time of the first frame.
@@ -82,6 +86,7 @@ pub struct ClipWriter {
     appsrc: gst_app::AppSrc,
     temp: PathBuf,
     path: PathBuf,
+    block_size: u64,
     retimer: Retimer,
     /// Frames retimed and ready to write; reused to avoid allocating per frame.
     ready: Vec<Timed>,
@@ -94,7 +99,9 @@ pub struct ClipWriter {
 
 impl ClipWriter {
     /// Starts writing `path` (through a hidden temporary beside it) with the frames' `caps`.
-    pub fn create(path: &Path, caps: &gst::Caps) -> Result<ClipWriter, ClipError> {
+    /// With a `block_size`, the finished file's blocks are hashed too, in the same pass as the
+    /// whole file (delivery sends clips in blocks of that size).
+    pub fn create(path: &Path, caps: &gst::Caps, block_size: u64) -> Result<ClipWriter, ClipError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -146,6 +153,7 @@ impl ClipWriter {
             appsrc,
             temp,
             path: path.to_owned(),
+            block_size,
             retimer: Retimer::default(),
             ready: Vec::new(),
             origin: None,
@@ -238,14 +246,16 @@ impl ClipWriter {
             let _ = std::fs::remove_file(&self.temp);
             return Err(mux_error(&self.path, message));
         }
-        let (temp, path) = (self.temp.clone(), self.path.clone());
-        let (bytes, sha256) = tokio::task::spawn_blocking(move || seal(&temp, &path))
+        let (temp, path, block_size) = (self.temp.clone(), self.path.clone(), self.block_size);
+        let digests = tokio::task::spawn_blocking(move || seal(&temp, &path, block_size))
             .await
             .map_err(|e| mux_error(&self.path, e.to_string()))??;
         Ok(MuxedClip {
             path: self.path.clone(),
-            bytes,
-            sha256,
+            bytes: digests.bytes,
+            sha256: digests.sha256,
+            block_sha256: digests.blocks,
+            block_size,
             frames: self.frames,
             start: self.start,
             end: self.end,
@@ -260,27 +270,92 @@ impl ClipWriter {
 }
 
 /// Syncs the temporary file, hashes it, and renames it to its final name.
-fn seal(temp: &Path, path: &Path) -> Result<(u64, String), ClipError> {
+fn seal(temp: &Path, path: &Path, block_size: u64) -> Result<Digests, ClipError> {
     let io = |source| ClipError::Io {
         path: temp.to_owned(),
         source,
     };
     let mut file = std::fs::File::open(temp).map_err(io)?;
     file.sync_all().map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut chunk = vec![0u8; 256 * 1024];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut chunk).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&chunk[..n]);
-        bytes += n as u64;
-    }
+    let digests = digest(&mut file, block_size).map_err(io)?;
     crate::storage::rename_durably(temp, path).map_err(|source| ClipError::Io {
         path: path.to_owned(),
         source,
     })?;
-    Ok((bytes, hex::encode(hasher.finalize())))
+    Ok(digests)
+}
+
+/// SHA-256 digests of a file, whole and by blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    /// Bytes read.
+    pub bytes: u64,
+    /// SHA-256 of everything, lowercase hex.
+    pub sha256: String,
+    /// SHA-256 of each block (the last may be short), lowercase hex; empty for block size 0.
+    pub blocks: Vec<String>,
+}
+
+/// Reads `reader` to its end once, hashing it whole and in blocks of `block_size` (0: not in
+/// blocks).
+pub fn digest(reader: &mut impl Read, block_size: u64) -> std::io::Result<Digests> {
+    let mut whole = Sha256::new();
+    let mut block = Sha256::new();
+    let mut in_block = 0u64;
+    let mut blocks = Vec::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        whole.update(&buffer[..n]);
+        bytes += n as u64;
+        let mut rest = &buffer[..n];
+        while block_size > 0 && !rest.is_empty() {
+            let take = rest.len().min((block_size - in_block) as usize);
+            block.update(&rest[..take]);
+            in_block += take as u64;
+            rest = &rest[take..];
+            if in_block == block_size {
+                blocks.push(hex::encode(block.finalize_reset()));
+                in_block = 0;
+            }
+        }
+    }
+    if block_size > 0 && (in_block > 0 || blocks.is_empty()) {
+        blocks.push(hex::encode(block.finalize()));
+    }
+    Ok(Digests {
+        bytes,
+        sha256: hex::encode(whole.finalize()),
+        blocks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_match_hashing_each_block_alone() {
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 253) as u8).collect();
+        for block in [1000u64, 102_400, 256 * 1024, 300_000, 2_000_000] {
+            let digests = digest(&mut data.as_slice(), block).unwrap();
+            let expected: Vec<String> = data
+                .chunks(block as usize)
+                .map(|c| hex::encode(Sha256::digest(c)))
+                .collect();
+            assert_eq!(digests.blocks, expected, "block size {block}");
+            assert_eq!(digests.sha256, hex::encode(Sha256::digest(&data)));
+            assert_eq!(digests.bytes, data.len() as u64);
+        }
+        assert!(digest(&mut data.as_slice(), 0).unwrap().blocks.is_empty());
+        assert_eq!(
+            digest(&mut [].as_slice(), 10).unwrap().blocks.len(),
+            1,
+            "an empty file is one empty chunk"
+        );
+    }
 }

@@ -285,8 +285,8 @@ pub struct OutboxSummary {
 pub struct Health {
     /// [`HEALTH_SCHEMA`].
     pub schema: String,
-    /// `camera_offline`, `camera_online`, `outbox_filling`, `outbox_dropped`, `broker_refused`
-    /// or `disk_low`.
+    /// `camera_offline`, `camera_online`, `outbox_filling`, `outbox_dropped`,
+    /// `message_too_large` or `disk_low`.
     pub kind: String,
     /// When, RFC 3339 UTC with milliseconds.
     pub at: String,

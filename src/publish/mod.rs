@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -180,25 +179,33 @@ impl Publisher {
         })
     }
 
-    /// Spools a finished clip: pins the file, hashes its chunks into the manifest. Reads the
-    /// whole file: call it off the async runtime.
+    /// Spools a finished clip: pins the file and spools its chunks and manifest. The chunk
+    /// hashes normally come with the clip (hashed as it was sealed); otherwise the file is read
+    /// to hash them, so call this off the async runtime.
     pub fn clip(&self, done: &ClipDone, detection: bool) -> io::Result<()> {
         let record = &done.record;
-        let bytes = std::fs::read(&done.mp4)?;
-        let chunk_size = self.chunk_size.max(1) as usize;
-        let chunk_sha256: Vec<String> = bytes
-            .chunks(chunk_size)
-            .map(|c| hex::encode(Sha256::digest(c)))
-            .collect();
+        let chunk_size = self.chunk_size.max(1);
+        let (bytes, sha256, chunk_sha256) = if done.chunk_size == chunk_size
+            && !done.chunk_sha256.is_empty()
+        {
+            (
+                record.bytes,
+                record.sha256.clone(),
+                done.chunk_sha256.clone(),
+            )
+        } else {
+            let digests = crate::clip::digest(&mut std::fs::File::open(&done.mp4)?, chunk_size)?;
+            (digests.bytes, digests.sha256, digests.blocks)
+        };
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA.to_owned(),
             event_id: record.event_id,
             site_id: record.site.id.clone(),
             camera: record.camera.clone(),
-            bytes: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
-            chunk_size: chunk_size as u64,
-            chunks: chunk_sha256.len().max(1) as u32,
+            bytes,
+            sha256,
+            chunk_size,
+            chunks: chunk_sha256.len() as u32,
             chunk_sha256,
             duration_ms: record.duration_ms,
             start: record.actual.start.clone(),
@@ -221,7 +228,7 @@ impl Publisher {
             camera: record.camera.clone(),
             topic: self.topics.clip(record.event_id, &record.camera),
             file: done.mp4.clone(),
-            chunk_size: chunk_size as u64,
+            chunk_size,
             manifest: serde_json::to_vec(&manifest).map_err(io::Error::other)?,
             detection,
         })?;

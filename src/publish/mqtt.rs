@@ -149,8 +149,9 @@ impl<K: Send + 'static> Session<K> {
                         true,
                     ));
                 }
-                let (client, eventloop) =
+                let (client, mut eventloop) =
                     rumqttc::AsyncClient::new(options, RUMQTTC_INFLIGHT as usize);
+                eventloop.set_network_options(network_options());
                 tracker.spawn(pump(eventloop, link.clone(), tx, cancel));
                 Client::V4(client)
             }
@@ -168,6 +169,7 @@ impl<K: Send + 'static> Session<K> {
                     .set_session_expiry_interval(Some(86_400))
                     .set_max_packet_size(Some(settings.max_incoming as u32))
                     .set_outgoing_inflight_upper_limit(RUMQTTC_INFLIGHT)
+                    .set_network_options(network_options())
                     .set_transport(transport);
                 if let Some((user, password)) = &settings.credentials {
                     options.set_credentials(user, password);
@@ -251,6 +253,14 @@ impl<K: Send + 'static> Session<K> {
             Client::V5(c) => c.disconnect().await.is_ok(),
         };
     }
+}
+
+/// Small packets (alerts, acknowledgements) go out at once rather than waiting to be
+/// coalesced with what follows.
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
 }
 
 /// rumqttc's transport for the settings: plain TCP, or TLS with the given (or the system's)

@@ -445,7 +445,7 @@ impl Outbox {
                     Some(clip.info.bytes)
                 } else {
                     if clip.unsaved >= SAVE_PROGRESS_EVERY {
-                        write_durably(&clip.progress, clip.watermark.to_string().as_bytes())?;
+                        save_progress(&clip.progress, clip.watermark)?;
                         clip.unsaved = 0;
                     }
                     None
@@ -549,6 +549,15 @@ fn load_clip(dir: &Path, stem: &str) -> io::Result<ClipEntry> {
         above: BTreeSet::new(),
         unsaved: 0,
     })
+}
+
+/// Records a clip's acknowledged chunks. Not synced: the record only saves resending, and one
+/// lost to a power cut (a missing or empty file) means resending from the start, which
+/// receivers tolerate. The rename keeps a half-written number from ever being read.
+fn save_progress(path: &Path, watermark: u32) -> io::Result<()> {
+    let temp = path.with_extension("acked.tmp");
+    fs::write(&temp, watermark.to_string()).map_err(|e| annotate(e, &temp))?;
+    fs::rename(&temp, path).map_err(|e| annotate(e, path))
 }
 
 /// Pins `from` at `to`: a hard link when possible (same file system, no copy), else a synced

@@ -309,3 +309,25 @@ impl Rig {
         self.daemon.shutdown(Duration::from_secs(5)).await;
     }
 }
+
+/// Checks a payload against its published JSON Schema (docs/schemas/<name>.v1.json), formats
+/// (date-time, uuid) included.
+pub fn assert_schema(name: &str, value: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/schemas")
+        .join(format!("{name}.v1.json"));
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name} payload does not match {}: {errors:?}\n{value:#}",
+        path.display()
+    );
+}
