@@ -18,6 +18,7 @@ use alertclip::Daemon;
 use alertclip::config::{BrokerUrl, Config, Protocol};
 use alertclip::events::{ClipDone, ClipRecord, SiteRecord, TimeSpan};
 use alertclip::localbroker::LocalBroker;
+use alertclip::publish::message::Manifest;
 use alertclip::publish::mqtt::{LinkEvent, Session, Settings};
 use alertclip::teststream::{TestServer, TestStream};
 use alertclip::trigger::{Trigger, TriggerKind};
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         let server = TestServer::start(&[stream])?;
         let config = Config::parse(
             &format!(
-                "[site]\nid = \"bench\"\nname = \"Benchmark\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+                "[site]\nid = \"bench\"\nname = \"Benchmark\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/c.sock\"\n\
                  [outbox]\ndir = \"{0}/outbox\"\n[mqtt]\nurl = \"{1}\"\n\
                  [[camera]]\nid = \"cam\"\nurl = \"{2}\"\npre_roll = \"1s\"\npost_roll = \"0s\"\n",
                 work.display(),
@@ -292,13 +293,15 @@ fn synthetic_clip(
         sha256: digests.sha256,
         partial: false,
         partial_reason: None,
+        clock_map: alertclip::clock::ClockMap::now().into(),
     };
-    let sidecar = mp4.with_extension("json");
+    let manifest = Manifest::for_clip(&record, CHUNK as u64, digests.blocks);
     ClipDone {
+        manifest: serde_json::to_vec(&manifest).unwrap_or_default(),
+        chunk_size: CHUNK as u64,
+        manifest_path: mp4.with_extension("manifest.json"),
+        sidecar: mp4.with_extension("json"),
         record,
         mp4,
-        sidecar,
-        chunk_sha256: digests.blocks,
-        chunk_size: CHUNK as u64,
     }
 }

@@ -412,7 +412,7 @@ fn daemon_config(
     post_roll: &str,
 ) -> anyhow::Result<PathBuf> {
     let mut text = format!(
-        "[site]\nid = \"bench\"\nname = \"Benchmark\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/control.sock\"\n",
+        "[site]\nid = \"bench\"\nname = \"Benchmark\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/control.sock\"\n",
         work.display()
     );
     for (i, url) in urls.iter().enumerate() {

@@ -111,14 +111,66 @@ impl StreamClock {
     }
 }
 
-/// Whether the kernel reports the system clock synchronised (by NTP, chrony, systemd-timesyncd
-/// or PTP); `None` when it cannot be asked.
-pub fn synchronized() -> Option<bool> {
+/// How far the wall clock can be trusted, as recorded in alerts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// Whether the kernel reports the clock synchronised (by NTP, chrony, systemd-timesyncd or
+    /// PTP); `None` when it cannot be asked.
+    pub synchronized: Option<bool>,
+    /// The time service found running: `systemd-timesyncd`, `chrony` or `ntpd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The kernel's estimate of the clock's error, in microseconds, when synchronised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_error_us: Option<i64>,
+}
+
+/// The wall clock's provenance now.
+pub fn provenance() -> Provenance {
     // SAFETY: adjtimex with `modes == 0` only reads the kernel's clock state into the zeroed
     // struct it is given.
     let mut state: libc::timex = unsafe { std::mem::zeroed() };
     let result = unsafe { libc::adjtimex(&mut state) };
-    (result != -1).then_some(result != libc::TIME_ERROR && state.status & libc::STA_UNSYNC == 0)
+    let synchronized = (result != -1)
+        .then_some(result != libc::TIME_ERROR && state.status & libc::STA_UNSYNC == 0);
+    let source = [
+        ("/run/systemd/timesync/synchronized", "systemd-timesyncd"),
+        ("/run/chrony", "chrony"),
+        ("/run/chronyd.pid", "chrony"),
+        ("/run/ntpd.pid", "ntpd"),
+    ]
+    .iter()
+    .find(|(path, _)| std::path::Path::new(path).exists())
+    .map(|(_, name)| (*name).to_owned());
+    Provenance {
+        synchronized,
+        source,
+        estimated_error_us: (synchronized == Some(true)).then_some(state.esterror as i64),
+    }
+}
+
+/// Whether the kernel reports the system clock synchronised; `None` when it cannot be asked.
+pub fn synchronized() -> Option<bool> {
+    provenance().synchronized
+}
+
+/// A [`ClockMap`] as recorded in metadata: the monotonic reading in nanoseconds and the wall
+/// reading in RFC 3339 UTC with microseconds, so that anyone can redo the arithmetic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapRecord {
+    /// Monotonic clock, nanoseconds.
+    pub monotonic_ns: MonoNs,
+    /// Wall clock at the same instant.
+    pub wall: String,
+}
+
+impl From<ClockMap> for MapRecord {
+    fn from(map: ClockMap) -> MapRecord {
+        MapRecord {
+            monotonic_ns: map.mono,
+            wall: humantime::format_rfc3339_micros(map.wall).to_string(),
+        }
+    }
 }
 
 /// RFC 3339 UTC with milliseconds, the form every timestamp takes in metadata.

@@ -37,6 +37,32 @@ pub struct Config {
     /// The durable spool of messages waiting for the broker.
     #[serde(default)]
     pub outbox: Outbox,
+    /// The device's signing key and alert chain.
+    #[serde(default)]
+    pub evidence: Evidence,
+}
+
+/// `[evidence]`: where the device's signing key lives (docs/evidence.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// Directory of the device key (`device.key`, created on first start, mode 0600), its
+    /// public half (`device.pub`) and the alert chain (`chain.json`). Back it up: a new key
+    /// must be registered with the precinct again. Default: `"/var/lib/alertclip/evidence"`.
+    #[serde(default = "default_evidence_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Evidence {
+            dir: default_evidence_dir(),
+        }
+    }
+}
+
+fn default_evidence_dir() -> PathBuf {
+    PathBuf::from("/var/lib/alertclip/evidence")
 }
 
 /// `[mqtt]`: the broker alerts, snapshots and clips are delivered through.
@@ -480,6 +506,14 @@ impl Config {
             Some(cap) => cap.0 as usize,
             None => ((camera.pre_roll.0.as_secs() + 10) << 20) as usize,
         }
+    }
+
+    /// The block size clips are hashed (and delivered) in: `mqtt.chunk_size`, or its default
+    /// without `[mqtt]`.
+    pub fn chunk_size(&self) -> u64 {
+        self.mqtt
+            .as_ref()
+            .map_or(default_chunk_size().0, |m| m.chunk_size.0)
     }
 
     /// The camera with this id.

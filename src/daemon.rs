@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 use crate::camera::Camera;
 use crate::config::Config;
 use crate::control;
-use crate::events::{ClipDone, Clipper};
+use crate::events::{ClipDone, Clipper, Outputs};
+use crate::evidence::{Chain, DeviceKey};
 use crate::publish::{self, Publisher, mqtt::Session};
 use crate::storage::Storage;
 use crate::trigger::Triggers;
@@ -47,6 +48,9 @@ pub enum StartError {
     /// The clip directory could not be used.
     #[error("storage.dir: {0}")]
     Storage(std::io::Error),
+    /// The device key or its chain could not be used.
+    #[error("evidence.dir: {0}")]
+    Evidence(crate::evidence::EvidenceError),
     /// The outbox could not be used.
     #[error("outbox.dir: {0}")]
     Outbox(std::io::Error),
@@ -61,7 +65,10 @@ pub enum StartError {
 impl StartError {
     /// Whether fixing the configuration (or a file it names) is what it takes.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Secret { .. } | StartError::Mqtt(_))
+        matches!(
+            self,
+            StartError::Secret { .. } | StartError::Mqtt(_) | StartError::Evidence(_)
+        )
     }
 }
 
@@ -104,12 +111,19 @@ impl Daemon {
             passwords.push(password);
         }
 
-        // Delivery is set up before anything starts, so that a bad TLS or password file stops
-        // the daemon at once.
+        // The device key, and delivery, are set up before anything starts, so that a bad key,
+        // TLS or password file stops the daemon at once.
+        let key = Arc::new(
+            DeviceKey::load_or_create(&config.evidence.dir).map_err(StartError::Evidence)?,
+        );
+        tracing::info!(key_id = %key.key_id(), "device key loaded");
         let delivery = match &config.mqtt {
             Some(mqtt) => {
-                let publisher =
-                    Arc::new(Publisher::open(&config, mqtt).map_err(StartError::Outbox)?);
+                let chain = Chain::open(&config.evidence.dir).map_err(StartError::Evidence)?;
+                let publisher = Arc::new(
+                    Publisher::open(&config, mqtt, key.clone(), chain)
+                        .map_err(StartError::Outbox)?,
+                );
                 let settings = publish::daemon_settings(&config, mqtt, publisher.topics())
                     .map_err(|e| StartError::Mqtt(e.to_string()))?;
                 Some((publisher, settings, mqtt.status_interval.0))
@@ -181,12 +195,17 @@ impl Daemon {
         let (clips, _) = broadcast::channel(64);
         let intake = CancellationToken::new();
         let jobs = CancellationToken::new();
+        let outputs = Outputs {
+            storage,
+            done: clips.clone(),
+            publisher: publisher.clone(),
+            key,
+            chunk_size: config.chunk_size(),
+        };
         let clipper = Clipper::new(
             &config.site,
             cameras.clone(),
-            storage,
-            clips.clone(),
-            publisher.clone(),
+            outputs,
             jobs_tracker.clone(),
             jobs.clone(),
         );

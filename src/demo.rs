@@ -68,6 +68,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let socket = std::env::temp_dir().join(format!("alertclip-demo-{}.sock", std::process::id()));
     let config = demo_config(&url, &out, &socket, broker.as_ref(), &options)?;
 
+    // The device key, registered with the officer side as a precinct would.
+    let key = crate::evidence::DeviceKey::load_or_create(&out.join("evidence"))?;
+    let trusted = out.join("trusted-keys");
+    std::fs::create_dir_all(&trusted)?;
+    std::fs::write(trusted.join("demo.pub"), key.public_pem())?;
+    println!("device key {} ({})", key.key_id(), key.fingerprint());
+
     // The officer side first, so it is listening when the alert goes out.
     let cancel = CancellationToken::new();
     let (reports_tx, reports) = mpsc::unbounded_channel();
@@ -81,7 +88,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     });
 
     let daemon = Daemon::start(config).await?;
-    let result = trigger_once(&daemon, &options, reports, broker.is_some()).await;
+    let result = trigger_once(&daemon, &options, reports, broker.is_some(), &out).await;
     daemon.shutdown(SHUTDOWN_GRACE).await;
     cancel.cancel();
     if let Some(receiver) = receiver {
@@ -114,6 +121,9 @@ fn receiver_options(broker: &LocalBroker, out: &Path) -> ReceiveOptions {
         site: "demo".into(),
         out: out.join("received"),
         json: false,
+        // The demo device's own key: the officer side trusts it as if registered.
+        keys: Some(out.join("trusted-keys")),
+        trust_on_first_use: false,
     }
 }
 
@@ -149,6 +159,9 @@ socket = "{}"
 [outbox]
 dir = "{}"
 
+[evidence]
+dir = "{}"
+
 {mqtt}
 "#,
         humantime::format_duration(options.pre_roll),
@@ -156,6 +169,7 @@ dir = "{}"
         out.join("clips").display(),
         socket.display(),
         out.join("outbox").display(),
+        out.join("evidence").display(),
     );
     Ok(Config::parse(&text, Path::new("(demo configuration)"))?)
 }
@@ -165,6 +179,7 @@ async fn trigger_once(
     options: &DemoOptions,
     mut reports: mpsc::UnboundedReceiver<Report>,
     delivering: bool,
+    out: &Path,
 ) -> anyhow::Result<()> {
     let camera = daemon.cameras()[0].clone();
     let mut status = camera.status.clone();
@@ -220,19 +235,20 @@ async fn trigger_once(
     }
 
     println!("\nthe officer side (alertclip receive) got:");
-    let mut out = std::io::stdout();
+    let mut stdout = std::io::stdout();
     let delivered = tokio::time::timeout(Duration::from_secs(60), async {
         let (mut alert, mut clip) = (None, None);
         while let Some(report) = reports.recv().await {
-            let _ = receive::print(&mut out, &report, false);
+            let _ = receive::print(&mut stdout, &report, false);
             match report {
                 Report::Alert { alert: a, .. } if a.event_id == event => alert = Some(a),
                 Report::Clip {
                     event: e,
                     path,
                     manifest,
+                    signature,
                     ..
-                } if e == event => clip = Some((path, manifest)),
+                } if e == event => clip = Some((path, manifest, signature)),
                 Report::Invalid {
                     event: e, reason, ..
                 } if e == event => {
@@ -248,16 +264,25 @@ async fn trigger_once(
     })
     .await
     .context("the alert and clip did not reach the receiver in time")??;
-    let (alert, (path, manifest)) = delivered;
+    let (alert, (path, manifest, signature)) = delivered;
     println!(
-        "\ndelivered: the alert for event {} ({} from {}), then the clip, verified (sha256 {}):\n{}",
+        "\ndelivered: the alert for event {} ({} from {}, alert {} of this device), then the clip, \
+         verified (sha256 {}, manifest signature {} by the registered device key):\n{}",
         alert.event_id,
         serde_json::to_value(alert.trigger.kind)?
             .as_str()
             .unwrap_or_default(),
         alert.trigger.source,
+        alert.sequence,
         manifest.sha256,
+        signature.word(),
         path.display()
+    );
+    println!(
+        "\ncheck it yourself: alertclip verify {} {} --pubkey {}",
+        path.display(),
+        path.with_extension("manifest.json").display(),
+        out.join("evidence/device.pub").display()
     );
     Ok(())
 }

@@ -20,9 +20,11 @@ use uuid::Uuid;
 
 use crate::camera::{self, Camera};
 use crate::clip::{ClipError, ClipWriter, MuxedClip};
-use crate::clock::{self, MonoNs, rfc3339_ms};
+use crate::clock::{self, MapRecord, MonoNs, rfc3339_ms};
 use crate::config;
+use crate::evidence::DeviceKey;
 use crate::publish::Publisher;
+use crate::publish::message::Manifest;
 use crate::ring::ReadEnd;
 use crate::storage::{self, Storage};
 use crate::trigger::{Request, Trigger, TriggerError, TriggerKind, TriggerRecord};
@@ -72,6 +74,9 @@ pub struct ClipRecord {
     /// Why the file holds less than was requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_reason: Option<String>,
+    /// The reading of both clocks, taken at the first trigger, through which the times above
+    /// were derived from the monotonic clock frames are timed on.
+    pub clock_map: MapRecord,
 }
 
 /// The store, as recorded in a sidecar.
@@ -95,11 +100,12 @@ pub struct TimeSpan {
 /// A clip that was written, with where its files are.
 #[derive(Debug, Clone)]
 pub struct ClipDone {
-    /// SHA-256 of each `chunk_size` block of the MP4, hashed while it was sealed (empty
-    /// when clips are not delivered).
-    pub chunk_sha256: Vec<String>,
-    /// Block size of `chunk_sha256`.
+    /// The signed manifest, as written beside the clip and as published.
+    pub manifest: Vec<u8>,
+    /// The block size the manifest hashes the clip in.
     pub chunk_size: u64,
+    /// The manifest file, `<camera>.manifest.json`.
+    pub manifest_path: PathBuf,
     /// What the sidecar says.
     pub record: ClipRecord,
     /// The MP4.
@@ -130,21 +136,36 @@ pub(crate) struct Clipper {
     jobs_cancel: CancellationToken,
 }
 
+/// Where finished clips go.
+pub(crate) struct Outputs {
+    /// The clip directory.
+    pub storage: Storage,
+    /// Every clip written is announced here.
+    pub done: broadcast::Sender<ClipDone>,
+    /// Delivery, when configured.
+    pub publisher: Option<Arc<Publisher>>,
+    /// Signs each clip's manifest.
+    pub key: Arc<DeviceKey>,
+    /// Block size clips are hashed in.
+    pub chunk_size: u64,
+}
+
 /// What every clip job needs.
 struct JobContext {
     site: SiteRecord,
     storage: Storage,
     done: broadcast::Sender<ClipDone>,
     publisher: Option<Arc<Publisher>>,
+    key: Arc<DeviceKey>,
+    /// Block size the clip is hashed in, for its manifest.
+    chunk_size: u64,
 }
 
 impl Clipper {
     pub(crate) fn new(
         site: &config::Site,
         cameras: Vec<Camera>,
-        storage: Storage,
-        done: broadcast::Sender<ClipDone>,
-        publisher: Option<Arc<Publisher>>,
+        outputs: Outputs,
         tracker: TaskTracker,
         jobs_cancel: CancellationToken,
     ) -> Clipper {
@@ -152,12 +173,15 @@ impl Clipper {
             id: site.id.clone(),
             name: site.name.clone(),
         };
+        let publisher = outputs.publisher.clone();
         Clipper {
             context: Arc::new(JobContext {
                 site,
-                storage,
-                done,
-                publisher: publisher.clone(),
+                storage: outputs.storage,
+                done: outputs.done,
+                publisher: outputs.publisher,
+                key: outputs.key,
+                chunk_size: outputs.chunk_size,
             }),
             publisher,
             cameras,
@@ -424,8 +448,7 @@ async fn record_clip(
         .storage
         .event_dir(job.event)?
         .join(format!("{id}.mp4"));
-    let block_size = context.publisher.as_ref().map_or(0, |p| p.chunk_size());
-    let mut writer = ClipWriter::create(&mp4, &cut.caps, block_size)?;
+    let mut writer = ClipWriter::create(&mp4, &cut.caps, context.chunk_size)?;
     let mut cursor = cut.cursor;
     let mut batch = Vec::with_capacity(256);
     let cut_short: Option<String> = loop {
@@ -478,6 +501,13 @@ async fn record_clip(
     let sidecar = mp4.with_extension("json");
     let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
     storage::write_durably(&sidecar, &json)?;
+    // The signed manifest, the clip's evidence record: the same bytes are published.
+    let manifest = Manifest::for_clip(&record, muxed.block_size, muxed.block_sha256.clone());
+    let manifest = context
+        .key
+        .sign(&serde_json::to_vec(&manifest).map_err(std::io::Error::other)?);
+    let manifest_path = mp4.with_extension("manifest.json");
+    storage::write_durably(&manifest_path, &manifest)?;
     match context.storage.prune(job.event) {
         Ok(deleted) if !deleted.is_empty() => {
             tracing::info!(
@@ -489,8 +519,9 @@ async fn record_clip(
         Err(error) => tracing::warn!(%error, "could not prune old clips"),
     }
     Ok(ClipDone {
-        chunk_sha256: muxed.block_sha256,
+        manifest,
         chunk_size: muxed.block_size,
+        manifest_path,
         record,
         mp4,
         sidecar,
@@ -550,6 +581,7 @@ fn describe(
         sha256: muxed.sha256.clone(),
         partial: !reasons.is_empty(),
         partial_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        clock_map: map.into(),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod events;
+pub mod evidence;
 pub mod localbroker;
 pub mod publish;
 pub mod receive;

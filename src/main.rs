@@ -86,6 +86,27 @@ enum Command {
         /// Print one JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Directory of trusted device public keys (PEM files, as `alertclip key show` prints).
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+        /// Trust the first key each site signs with, and only that key afterwards.
+        #[arg(long)]
+        trust_on_first_use: bool,
+    },
+    /// The device's signing key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Check a clip against its signed manifest: exit 0 valid, 1 invalid.
+    Verify {
+        /// The clip (MP4).
+        clip: PathBuf,
+        /// Its manifest (JSON, as written beside the clip or received).
+        manifest: PathBuf,
+        /// The device's public key (PEM or base64) to check the signature against.
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<PathBuf>,
     },
     /// Run the whole path on this machine with a simulated camera.
     Demo {
@@ -101,6 +122,17 @@ enum Command {
         /// Codec of the simulated camera.
         #[arg(long, value_enum, default_value_t = Codec::H264)]
         codec: Codec,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print the public key and its fingerprint, for the precinct to register (creates the
+    /// key if there is none yet).
+    Show {
+        /// Configuration file (to find the key).
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
     },
 }
 
@@ -130,6 +162,14 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run(config).await,
+            Command::Key {
+                command: KeyCommand::Show { config },
+            } => key_show(&config),
+            Command::Verify {
+                clip,
+                manifest,
+                pubkey,
+            } => verify(&clip, &manifest, pubkey.as_deref()),
             Command::Trigger {
                 config,
                 cameras,
@@ -147,6 +187,8 @@ fn main() -> ExitCode {
                 site,
                 out,
                 json,
+                keys,
+                trust_on_first_use,
             } => {
                 let options = receive_options(
                     &broker,
@@ -159,7 +201,12 @@ fn main() -> ExitCode {
                     site,
                     out,
                     json,
-                );
+                )
+                .map(|options| ReceiveOptions {
+                    keys,
+                    trust_on_first_use,
+                    ..options
+                });
                 match options {
                     Ok(options) => {
                         let cancel = CancellationToken::new();
@@ -316,7 +363,73 @@ fn receive_options(
         site,
         out,
         json,
+        keys: None,
+        trust_on_first_use: false,
     })
+}
+
+fn key_show(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match alertclip::evidence::DeviceKey::load_or_create(&config.evidence.dir) {
+        Ok(key) => {
+            println!(
+                "key id:      {}\nfingerprint: {}\n{}",
+                key.key_id(),
+                key.fingerprint(),
+                key.public_pem().trim_end()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("alertclip key show: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify(clip: &Path, manifest: &Path, pubkey: Option<&Path>) -> ExitCode {
+    let invalid = |reason: String| {
+        println!("INVALID: {reason}");
+        ExitCode::FAILURE
+    };
+    let key = match pubkey {
+        Some(path) => match std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| alertclip::evidence::parse_public_key(&t))
+        {
+            Some(key) => Some(key),
+            None => {
+                eprintln!(
+                    "alertclip verify: {}: not an Ed25519 public key (PEM or base64)",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
+    let manifest_bytes = match std::fs::read(manifest) {
+        Ok(bytes) => bytes,
+        Err(error) => return invalid(format!("{}: {error}", manifest.display())),
+    };
+    match alertclip::evidence::check_clip(clip, &manifest_bytes, key.as_ref()) {
+        Ok(check) => {
+            for finding in &check.findings {
+                println!("{finding}");
+            }
+            match check.failure {
+                None => {
+                    println!("VALID");
+                    ExitCode::SUCCESS
+                }
+                Some(reason) => invalid(reason),
+            }
+        }
+        Err(error) => invalid(format!("{}: {error}", clip.display())),
+    }
 }
 
 async fn trigger(path: PathBuf, cameras: Vec<String>, note: Option<String>) -> ExitCode {

@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use ed25519_dalek::VerifyingKey;
+
+use crate::evidence::{self, ChainState, Link, Verdict};
 use crate::publish::message::{Alert, Health, Manifest, Status, TopicKind};
 use crate::publish::mqtt::{LinkEvent, Session, Settings};
 use crate::storage::write_durably;
@@ -35,13 +38,21 @@ pub struct ReceiveOptions {
     pub out: PathBuf,
     /// One JSON object per line instead of readable lines.
     pub json: bool,
+    /// Directory of trusted device public keys (PEM, as `alertclip key show` prints them).
+    pub keys: Option<PathBuf>,
+    /// Trust the first key each site signs with, and only that key afterwards.
+    pub trust_on_first_use: bool,
 }
 
 /// Something the receiver reports, as a line of output.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
-    /// A new alert.
-    Alert { site: String, alert: Box<Alert> },
+    /// A new alert, with what its signature check found.
+    Alert {
+        site: String,
+        alert: Box<Alert>,
+        signature: Verdict,
+    },
     /// A snapshot was saved.
     Snapshot {
         site: String,
@@ -49,13 +60,21 @@ pub enum Report {
         camera: String,
         path: PathBuf,
     },
-    /// A clip was reassembled and verified.
+    /// A clip was reassembled and verified against its manifest, with what the manifest's
+    /// signature check found.
     Clip {
         site: String,
         event: Uuid,
         camera: String,
         path: PathBuf,
         manifest: Box<Manifest>,
+        signature: Verdict,
+    },
+    /// A device's alerts do not follow each other: missing, replayed or rewritten.
+    Chain {
+        site: String,
+        event: Uuid,
+        problem: String,
     },
     /// A clip or chunk failed verification.
     Invalid {
@@ -78,6 +97,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     fs::create_dir_all(&options.out)?;
     let mut receiver = Receiver::new(&options.out);
+    if let Some(keys) = &options.keys {
+        let count = receiver.trust_keys(keys)?;
+        tracing::info!(keys = count, dir = %keys.display(), "trusted device keys loaded");
+    }
+    receiver.trust_on_first_use = options.trust_on_first_use;
     for resumed in receiver.resume()? {
         report(resumed)?;
     }
@@ -127,11 +151,14 @@ pub async fn run(
     Ok(())
 }
 
-/// The receiver's state: everything lives on disk; this only remembers device states to
-/// print changes once.
+/// The receiver's state: everything lives on disk (pinned keys and each device's last chain
+/// link included); this only remembers device states to print changes once, and the keys.
 pub struct Receiver {
     out: PathBuf,
     states: HashMap<String, String>,
+    trusted: HashMap<String, VerifyingKey>,
+    /// Pin the first key each site signs with.
+    pub trust_on_first_use: bool,
 }
 
 impl Receiver {
@@ -140,7 +167,107 @@ impl Receiver {
         Receiver {
             out: out.to_owned(),
             states: HashMap::new(),
+            trusted: HashMap::new(),
+            trust_on_first_use: false,
         }
+    }
+
+    /// Trusts every public key in `dir` (files holding a PEM or base64 key). Returns how many.
+    pub fn trust_keys(&mut self, dir: &Path) -> io::Result<usize> {
+        let entries = fs::read_dir(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let Ok(text) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            match evidence::parse_public_key(&text) {
+                Some(key) => {
+                    self.trusted.insert(evidence::key_id(&key), key);
+                }
+                None => tracing::warn!(file = %entry.path().display(), "not a public key; ignored"),
+            }
+        }
+        Ok(self.trusted.len())
+    }
+
+    /// Checks a signed payload from `site`: against the trusted keys, or the key pinned for the
+    /// site, pinning the signer's key first when trusting on first use.
+    fn check(&self, site: &str, payload: &[u8]) -> io::Result<Verdict> {
+        let pin_path = self.out.join(".pinned").join(format!("{site}.pub"));
+        let pinned = fs::read_to_string(&pin_path)
+            .ok()
+            .and_then(|t| evidence::parse_public_key(&t));
+        let lookup = |id: &str| {
+            self.trusted
+                .get(id)
+                .copied()
+                .or_else(|| pinned.filter(|k| evidence::key_id(k) == id))
+        };
+        let verdict = evidence::verify(payload, &lookup);
+        if let Verdict::Untrusted(_) = &verdict
+            && self.trust_on_first_use
+            && pinned.is_none()
+            && let Some(signed) = evidence::split(payload)
+        {
+            fs::create_dir_all(pin_path.parent().unwrap_or(&self.out))?;
+            write_durably(&pin_path, signed.info.public_key.as_bytes())?;
+            tracing::info!(%site, key_id = %signed.info.key_id, "pinned the site's key on first use");
+            return Ok(Verdict::Valid);
+        }
+        Ok(verdict)
+    }
+
+    /// Places an alert in its device's chain; returns the problem, if any, and whether the
+    /// alert is a replay (to be reported, not presented).
+    fn follow_chain(
+        &self,
+        site: &str,
+        alert: &Alert,
+        payload: &[u8],
+    ) -> io::Result<(Option<String>, bool)> {
+        // Each key signs its own chain: a device given a new key starts a new one.
+        let key = alert
+            .signature
+            .as_ref()
+            .map_or("unsigned", |s| s.key_id.as_str());
+        let key = if safe_name(key) { key } else { "unknown" };
+        let path = self.out.join(".chain").join(format!("{site}-{key}.json"));
+        let last: Option<ChainState> = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let (link, head) = evidence::follow(
+            last.as_ref(),
+            alert.sequence,
+            alert.previous_alert_sha256.as_deref(),
+            payload,
+        );
+        if let Some(head) = head {
+            fs::create_dir_all(path.parent().unwrap_or(&self.out))?;
+            write_durably(&path, &serde_json::to_vec(&head).map_err(io::Error::other)?)?;
+        }
+        Ok(match link {
+            Link::First | Link::Continues => (None, false),
+            Link::Gap { expected, got } => (
+                Some(format!(
+                    "alert {got} follows alert {}: {} alert(s) from this device missing or suppressed",
+                    expected - 1,
+                    got - expected
+                )),
+                false,
+            ),
+            Link::Replay { sequence, last } => (
+                Some(format!(
+                    "alert {sequence} was already received (last was {last}): a replay"
+                )),
+                true,
+            ),
+            Link::Broken { sequence } => (
+                Some(format!(
+                    "alert {sequence} does not link to the previous alert: the device's history was altered"
+                )),
+                false,
+            ),
+        })
     }
 
     /// Finishes what a previous run left: clips whose chunks and manifest all arrived.
@@ -186,14 +313,32 @@ impl Receiver {
                         return Ok(Vec::new());
                     }
                 };
-                if path.exists() {
+                if fs::read(&path).is_ok_and(|known| known == payload) {
                     return Ok(Vec::new());
                 }
+                let signature = self.check(&site, payload)?;
+                let mut reports = Vec::new();
+                // A forged alert does not move the chain.
+                if !matches!(signature, Verdict::Invalid(_)) {
+                    let (problem, replay) = self.follow_chain(&site, &alert, payload)?;
+                    if let Some(problem) = problem {
+                        reports.push(Report::Chain {
+                            site: site.clone(),
+                            event,
+                            problem,
+                        });
+                    }
+                    if replay {
+                        return Ok(reports);
+                    }
+                }
                 write_durably(&path, payload)?;
-                Ok(vec![Report::Alert {
+                reports.push(Report::Alert {
                     site,
                     alert: Box::new(alert),
-                }])
+                    signature,
+                });
+                Ok(reports)
             }
             TopicKind::Snapshot {
                 site,
@@ -252,6 +397,14 @@ impl Receiver {
                 if serde_json::from_slice::<Manifest>(payload).is_err() {
                     tracing::warn!(%topic, "ignoring a manifest that is not valid");
                     return Ok(Vec::new());
+                }
+                if let Verdict::Invalid(reason) = self.check(&site, payload)? {
+                    return Ok(vec![Report::Invalid {
+                        site,
+                        event,
+                        camera,
+                        reason: format!("manifest signature: {reason}"),
+                    }]);
                 }
                 write_durably(&dir.join(format!("{camera}.manifest.json")), payload)?;
                 self.assemble(&site, event, &camera)
@@ -335,12 +488,14 @@ impl Receiver {
         }
         write_durably(&final_path, &whole)?;
         let _ = fs::remove_dir_all(&chunks);
+        let signature = self.check(site, &manifest_bytes)?;
         Ok(vec![Report::Clip {
             site: site.to_owned(),
             event,
             camera: camera.to_owned(),
             path: final_path,
             manifest: Box::new(manifest),
+            signature,
         }])
     }
 }
@@ -363,17 +518,32 @@ fn read_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// How a readable line flags a signature that is not simply valid.
+fn signature_note(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Valid => String::new(),
+        Verdict::Untrusted(id) => format!(" (signed by untrusted key {id})"),
+        Verdict::Invalid(reason) => format!(" (SIGNATURE INVALID: {reason})"),
+        Verdict::Missing => " (UNSIGNED)".to_owned(),
+    }
+}
+
 /// Prints a report as a readable line or a JSON object.
 pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()> {
     let line = if json {
         match report {
-            Report::Alert { site, alert } => json!({"type": "alert", "site": site, "alert": alert}),
+            Report::Alert { site, alert, signature } => {
+                json!({"type": "alert", "site": site, "alert": alert, "signature": signature.word(), "signature_detail": signature})
+            }
+            Report::Chain { site, event, problem } => {
+                json!({"type": "chain", "site": site, "event_id": event, "problem": problem})
+            }
             Report::Snapshot { site, event, camera, path } => {
                 json!({"type": "snapshot", "site": site, "event_id": event, "camera": camera, "path": path})
             }
-            Report::Clip { site, event, camera, path, manifest } => json!({
+            Report::Clip { site, event, camera, path, manifest, signature } => json!({
                 "type": "clip", "site": site, "event_id": event, "camera": camera, "path": path,
-                "verified": true, "manifest": manifest
+                "verified": true, "signature": signature.word(), "manifest": manifest
             }),
             Report::Invalid { site, event, camera, reason } => json!({
                 "type": "invalid", "site": site, "event_id": event, "camera": camera, "reason": reason
@@ -384,7 +554,11 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
         .to_string()
     } else {
         match report {
-            Report::Alert { site, alert } => {
+            Report::Alert {
+                site,
+                alert,
+                signature,
+            } => {
                 let address = alert
                     .site
                     .address
@@ -399,9 +573,10 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                     .unwrap_or_default();
                 let cameras: Vec<&str> = alert.cameras.iter().map(|c| c.id.as_str()).collect();
                 format!(
-                    "{} ALERT{} {} ({}{address}): {} from {}{note}; cameras {}; event {}",
+                    "{} ALERT{}{} {} ({}{address}): {} from {}{note}; cameras {}; event {}",
                     alert.triggered_at,
                     if alert.test { " (TEST)" } else { "" },
+                    signature_note(signature),
                     site,
                     alert.site.name,
                     serde_json::to_value(alert.trigger.kind)
@@ -430,13 +605,20 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                 camera,
                 path,
                 manifest,
+                signature,
             } => format!(
-                "CLIP {site} event {event} camera {camera}: verified, {:.1} s, {} bytes{}: {}",
+                "CLIP{} {site} event {event} camera {camera}: verified, {:.1} s, {} bytes{}: {}",
+                signature_note(signature),
                 manifest.duration_ms as f64 / 1000.0,
                 manifest.bytes,
                 if manifest.partial { " (partial)" } else { "" },
                 path.display()
             ),
+            Report::Chain {
+                site,
+                event,
+                problem,
+            } => format!("CHAIN {site} event {event}: {problem}"),
             Report::Invalid {
                 site,
                 event,
@@ -483,7 +665,247 @@ mod tests {
             partial: false,
             partial_reason: None,
             triggers: Vec::new(),
+            clock_map: crate::clock::MapRecord {
+                monotonic_ns: 1,
+                wall: "2026-01-01T00:00:00.000000Z".into(),
+            },
+            signature: None,
         }
+    }
+
+    fn alert(event: Uuid, sequence: u64, previous: Option<String>, note: &str) -> Alert {
+        Alert {
+            schema: crate::publish::message::ALERT_SCHEMA.into(),
+            event_id: event,
+            site: crate::publish::message::SiteInfo {
+                id: "s".into(),
+                name: "Store".into(),
+                address: None,
+            },
+            trigger: crate::publish::message::TriggerInfo {
+                kind: crate::trigger::TriggerKind::Button,
+                source: "b1".into(),
+                note: Some(note.into()),
+                detections: Vec::new(),
+            },
+            triggered_at: "2026-01-01T00:00:00.000Z".into(),
+            cameras: Vec::new(),
+            clock: crate::clock::Provenance {
+                synchronized: Some(true),
+                source: None,
+                estimated_error_us: None,
+            },
+            test: false,
+            device_version: "0".into(),
+            sequence,
+            previous_alert_sha256: previous,
+            signature: None,
+        }
+    }
+
+    /// A device: its key (trusted by the receiver through a keys directory) and its chain.
+    struct Device {
+        key: evidence::DeviceKey,
+        chain: evidence::Chain,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Device {
+        fn new() -> Device {
+            let dir = tempfile::tempdir().unwrap();
+            let key = evidence::DeviceKey::load_or_create(dir.path()).unwrap();
+            let chain = evidence::Chain::open(dir.path()).unwrap();
+            Device {
+                key,
+                chain,
+                _dir: dir,
+            }
+        }
+
+        /// The next alert, signed and chained, as published.
+        fn alert(&self, event: Uuid, note: &str) -> Vec<u8> {
+            self.chain
+                .append(|seq, prev| {
+                    self.key
+                        .sign(&serde_json::to_vec(&alert(event, seq, prev, note)).unwrap())
+                })
+                .unwrap()
+        }
+
+        fn keys_dir(&self) -> tempfile::TempDir {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("device.pub"), self.key.public_pem()).unwrap();
+            dir
+        }
+    }
+
+    fn words(reports: &[Report]) -> Vec<String> {
+        reports
+            .iter()
+            .map(|r| match r {
+                Report::Alert { signature, .. } => format!("alert:{}", signature.word()),
+                Report::Chain { problem, .. } => {
+                    format!("chain:{}", problem.split(':').next().unwrap_or_default())
+                }
+                Report::Clip { signature, .. } => format!("clip:{}", signature.word()),
+                Report::Invalid { .. } => "invalid".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn signed_alerts_are_checked_and_gaps_and_replays_flagged() {
+        let out = tempfile::tempdir().unwrap();
+        let device = Device::new();
+        let keys = device.keys_dir();
+        let mut receiver = Receiver::new(out.path());
+        receiver.trust_keys(keys.path()).unwrap();
+        let events: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        let alerts: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| device.alert(*e, "register 2"))
+            .collect();
+        let topic = |e: Uuid| format!("alertclip/v1/s/events/{e}");
+
+        assert_eq!(
+            words(&receiver.handle(&topic(events[0]), &alerts[0]).unwrap()),
+            vec!["alert:valid"]
+        );
+        assert_eq!(
+            words(&receiver.handle(&topic(events[1]), &alerts[1]).unwrap()),
+            vec!["alert:valid"]
+        );
+        // A duplicate delivery is not news.
+        assert!(
+            receiver
+                .handle(&topic(events[1]), &alerts[1])
+                .unwrap()
+                .is_empty()
+        );
+        // Alert 3 is suppressed: alert 4 shows the gap.
+        let reports = receiver.handle(&topic(events[3]), &alerts[3]).unwrap();
+        assert_eq!(
+            words(&reports),
+            vec!["chain:alert 4 follows alert 2", "alert:valid"]
+        );
+        // An old alert replayed to a desk that no longer has it: reported, not presented.
+        fs::remove_dir_all(out.path().join("s").join(events[0].to_string())).unwrap();
+        let reports = receiver.handle(&topic(events[0]), &alerts[0]).unwrap();
+        assert_eq!(
+            words(&reports),
+            vec!["chain:alert 1 was already received (last was 4)"]
+        );
+        assert!(
+            !out.path()
+                .join("s")
+                .join(events[0].to_string())
+                .join("alert.json")
+                .exists()
+        );
+    }
+
+    #[test]
+    fn a_tampered_alert_is_flagged_and_does_not_move_the_chain() {
+        let out = tempfile::tempdir().unwrap();
+        let device = Device::new();
+        let keys = device.keys_dir();
+        let mut receiver = Receiver::new(out.path());
+        receiver.trust_keys(keys.path()).unwrap();
+        let event = Uuid::now_v7();
+        let tampered = String::from_utf8(device.alert(event, "register 2"))
+            .unwrap()
+            .replace("register 2", "register 9");
+        let reports = receiver
+            .handle(
+                &format!("alertclip/v1/s/events/{event}"),
+                tampered.as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(words(&reports), vec!["alert:invalid"]);
+        assert!(!out.path().join(".chain").exists());
+        let mut line = Vec::new();
+        print(&mut line, &reports[0], false).unwrap();
+        assert!(
+            String::from_utf8(line)
+                .unwrap()
+                .contains("SIGNATURE INVALID")
+        );
+    }
+
+    #[test]
+    fn a_signed_manifest_verifies_the_clip_and_a_tampered_one_is_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let device = Device::new();
+        let keys = device.keys_dir();
+        let mut receiver = Receiver::new(out.path());
+        receiver.trust_keys(keys.path()).unwrap();
+        let event = Uuid::now_v7();
+        let data = vec![5u8; 300];
+        let base = format!("alertclip/v1/s/events/{event}/clip/cam");
+        let signed = device
+            .key
+            .sign(&serde_json::to_vec(&manifest(event, &data, 100)).unwrap());
+        let tampered = String::from_utf8(signed.clone())
+            .unwrap()
+            .replace("\"frames\":15", "\"frames\":16");
+        assert_eq!(
+            words(&receiver.handle(&base, tampered.as_bytes()).unwrap()),
+            vec!["invalid"]
+        );
+        for (n, chunk) in data.chunks(100).enumerate() {
+            receiver.handle(&format!("{base}/{n}"), chunk).unwrap();
+        }
+        assert!(
+            !out.path()
+                .join("s")
+                .join(event.to_string())
+                .join("cam.mp4")
+                .exists()
+        );
+        assert_eq!(
+            words(&receiver.handle(&base, &signed).unwrap()),
+            vec!["clip:valid"]
+        );
+    }
+
+    #[test]
+    fn trust_on_first_use_pins_the_first_key_of_a_site() {
+        let out = tempfile::tempdir().unwrap();
+        let (first, second) = (Device::new(), Device::new());
+        let mut receiver = Receiver::new(out.path());
+        let e1 = Uuid::now_v7();
+        assert_eq!(
+            words(
+                &receiver
+                    .handle(
+                        &format!("alertclip/v1/s/events/{e1}"),
+                        &first.alert(e1, "a")
+                    )
+                    .unwrap()
+            ),
+            vec!["alert:untrusted"]
+        );
+        receiver.trust_on_first_use = true;
+        let e2 = Uuid::now_v7();
+        let reports = receiver
+            .handle(
+                &format!("alertclip/v1/s/events/{e2}"),
+                &second.alert(e2, "b"),
+            )
+            .unwrap();
+        assert_eq!(words(&reports), vec!["alert:valid"], "pinned on first use");
+        let e3 = Uuid::now_v7();
+        let reports = receiver
+            .handle(
+                &format!("alertclip/v1/s/events/{e3}"),
+                &first.alert(e3, "c"),
+            )
+            .unwrap();
+        assert!(
+            words(&reports).contains(&"alert:untrusted".to_owned()),
+            "{reports:?}"
+        );
     }
 
     #[test]

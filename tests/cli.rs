@@ -73,7 +73,7 @@ fn malformed_configs_exit_2_naming_file_and_key() {
 fn missing_password_file_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/c.sock\"\n\
          [[camera]]\nid = \"a\"\nurl = \"rtsp://127.0.0.1:1/x\"\nusername = \"u\"\npassword_file = \"{0}/missing\"\n",
         dir.path().display()
     );
@@ -188,7 +188,7 @@ async fn trigger_command_reaches_the_daemon_through_its_socket() {
 
 fn config_with_socket(dir: &Path, socket: &Path, url: &str) -> alertclip::config::Config {
     let text = format!(
-        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{}/clips2\"\n[control]\nsocket = \"{}\"\n[[camera]]\nid = \"cam\"\nurl = \"{url}\"\n",
+        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips2\"\n[evidence]\ndir = \"{0}/evidence2\"\n[control]\nsocket = \"{1}\"\n[[camera]]\nid = \"cam\"\nurl = \"{url}\"\n",
         dir.display(),
         socket.display()
     );
@@ -201,7 +201,7 @@ async fn sigterm_during_a_clip_persists_it_and_exits_cleanly() {
     let server = TestServer::start(&[TestStream::h264("/cam")]).unwrap();
     // Post-roll longer than the shutdown grace: the clip must be finished early, not lost.
     let text = format!(
-        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/c.sock\"\n\
          [[camera]]\nid = \"cam\"\nurl = \"{1}\"\npre_roll = \"2s\"\npost_roll = \"60s\"\n",
         dir.path().display(),
         server.url("/cam")
@@ -278,4 +278,133 @@ async fn sigterm_during_a_clip_persists_it_and_exits_cleanly() {
             .to_string_lossy()
             .starts_with('.'))
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_checks_a_clip_against_its_signed_manifest() {
+    let mut rig = Rig::start(
+        &[TestStream::h264("/cam")],
+        "pre_roll = \"2s\"\npost_roll = \"1s\"",
+        "",
+    )
+    .await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    rig.fire(alertclip::trigger::Trigger::now(
+        alertclip::trigger::TriggerKind::Manual,
+        "test",
+    ))
+    .await;
+    let done = rig.next_clip().await;
+    let dir = rig.stop().await;
+    let evidence = dir.path().join("evidence");
+    let pubkey = evidence.join("device.pub");
+    let verify = |clip: &Path, manifest: &Path, key: Option<&Path>| {
+        let mut command = Command::new(BIN);
+        command.arg("verify").arg(clip).arg(manifest);
+        if let Some(key) = key {
+            command.arg("--pubkey").arg(key);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = verify(&done.mp4, &done.manifest_path, Some(&pubkey));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("manifest signature: valid") && out.trim_end().ends_with("VALID"),
+        "{out}"
+    );
+
+    // Without a key, the verdict says the signer was not checked against a registered key.
+    let (code, out) = verify(&done.mp4, &done.manifest_path, None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("not checked against a registered key"),
+        "{out}"
+    );
+
+    // A byte flipped in the clip.
+    let tampered = dir.path().join("tampered.mp4");
+    let mut bytes = std::fs::read(&done.mp4).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&tampered, &bytes).unwrap();
+    let (code, out) = verify(&tampered, &done.manifest_path, Some(&pubkey));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("INVALID: chunk") && out.contains("differs from the manifest"),
+        "{out}"
+    );
+
+    // A byte changed in the manifest.
+    let manifest = std::fs::read_to_string(&done.manifest_path).unwrap();
+    let forged = dir.path().join("forged.manifest.json");
+    std::fs::write(
+        &forged,
+        manifest.replacen("\"partial\":false", "\"partial\":true ", 1),
+    )
+    .unwrap();
+    let (code, out) = verify(&done.mp4, &forged, Some(&pubkey));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("INVALID: manifest signature"), "{out}");
+
+    // Another device's key.
+    let other = tempfile::tempdir().unwrap();
+    let other_key = alertclip::evidence::DeviceKey::load_or_create(other.path()).unwrap();
+    let (code, out) = verify(
+        &done.mp4,
+        &done.manifest_path,
+        Some(&other.path().join("device.pub")),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("not by the given key"),
+        "{out}: {}",
+        other_key.key_id()
+    );
+}
+
+#[test]
+fn key_show_prints_the_public_key_and_keeps_the_private_one_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "[site]\nid = \"s\"\nname = \"n\"\n[evidence]\ndir = \"{}/evidence\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+            dir.path().display()
+        ),
+    );
+    let show = || {
+        Command::new(BIN)
+            .args(["key", "show", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let first = show();
+    assert!(first.status.success());
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.contains("key id:")
+            && first.contains("fingerprint: SHA256:")
+            && first.contains("-----BEGIN PUBLIC KEY-----"),
+        "{first}"
+    );
+    let second = String::from_utf8_lossy(&show().stdout).into_owned();
+    assert_eq!(first, second, "the same key after a restart");
+    let private = std::fs::read_to_string(dir.path().join("evidence/device.key")).unwrap();
+    assert!(
+        !first.contains(private.lines().nth(1).unwrap()),
+        "the private key is never printed"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("evidence/device.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
 }

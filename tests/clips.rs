@@ -149,8 +149,16 @@ async fn two_cameras_are_clipped_for_one_event() {
         (done.record.camera.as_str(), done.record.event_id),
         ("b", second)
     );
-    let files = std::fs::read_dir(rig.event_dir(&done)).unwrap().count();
-    assert_eq!(files, 2, "one clip and one sidecar");
+    let mut files: Vec<String> = std::fs::read_dir(rig.event_dir(&done))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec!["b.json", "b.manifest.json", "b.mp4"],
+        "the clip, its sidecar and its signed manifest"
+    );
 
     let mut unknown = manual();
     unknown.cameras = vec!["c".into()];
@@ -271,7 +279,7 @@ async fn overlapping_triggers_extend_one_clip() {
         .unwrap()
         .count();
     assert_eq!(events_on_disk, 1, "one event directory");
-    assert_eq!(std::fs::read_dir(rig.event_dir(&done)).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(rig.event_dir(&done)).unwrap().count(), 3);
     rig.stop().await;
 }
 

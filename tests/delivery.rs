@@ -484,7 +484,7 @@ async fn daemon_killed_mid_transfer_resumes_after_restart() {
     std::fs::write(
         &config,
         format!(
-            "[site]\nid = \"test-site\"\nname = \"Test Store\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+            "[site]\nid = \"test-site\"\nname = \"Test Store\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/c.sock\"\n\
              [outbox]\ndir = \"{0}/outbox\"\n[mqtt]\nurl = \"{1}\"\nchunk_size = \"4KiB\"\n\
              [[camera]]\nid = \"cam\"\nurl = \"{2}\"\npre_roll = \"4s\"\npost_roll = \"1s\"\n",
             dir.path().display(),
@@ -729,6 +729,58 @@ async fn a_camera_going_offline_and_back_is_reported_on_the_alerts_topic() {
             v["type"] == "health" && v["health"]["kind"] == "camera_online"
         })
         .await;
+    rig.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_with_the_device_key_verifies_alert_and_clip_signatures() {
+    let broker = Broker::start("");
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &mqtt(&broker, "")).await;
+    // The precinct registers the device's public key.
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        rig.dir.path().join("evidence/device.pub"),
+        keys.path().join("test-site.pub"),
+    )
+    .unwrap();
+    let keys_arg = keys.path().display().to_string();
+    let mut receiver = ReceiverProcess::start(
+        broker.port,
+        &["--broker", &broker.url(), "--keys", &keys_arg],
+        &[],
+    )
+    .await;
+    let (_, clip) = deliver_one(&mut rig, &mut receiver).await;
+    assert_eq!(clip["signature"], "valid");
+    let alert = receiver
+        .seen
+        .iter()
+        .find(|v| v["type"] == "alert")
+        .unwrap()
+        .clone();
+    assert_eq!(alert["signature"], "valid");
+    assert_eq!(alert["alert"]["sequence"], 1);
+    assert_eq!(
+        alert["alert"]["previous_alert_sha256"],
+        serde_json::Value::Null
+    );
+    // The next event continues the chain: no chain report.
+    let event = rig
+        .fire(Trigger::now(TriggerKind::Manual, "test"))
+        .await
+        .to_string();
+    let second = receiver
+        .wait_for("second alert", |v| {
+            v["type"] == "alert" && v["alert"]["event_id"] == event.as_str()
+        })
+        .await;
+    assert_eq!(second["alert"]["sequence"], 2);
+    assert!(
+        receiver.seen.iter().all(|v| v["type"] != "chain"),
+        "{:?}",
+        receiver.seen
+    );
     rig.stop().await;
     receiver.stop().await;
 }

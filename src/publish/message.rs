@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::clock::MapRecord;
+use crate::events::ClipRecord;
+use crate::evidence::SignatureInfo;
 use crate::trigger::{TriggerKind, TriggerRecord};
 
 /// `schema` of an alert.
@@ -145,6 +148,16 @@ pub struct Alert {
     pub test: bool,
     /// The alertclip version that sent it.
     pub device_version: String,
+    /// This device's alert number: 1, 2, 3 ... A receiver sees a skipped number as a missing
+    /// or suppressed alert, and a repeated one as a replay.
+    pub sequence: u64,
+    /// SHA-256 of the previous alert from this device as it was published; `null` for the
+    /// first.
+    pub previous_alert_sha256: Option<String>,
+    /// The device's signature over every byte before it (docs/evidence.md). Always the last
+    /// member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureInfo>,
 }
 
 /// The store, as an alert carries it.
@@ -186,12 +199,7 @@ pub struct CameraPlan {
 }
 
 /// The clock's provenance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClockInfo {
-    /// Whether the kernel reports the system clock synchronised (NTP or similar); `null`
-    /// when it cannot tell.
-    pub synchronized: Option<bool>,
-}
+pub type ClockInfo = crate::clock::Provenance;
 
 /// A clip's manifest, published after its last chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +243,41 @@ pub struct Manifest {
     pub partial_reason: Option<String>,
     /// Every trigger the clip covers.
     pub triggers: Vec<TriggerRecord>,
+    /// The reading of both clocks, taken at the first trigger, through which `start` and `end`
+    /// were derived from the monotonic clock frames are timed on.
+    pub clock_map: MapRecord,
+    /// The device's signature over every byte before it. Always the last member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureInfo>,
+}
+
+impl Manifest {
+    /// The manifest of a written clip, hashed in `chunk_size` blocks.
+    pub fn for_clip(record: &ClipRecord, chunk_size: u64, chunk_sha256: Vec<String>) -> Manifest {
+        Manifest {
+            schema: MANIFEST_SCHEMA.to_owned(),
+            event_id: record.event_id,
+            site_id: record.site.id.clone(),
+            camera: record.camera.clone(),
+            bytes: record.bytes,
+            sha256: record.sha256.clone(),
+            chunk_size,
+            chunks: chunk_sha256.len() as u32,
+            chunk_sha256,
+            duration_ms: record.duration_ms,
+            start: record.actual.start.clone(),
+            end: record.actual.end.clone(),
+            codec: record.codec.clone(),
+            width: record.width,
+            height: record.height,
+            frames: record.frames,
+            partial: record.partial,
+            partial_reason: record.partial_reason.clone(),
+            triggers: record.triggers.clone(),
+            clock_map: record.clock_map.clone(),
+            signature: None,
+        }
+    }
 }
 
 /// The device status, retained on `<prefix>/status`.

@@ -25,10 +25,11 @@ use crate::camera::{Camera, CameraState};
 use crate::clock::{self, rfc3339_ms};
 use crate::config::{self, Config};
 use crate::events::ClipDone;
+use crate::evidence::{Chain, DeviceKey};
 use crate::trigger::{Trigger, TriggerKind};
 use message::{
-    ALERT_SCHEMA, Alert, CameraPlan, CameraSummary, ClockInfo, HEALTH_SCHEMA, Health,
-    MANIFEST_SCHEMA, Manifest, OutboxSummary, STATUS_SCHEMA, SiteInfo, Status, Topics, TriggerInfo,
+    ALERT_SCHEMA, Alert, CameraPlan, CameraSummary, HEALTH_SCHEMA, Health, OutboxSummary,
+    STATUS_SCHEMA, SiteInfo, Status, Topics, TriggerInfo,
 };
 use mqtt::{LinkEvent, Session, Settings, Tag};
 use outbox::{Class, Dropped, Key, NewClip, NewMessage, Order, Outbox};
@@ -64,6 +65,8 @@ pub struct Publisher {
     filling: AtomicBool,
     status_changed: Notify,
     link: std::sync::Mutex<LinkStatus>,
+    key: Arc<DeviceKey>,
+    chain: Chain,
 }
 
 /// The broker connection, for status and health.
@@ -78,8 +81,14 @@ pub struct LinkStatus {
 }
 
 impl Publisher {
-    /// The publisher for `config`'s `[mqtt]` section, with its outbox opened.
-    pub fn open(config: &Config, mqtt: &config::Mqtt) -> io::Result<Publisher> {
+    /// The publisher for `config`'s `[mqtt]` section, with its outbox opened; alerts are
+    /// signed with `key` and chained in `chain`.
+    pub fn open(
+        config: &Config,
+        mqtt: &config::Mqtt,
+        key: Arc<DeviceKey>,
+        chain: Chain,
+    ) -> io::Result<Publisher> {
         let outbox = Outbox::open(&config.outbox.dir, config.outbox.max_bytes.0)?;
         let pending = outbox.stats();
         if pending.messages > 0 {
@@ -102,6 +111,8 @@ impl Publisher {
             filling: AtomicBool::new(false),
             status_changed: Notify::new(),
             link: std::sync::Mutex::new(LinkStatus::default()),
+            key,
+            chain,
         })
     }
 
@@ -120,14 +131,15 @@ impl Publisher {
         &self.outbox
     }
 
-    /// Spools the alert of a new event: done before any video work, so it goes first.
+    /// Spools the alert of a new event: done before any video work, so it goes first. The
+    /// alert is the next link of the device's chain, and signed.
     pub fn alert(
         &self,
         event: Uuid,
         trigger: &Trigger,
         cameras: &[config::Camera],
     ) -> io::Result<()> {
-        let alert = Alert {
+        let mut alert = Alert {
             schema: ALERT_SCHEMA.to_owned(),
             event_id: event,
             site: self.site.clone(),
@@ -146,13 +158,23 @@ impl Publisher {
                     post_roll_s: c.post_roll.0.as_secs_f64(),
                 })
                 .collect(),
-            clock: ClockInfo {
-                synchronized: clock::synchronized(),
-            },
+            clock: clock::provenance(),
             test: trigger.kind == TriggerKind::Test,
             device_version: env!("CARGO_PKG_VERSION").to_owned(),
+            sequence: 0,
+            previous_alert_sha256: None,
+            signature: None,
         };
-        let payload = serde_json::to_vec(&alert).map_err(io::Error::other)?;
+        let payload = self
+            .chain
+            .append(|sequence, previous| {
+                alert.sequence = sequence;
+                alert.previous_alert_sha256 = previous;
+                // A struct of plain data always serialises.
+                self.key
+                    .sign(&serde_json::to_vec(&alert).unwrap_or_default())
+            })
+            .map_err(io::Error::other)?;
         self.spool(NewMessage {
             order: Order {
                 class: Class::Alert,
@@ -179,45 +201,9 @@ impl Publisher {
         })
     }
 
-    /// Spools a finished clip: pins the file and spools its chunks and manifest. The chunk
-    /// hashes normally come with the clip (hashed as it was sealed); otherwise the file is read
-    /// to hash them, so call this off the async runtime.
+    /// Spools a finished clip: pins the file and spools its chunks and signed manifest.
     pub fn clip(&self, done: &ClipDone, detection: bool) -> io::Result<()> {
         let record = &done.record;
-        let chunk_size = self.chunk_size.max(1);
-        let (bytes, sha256, chunk_sha256) = if done.chunk_size == chunk_size
-            && !done.chunk_sha256.is_empty()
-        {
-            (
-                record.bytes,
-                record.sha256.clone(),
-                done.chunk_sha256.clone(),
-            )
-        } else {
-            let digests = crate::clip::digest(&mut std::fs::File::open(&done.mp4)?, chunk_size)?;
-            (digests.bytes, digests.sha256, digests.blocks)
-        };
-        let manifest = Manifest {
-            schema: MANIFEST_SCHEMA.to_owned(),
-            event_id: record.event_id,
-            site_id: record.site.id.clone(),
-            camera: record.camera.clone(),
-            bytes,
-            sha256,
-            chunk_size,
-            chunks: chunk_sha256.len() as u32,
-            chunk_sha256,
-            duration_ms: record.duration_ms,
-            start: record.actual.start.clone(),
-            end: record.actual.end.clone(),
-            codec: record.codec.clone(),
-            width: record.width,
-            height: record.height,
-            frames: record.frames,
-            partial: record.partial,
-            partial_reason: record.partial_reason.clone(),
-            triggers: record.triggers.clone(),
-        };
         let rank = RANK_CLIP + 2 * self.camera_index(&record.camera);
         let dropped = self.outbox.push_clip(NewClip {
             order: Order {
@@ -228,8 +214,8 @@ impl Publisher {
             camera: record.camera.clone(),
             topic: self.topics.clip(record.event_id, &record.camera),
             file: done.mp4.clone(),
-            chunk_size,
-            manifest: serde_json::to_vec(&manifest).map_err(io::Error::other)?,
+            chunk_size: done.chunk_size,
+            manifest: done.manifest.clone(),
             detection,
         })?;
         self.after_push(dropped);

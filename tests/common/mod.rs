@@ -21,9 +21,10 @@ use tokio::sync::broadcast;
 pub fn config(dir: &Path, cameras: &[(&str, String)], camera_extra: &str, tail: &str) -> Config {
     let mut text = format!(
         "[site]\nid = \"test-site\"\nname = \"Test Store\"\naddress = \"12 Main St\"\n\n[storage]\ndir = \"{}\"\n\n\
-         [control]\nsocket = \"{}\"\n",
+         [control]\nsocket = \"{}\"\n\n[evidence]\ndir = \"{}\"\n",
         dir.join("clips").display(),
         dir.join("control.sock").display(),
+        dir.join("evidence").display(),
     );
     // The outbox always lives in the test's directory; a test may size it in `tail`.
     if tail.contains("[outbox]") {
@@ -304,9 +305,10 @@ impl Rig {
         event_dir(self.dir.path(), done)
     }
 
-    /// Shuts the daemon down.
-    pub async fn stop(self) {
+    /// Shuts the daemon down; returns its directory, for a test that looks at it afterwards.
+    pub async fn stop(self) -> tempfile::TempDir {
         self.daemon.shutdown(Duration::from_secs(5)).await;
+        self.dir
     }
 }
 
