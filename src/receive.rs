@@ -732,10 +732,14 @@ mod tests {
                 .unwrap()
         }
 
-        fn keys_dir(&self) -> tempfile::TempDir {
-            let dir = tempfile::tempdir().unwrap();
-            fs::write(dir.path().join("device.pub"), self.key.public_pem()).unwrap();
-            dir
+        /// A receiver in `out` with this device's key registered.
+        fn trusted_by(&self, out: &Path) -> Receiver {
+            let keys = out.join("registered-keys");
+            fs::create_dir_all(&keys).unwrap();
+            fs::write(keys.join("device.pub"), self.key.public_pem()).unwrap();
+            let mut receiver = Receiver::new(out);
+            receiver.trust_keys(&keys).unwrap();
+            receiver
         }
     }
 
@@ -756,11 +760,8 @@ mod tests {
 
     #[test]
     fn signed_alerts_are_checked_and_gaps_and_replays_flagged() {
-        let out = tempfile::tempdir().unwrap();
-        let device = Device::new();
-        let keys = device.keys_dir();
-        let mut receiver = Receiver::new(out.path());
-        receiver.trust_keys(keys.path()).unwrap();
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
         let events: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
         let alerts: Vec<Vec<u8>> = events
             .iter()
@@ -807,11 +808,8 @@ mod tests {
 
     #[test]
     fn a_tampered_alert_is_flagged_and_does_not_move_the_chain() {
-        let out = tempfile::tempdir().unwrap();
-        let device = Device::new();
-        let keys = device.keys_dir();
-        let mut receiver = Receiver::new(out.path());
-        receiver.trust_keys(keys.path()).unwrap();
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
         let event = Uuid::now_v7();
         let tampered = String::from_utf8(device.alert(event, "register 2"))
             .unwrap()
@@ -835,11 +833,8 @@ mod tests {
 
     #[test]
     fn a_signed_manifest_verifies_the_clip_and_a_tampered_one_is_refused() {
-        let out = tempfile::tempdir().unwrap();
-        let device = Device::new();
-        let keys = device.keys_dir();
-        let mut receiver = Receiver::new(out.path());
-        receiver.trust_keys(keys.path()).unwrap();
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
         let event = Uuid::now_v7();
         let data = vec![5u8; 300];
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
