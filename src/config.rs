@@ -40,6 +40,147 @@ pub struct Config {
     /// The device's signing key and alert chain.
     #[serde(default)]
     pub evidence: Evidence,
+    /// Panic buttons, as `[[button]]` tables (docs/buttons.md).
+    #[serde(rename = "button", default)]
+    pub buttons: Vec<Button>,
+    /// A light or buzzer for the whole box that shows whether help was called.
+    #[serde(default)]
+    pub feedback: Option<Light>,
+}
+
+/// One `[[button]]` table: a panic button, and optionally a light beside it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Button {
+    /// Letters, digits, '-', '_' or '.'; unique among buttons. The trigger's source. Required.
+    pub id: String,
+    /// `"gpio"` (a contact on the box's GPIO header), `"evdev"` (a USB button that presents as a
+    /// keyboard) or `"mqtt"` (a wireless button bridged to MQTT, such as Zigbee2MQTT). Required.
+    pub kind: ButtonKind,
+    /// Where it is, for officers: "register 2". Default: none.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Cameras a press clips. Default: all.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    /// A press counts only once held this long: fewer accidental alerts, a slower alert.
+    /// Default: `"0s"` (at once).
+    #[serde(default = "default_hold")]
+    pub hold: HumanDuration,
+    /// A button held this long is reported as stuck and not fired again until released.
+    /// Default: `"60s"`.
+    #[serde(default = "default_stuck_after")]
+    pub stuck_after: HumanDuration,
+    /// gpio and evdev: a level change counts once it has held this long. Default: `"30ms"`.
+    #[serde(default = "default_debounce")]
+    pub debounce: HumanDuration,
+    /// gpio: the chip: a path (`/dev/gpiochip0`), a name (`gpiochip0`) or a label
+    /// (`pinctrl-bcm2711`). Default: the chip that has the named `line`.
+    #[serde(default)]
+    pub chip: Option<String>,
+    /// gpio: the line: an offset (`17`) or a name (`"GPIO17"`). Required for gpio.
+    #[serde(default)]
+    pub line: Option<LineSpec>,
+    /// gpio: `"pull-up"`, `"pull-down"` or `"disabled"`. Default: `"pull-up"` (a button to
+    /// ground).
+    #[serde(default)]
+    pub bias: Bias,
+    /// gpio: the line is active when low (a button to ground with a pull-up). Default: `true`.
+    #[serde(default = "yes")]
+    pub active_low: bool,
+    /// evdev: the input device, best a stable `/dev/input/by-id/...` name. Required for evdev.
+    #[serde(default)]
+    pub device: Option<PathBuf>,
+    /// evdev: the key the button sends, such as `"KEY_F12"`. Required for evdev.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// evdev: take the device exclusively, so the key does not type into anything else.
+    /// Default: `true`.
+    #[serde(default = "yes")]
+    pub grab: bool,
+    /// mqtt: the topic the button's bridge publishes on, such as
+    /// `"zigbee2mqtt/panic-button-1"`. Required for mqtt.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// mqtt: JSON fields a message must have to count as a press, such as
+    /// `{ action = "single" }`. Default: none (every message is a press).
+    #[serde(default, rename = "match")]
+    pub match_fields: serde_json::Map<String, serde_json::Value>,
+    /// mqtt: the bridge's broker, when not the delivery broker of `[mqtt]`. Default: `[mqtt]`'s.
+    #[serde(default)]
+    pub broker: Option<BrokerUrl>,
+    /// mqtt: user name for `broker`. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// mqtt: file holding the password for `broker`. Default: none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A light or buzzer beside this button. Default: none.
+    #[serde(default)]
+    pub feedback: Option<Light>,
+}
+
+/// How a button reaches the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ButtonKind {
+    /// A GPIO line.
+    Gpio,
+    /// A key of an input device.
+    Evdev,
+    /// Messages on an MQTT topic.
+    Mqtt,
+}
+
+/// A GPIO line: its offset on the chip, or its name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LineSpec {
+    /// Offset on the chip.
+    Offset(u32),
+    /// Name, such as `GPIO17`.
+    Name(String),
+}
+
+impl fmt::Display for LineSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineSpec::Offset(offset) => write!(f, "line {offset}"),
+            LineSpec::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A GPIO input's bias.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bias {
+    /// Pulled up: the button connects the line to ground.
+    #[default]
+    PullUp,
+    /// Pulled down: the button connects the line to 3.3 V.
+    PullDown,
+    /// No bias: the circuit provides one.
+    Disabled,
+}
+
+/// A light (or buzzer) on a GPIO line that shows whether help was called: slow blink while the
+/// alert waits for the broker, steady for `confirm_for` once the broker has it, fast blink while
+/// delivery fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Light {
+    /// The chip, as for a button. Default: the chip that has the named `line`.
+    #[serde(default)]
+    pub chip: Option<String>,
+    /// The line: an offset or a name. Required.
+    pub line: LineSpec,
+    /// The light is on when the line is low. Default: `false`.
+    #[serde(default)]
+    pub active_low: bool,
+    /// How long the light stays on once the broker has the alert. Default: `"10s"`.
+    #[serde(default = "default_confirm_for")]
+    pub confirm_for: HumanDuration,
 }
 
 /// `[evidence]`: where the device's signing key lives (docs/evidence.md).
@@ -344,6 +485,21 @@ fn default_storage_max_bytes() -> ByteSize {
 fn default_socket() -> PathBuf {
     PathBuf::from("/run/alertclip/control.sock")
 }
+fn default_hold() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+fn default_stuck_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_debounce() -> HumanDuration {
+    HumanDuration(Duration::from_millis(30))
+}
+fn default_confirm_for() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn yes() -> bool {
+    true
+}
 fn default_keepalive() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
@@ -488,6 +644,9 @@ impl Config {
         if let Some(mqtt) = &self.mqtt {
             mqtt.validate(&self.site)?;
         }
+        for (i, button) in self.buttons.iter().enumerate() {
+            button.validate(i, self)?;
+        }
         if let Some(cap) = self.buffer.max_bytes_per_camera
             && cap.0 < 1 << 20
         {
@@ -519,6 +678,110 @@ impl Config {
     /// The camera with this id.
     pub fn camera(&self, id: &str) -> Option<&Camera> {
         self.cameras.iter().find(|c| c.id == id)
+    }
+}
+
+impl Button {
+    /// Checks a button's keys against its kind: what it needs, and nothing that would be
+    /// silently ignored.
+    fn validate(&self, i: usize, config: &Config) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("button[{i}].{k}");
+        check_id(&self.id).map_err(|m| (key("id"), m))?;
+        if let Some(j) = config.buttons[..i].iter().position(|b| b.id == self.id) {
+            return Err((
+                key("id"),
+                format!("duplicate button id \"{}\" (also button[{j}])", self.id),
+            ));
+        }
+        for camera in &self.cameras {
+            if config.camera(camera).is_none() {
+                let known: Vec<&str> = config.cameras.iter().map(|c| c.id.as_str()).collect();
+                return Err((
+                    key("cameras"),
+                    format!(
+                        "unknown camera \"{camera}\" (configured: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.debounce.0 > Duration::from_secs(1) {
+            return Err((
+                key("debounce"),
+                "expected at most \"1s\": longer makes presses slow".into(),
+            ));
+        }
+        if self.stuck_after.0 <= self.hold.0 {
+            return Err((key("stuck_after"), "must be longer than hold".into()));
+        }
+        let kind = match self.kind {
+            ButtonKind::Gpio => "gpio",
+            ButtonKind::Evdev => "evdev",
+            ButtonKind::Mqtt => "mqtt",
+        };
+        let present = [
+            ("chip", self.chip.is_some(), ButtonKind::Gpio),
+            ("line", self.line.is_some(), ButtonKind::Gpio),
+            ("device", self.device.is_some(), ButtonKind::Evdev),
+            ("key", self.key.is_some(), ButtonKind::Evdev),
+            ("topic", self.topic.is_some(), ButtonKind::Mqtt),
+            ("match", !self.match_fields.is_empty(), ButtonKind::Mqtt),
+            ("broker", self.broker.is_some(), ButtonKind::Mqtt),
+            ("username", self.username.is_some(), ButtonKind::Mqtt),
+            (
+                "password_file",
+                self.password_file.is_some(),
+                ButtonKind::Mqtt,
+            ),
+        ];
+        for (name, set, for_kind) in present {
+            if set && for_kind != self.kind {
+                return Err((key(name), format!("does not apply to kind = \"{kind}\"")));
+            }
+        }
+        let missing = |name: &str, example: &str| {
+            Err((
+                key(name),
+                format!("required for kind = \"{kind}\", for example {name} = {example}"),
+            ))
+        };
+        match self.kind {
+            ButtonKind::Gpio if self.line.is_none() => return missing("line", "\"GPIO17\""),
+            ButtonKind::Evdev if self.device.is_none() => {
+                return missing("device", "\"/dev/input/by-id/usb-...-event-kbd\"");
+            }
+            ButtonKind::Evdev if self.key.is_none() => return missing("key", "\"KEY_F12\""),
+            ButtonKind::Mqtt if self.topic.is_none() => {
+                return missing("topic", "\"zigbee2mqtt/panic-button\"");
+            }
+            ButtonKind::Mqtt if self.broker.is_none() && config.mqtt.is_none() => {
+                return Err((
+                    key("broker"),
+                    "needed when there is no [mqtt] section to share".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(key_name) = &self.key
+            && key_name.parse::<evdev::KeyCode>().is_err()
+        {
+            return Err((
+                key("key"),
+                format!("expected a key name like \"KEY_F12\", found \"{key_name}\""),
+            ));
+        }
+        if let Some(topic) = &self.topic
+            && (topic.is_empty() || topic.contains(['+', '#']))
+        {
+            return Err((
+                key("topic"),
+                format!("expected a topic without wildcards, found \"{topic}\""),
+            ));
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            return Err((key("password_file"), "needs a username as well".into()));
+        }
+        Ok(())
     }
 }
 
@@ -944,6 +1207,73 @@ url = "rtsp://10.0.0.5/stream1"
         assert!(
             error(&text).contains("mqtt.topic_prefix: expected topic levels without wildcards")
         );
+    }
+
+    #[test]
+    fn buttons_of_each_kind_parse_with_defaults() {
+        let text = format!(
+            "{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\n\
+             [[button]]\nid = \"register\"\nkind = \"gpio\"\nline = \"GPIO17\"\nlocation = \"register 2\"\n\
+             feedback = {{ line = 27 }}\n\
+             [[button]]\nid = \"foot\"\nkind = \"evdev\"\ndevice = \"/dev/input/by-id/usb-x-event-kbd\"\nkey = \"KEY_F12\"\nhold = \"1s\"\n\
+             [[button]]\nid = \"aqara\"\nkind = \"mqtt\"\ntopic = \"zigbee2mqtt/aqara\"\nmatch = {{ action = \"single\" }}\ncameras = [\"front\"]\n"
+        );
+        let config = parse(&text).unwrap();
+        let gpio = &config.buttons[0];
+        assert_eq!(gpio.line, Some(LineSpec::Name("GPIO17".into())));
+        assert_eq!(
+            (gpio.bias, gpio.active_low, gpio.debounce.0),
+            (Bias::PullUp, true, Duration::from_millis(30))
+        );
+        assert_eq!(gpio.stuck_after.0, Duration::from_secs(60));
+        let light = gpio.feedback.as_ref().unwrap();
+        assert_eq!(
+            (light.line.clone(), light.confirm_for.0),
+            (LineSpec::Offset(27), Duration::from_secs(10))
+        );
+        assert_eq!(config.buttons[1].hold.0, Duration::from_secs(1));
+        assert!(config.buttons[1].grab);
+        assert_eq!(config.buttons[2].match_fields["action"], "single");
+    }
+
+    #[test]
+    fn button_keys_must_fit_their_kind() {
+        let button = |body: &str| format!("{MINIMAL}\n[[button]]\nid = \"b\"\n{body}\n");
+        let cases = [
+            (
+                "kind = \"gpio\"",
+                "button[0].line: required for kind = \"gpio\"",
+            ),
+            (
+                "kind = \"gpio\"\nline = 4\ntopic = \"x\"",
+                "button[0].topic: does not apply to kind = \"gpio\"",
+            ),
+            (
+                "kind = \"evdev\"\ndevice = \"/dev/input/event0\"\nkey = \"F12\"",
+                "button[0].key: expected a key name like \"KEY_F12\"",
+            ),
+            (
+                "kind = \"mqtt\"\ntopic = \"z2m/b\"",
+                "button[0].broker: needed when there is no [mqtt] section",
+            ),
+            (
+                "kind = \"mqtt\"\ntopic = \"z2m/#\"\nbroker = \"mqtt://b\"",
+                "button[0].topic: expected a topic without wildcards",
+            ),
+            ("kind = \"usb\"", "button[0].kind: unknown variant `usb`"),
+            (
+                "kind = \"gpio\"\nline = 4\ncameras = [\"back\"]",
+                "button[0].cameras: unknown camera \"back\" (configured: front)",
+            ),
+            (
+                "kind = \"gpio\"\nline = 4\nhold = \"2m\"",
+                "button[0].stuck_after: must be longer than hold",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = error(&button(body));
+            assert!(message.contains(expected), "{body}: {message}");
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::camera::{Camera, CameraStatus};
+use crate::trigger::button::ButtonStatus;
+use crate::trigger::buttons::Button;
 use crate::trigger::{Trigger, TriggerKind, Triggers};
 
 /// Longest request line accepted.
@@ -54,6 +56,9 @@ pub struct Response {
     /// Each camera's status, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cameras: Option<BTreeMap<String, CameraStatus>>,
+    /// Each button's status, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buttons: Option<BTreeMap<String, ButtonStatus>>,
 }
 
 impl Response {
@@ -124,6 +129,7 @@ pub(crate) async fn serve(
     listener: UnixListener,
     triggers: Triggers,
     cameras: Vec<Camera>,
+    buttons: Vec<Button>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -139,11 +145,16 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let (triggers, cameras, cancel) = (triggers.clone(), cameras.clone(), cancel.clone());
+        let (triggers, cameras, buttons, cancel) = (
+            triggers.clone(),
+            cameras.clone(),
+            buttons.clone(),
+            cancel.clone(),
+        );
         tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                result = answer(stream, &triggers, &cameras) => {
+                result = answer(stream, &triggers, &cameras, &buttons) => {
                     if let Err(error) = result {
                         tracing::debug!(%error, "control connection ended");
                     }
@@ -157,6 +168,7 @@ async fn answer(
     stream: UnixStream,
     triggers: &Triggers,
     cameras: &[Camera],
+    buttons: &[Button],
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 + 1)).lines();
@@ -178,6 +190,12 @@ async fn answer(
             }
             Ok(Request::Status) => Response {
                 ok: true,
+                buttons: Some(
+                    buttons
+                        .iter()
+                        .map(|b| (b.id.clone(), b.status.borrow().clone()))
+                        .collect(),
+                ),
                 cameras: Some(
                     cameras
                         .iter()

@@ -21,6 +21,7 @@ use crate::evidence::{Chain, DeviceKey};
 use crate::publish::{self, Publisher, mqtt::Session};
 use crate::storage::Storage;
 use crate::trigger::Triggers;
+use crate::trigger::buttons::{self, Button};
 
 /// How long shutdown waits for clips in progress before finishing them as partial.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -57,6 +58,9 @@ pub enum StartError {
     /// The broker settings name a file that cannot be read.
     #[error("{0}")]
     Mqtt(String),
+    /// A button could not be set up.
+    #[error("{0}")]
+    Buttons(String),
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] control::ControlError),
@@ -75,6 +79,7 @@ impl StartError {
 /// A running daemon.
 pub struct Daemon {
     cameras: Vec<Camera>,
+    buttons: Vec<Button>,
     triggers: Triggers,
     clips: broadcast::Sender<ClipDone>,
     /// Stops the control socket and the clipper.
@@ -152,6 +157,19 @@ impl Daemon {
             })
             .collect();
 
+        // Buttons before delivery starts: wireless ones subscribe on the delivery broker.
+        let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
+        let intake = CancellationToken::new();
+        let buttons = buttons::start(
+            &config,
+            &triggers,
+            delivery.as_ref().map(|(publisher, _, _)| publisher),
+            &tracker,
+            &intake,
+            &delivery_cancel,
+        )
+        .map_err(|e| StartError::Buttons(e.to_string()))?;
+
         let publisher = match delivery {
             Some((publisher, settings, status_interval)) => {
                 let link_cancel = CancellationToken::new();
@@ -160,8 +178,9 @@ impl Daemon {
                         .map_err(|e| StartError::Mqtt(e.to_string()))?;
                 let started_at = SystemTime::now();
                 let status = {
-                    let (cameras, publisher) = (cameras.clone(), publisher.clone());
-                    move || publish::status(&cameras, publisher.outbox(), started_at)
+                    let (cameras, buttons, publisher) =
+                        (cameras.clone(), buttons.clone(), publisher.clone());
+                    move || publish::status(&cameras, &buttons, publisher.outbox(), started_at)
                 };
                 let deliver = publish::deliver(
                     publisher.clone(),
@@ -179,6 +198,7 @@ impl Daemon {
                 delivery_tracker.spawn(publish::monitor(
                     publisher.clone(),
                     cameras.clone(),
+                    buttons.clone(),
                     dirs,
                     delivery_cancel.clone(),
                 ));
@@ -191,9 +211,7 @@ impl Daemon {
             }
         };
 
-        let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
         let (clips, _) = broadcast::channel(64);
-        let intake = CancellationToken::new();
         let jobs = CancellationToken::new();
         let outputs = Outputs {
             storage,
@@ -214,12 +232,14 @@ impl Daemon {
             listener,
             triggers.clone(),
             cameras.clone(),
+            buttons.clone(),
             tracker.clone(),
             intake.clone(),
         ));
         tracing::info!(site = %config.site.id, cameras = cameras.len(), socket = %config.control.socket.display(), "alertclip running");
         Ok(Daemon {
             cameras,
+            buttons,
             triggers,
             clips,
             intake,
@@ -231,6 +251,11 @@ impl Daemon {
             jobs_tracker,
             delivery_tracker,
         })
+    }
+
+    /// The panic buttons, with their status.
+    pub fn buttons(&self) -> &[Button] {
+        &self.buttons
     }
 
     /// Delivery to the alert channel, when configured.

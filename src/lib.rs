@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod evidence;
+pub mod feedback;
 pub mod localbroker;
 pub mod publish;
 pub mod receive;

@@ -133,7 +133,8 @@ pub async fn run(
                     tracing::warn!(%error, failures, "broker connection lost or refused; retrying");
                 }
             }
-            Some(LinkEvent::Incoming { topic, payload }) => match receiver.handle(&topic, &payload)
+            Some(LinkEvent::Incoming { topic, payload, .. }) => match receiver
+                .handle(&topic, &payload)
             {
                 Ok(reports) => {
                     for one in reports {

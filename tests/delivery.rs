@@ -784,3 +784,149 @@ async fn a_receiver_with_the_device_key_verifies_alert_and_clip_signatures() {
     rig.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wireless_button_press_raises_a_button_alert_with_its_location() {
+    let broker = Broker::start("");
+    let port = broker.port.to_string();
+    let publish = |payload: &str, retain: bool| {
+        let mut command = std::process::Command::new("mosquitto_pub");
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-t",
+            "zigbee2mqtt/panic-button",
+            "-m",
+            payload,
+        ]);
+        if retain {
+            command.arg("-r");
+        }
+        assert!(command.status().unwrap().success());
+    };
+    // A retained message from before: replayed when the box subscribes, never a press.
+    publish(r#"{"action":"single","battery":97}"#, true);
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let tail = mqtt(&broker, "")
+        + "[[button]]\nid = \"aqara\"\nkind = \"mqtt\"\nlocation = \"register 2\"\n\
+           topic = \"zigbee2mqtt/panic-button\"\nmatch = { action = \"single\" }\n";
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let button = rig.daemon.buttons()[0].clone();
+    assert_eq!(
+        button.status.borrow().state,
+        alertclip::trigger::button::ButtonState::Ready
+    );
+    // Reports that are not presses, then a press.
+    publish(r#"{"battery":96,"linkquality":120}"#, false);
+    publish(r#"{"action":"double"}"#, false);
+    publish(r#"{"action":"single","battery":96}"#, false);
+    let alert = receiver.wait_for("alert", |v| v["type"] == "alert").await;
+    assert_eq!(alert["alert"]["trigger"]["kind"], "button");
+    assert_eq!(alert["alert"]["trigger"]["source"], "aqara");
+    assert_eq!(alert["alert"]["trigger"]["note"], "register 2");
+    let local = rig.next_clip().await;
+    assert_eq!(local.record.triggers[0].note.as_deref(), Some("register 2"));
+    let mut status = button.status.clone();
+    tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.presses == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    rig.stop().await;
+    let alerts = receiver
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "alert")
+        .count();
+    assert_eq!(
+        alerts, 1,
+        "only the matching, live message is a press: {:?}",
+        receiver.seen
+    );
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buttons_that_cannot_be_opened_are_reported_and_the_rest_keep_working() {
+    let broker = Broker::start("");
+    let port = broker.port.to_string();
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let tail = mqtt(&broker, "")
+        + "[[button]]\nid = \"header\"\nkind = \"gpio\"\nchip = \"gpiochip0\"\nline = 17\n\
+           [[button]]\nid = \"foot\"\nkind = \"evdev\"\ndevice = \"/dev/input/by-id/usb-footswitch-event-kbd\"\nkey = \"KEY_F12\"\n\
+           [[button]]\nid = \"aqara\"\nkind = \"mqtt\"\ntopic = \"zigbee2mqtt/b\"\n";
+    let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    let unavailable = receiver
+        .wait_for("two button_unavailable alerts", {
+            let mut seen = 0;
+            move |v| {
+                seen +=
+                    (v["type"] == "health" && v["health"]["kind"] == "button_unavailable") as u32;
+                seen == 2
+            }
+        })
+        .await;
+    assert_schema("health", &unavailable["health"]);
+    let messages: Vec<String> = receiver
+        .seen
+        .iter()
+        .filter(|v| v["health"]["kind"] == "button_unavailable")
+        .map(|v| v["health"]["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("button header:") && m.contains("gpiochip0")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("button foot:") && m.contains("usb-footswitch")),
+        "{messages:?}"
+    );
+    // The status says which, and the wireless button still works.
+    let status = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "alertclip/v1/test-site/status",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_schema("status", &status);
+    assert_eq!(status["buttons"]["header"]["state"], "unavailable");
+    assert_eq!(status["buttons"]["aqara"]["state"], "ready");
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-t",
+            "zigbee2mqtt/b",
+            "-m",
+            "press",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let alert = receiver.wait_for("alert", |v| v["type"] == "alert").await;
+    assert_eq!(alert["alert"]["trigger"]["source"], "aqara");
+    rig.stop().await;
+    receiver.stop().await;
+}

@@ -62,6 +62,20 @@ impl Topics {
     }
 }
 
+/// Whether `topic` matches the subscription `filter` (with `+` and `#` wildcards).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match (level, topic_levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (want, Some(got)) if want == got => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
+
 /// What a topic under `alertclip/v1/` carries, as the receiver sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicKind {
@@ -296,9 +310,22 @@ pub struct Status {
     /// Each camera.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cameras: BTreeMap<String, CameraSummary>,
+    /// Each panic button.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buttons: BTreeMap<String, ButtonSummary>,
     /// What waits in the outbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxSummary>,
+}
+
+/// One button in the status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ButtonSummary {
+    /// `opening`, `ready`, `stuck`, `unavailable` or `stopped`.
+    pub state: String,
+    /// Why it is unavailable, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One camera in the status.
@@ -341,4 +368,26 @@ pub struct Health {
     pub event_id: Option<Uuid>,
     /// What happened, for people.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_topics_like_a_broker() {
+        assert!(topic_matches("zigbee2mqtt/button", "zigbee2mqtt/button"));
+        assert!(!topic_matches(
+            "zigbee2mqtt/button",
+            "zigbee2mqtt/button/action"
+        ));
+        assert!(topic_matches(
+            "zigbee2mqtt/+/action",
+            "zigbee2mqtt/b1/action"
+        ));
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(topic_matches("a/#", "a"));
+        assert!(!topic_matches("a/+", "a/b/c"));
+        assert!(!topic_matches("a/b", "a"));
+    }
 }

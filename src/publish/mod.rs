@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -26,10 +26,12 @@ use crate::clock::{self, rfc3339_ms};
 use crate::config::{self, Config};
 use crate::events::ClipDone;
 use crate::evidence::{Chain, DeviceKey};
+use crate::trigger::button::ButtonState;
+use crate::trigger::buttons::Button;
 use crate::trigger::{Trigger, TriggerKind};
 use message::{
-    ALERT_SCHEMA, Alert, CameraPlan, CameraSummary, HEALTH_SCHEMA, Health, OutboxSummary,
-    STATUS_SCHEMA, SiteInfo, Status, Topics, TriggerInfo,
+    ALERT_SCHEMA, Alert, ButtonSummary, CameraPlan, CameraSummary, HEALTH_SCHEMA, Health,
+    OutboxSummary, STATUS_SCHEMA, SiteInfo, Status, Topics, TriggerInfo,
 };
 use mqtt::{LinkEvent, Session, Settings, Tag};
 use outbox::{Class, Dropped, Key, NewClip, NewMessage, Order, Outbox};
@@ -67,7 +69,14 @@ pub struct Publisher {
     link: std::sync::Mutex<LinkStatus>,
     key: Arc<DeviceKey>,
     chain: Chain,
+    /// Every alert the broker acknowledges, by event: feedback lights listen.
+    acked: broadcast::Sender<Uuid>,
+    /// Topics other parts of the daemon listen to on the delivery broker (wireless buttons).
+    subscriptions: std::sync::Mutex<Vec<(String, Subscriber)>>,
 }
+
+/// Where messages on a subscribed topic go: (topic, payload).
+pub type Subscriber = mpsc::UnboundedSender<(String, bytes::Bytes)>;
 
 /// The broker connection, for status and health.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -113,7 +122,24 @@ impl Publisher {
             link: std::sync::Mutex::new(LinkStatus::default()),
             key,
             chain,
+            acked: broadcast::channel(64).0,
+            subscriptions: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Every alert the broker acknowledges from now on, by event.
+    pub fn acked_alerts(&self) -> broadcast::Receiver<Uuid> {
+        self.acked.subscribe()
+    }
+
+    /// Messages on `filter` from the delivery broker. Subscribe before delivery starts: the
+    /// subscriptions are made on every connection.
+    pub fn subscribe(&self, filter: &str) -> mpsc::UnboundedReceiver<(String, bytes::Bytes)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut subscriptions) = self.subscriptions.lock() {
+            subscriptions.push((filter.to_owned(), tx));
+        }
+        rx
     }
 
     /// The largest payload this device publishes.
@@ -334,6 +360,7 @@ pub fn daemon_settings(
         version: None,
         started_at: None,
         cameras: BTreeMap::new(),
+        buttons: BTreeMap::new(),
         outbox: None,
     };
     Ok(Settings {
@@ -364,7 +391,12 @@ fn read_secret(path: &std::path::Path) -> io::Result<String> {
 }
 
 /// The device's status now.
-pub fn status(cameras: &[Camera], outbox: &Outbox, started_at: SystemTime) -> Status {
+pub fn status(
+    cameras: &[Camera],
+    buttons: &[Button],
+    outbox: &Outbox,
+    started_at: SystemTime,
+) -> Status {
     let stats = outbox.stats();
     Status {
         schema: STATUS_SCHEMA.to_owned(),
@@ -385,6 +417,22 @@ pub fn status(cameras: &[Camera], outbox: &Outbox, started_at: SystemTime) -> St
                         fps: (s.fps * 10.0).round() / 10.0,
                         kbps: s.kbps.round(),
                         buffered_s: (s.buffered_s * 10.0).round() / 10.0,
+                    },
+                )
+            })
+            .collect(),
+        buttons: buttons
+            .iter()
+            .map(|b| {
+                let s = b.status.borrow();
+                let state = serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned));
+                (
+                    b.id.clone(),
+                    ButtonSummary {
+                        state: state.unwrap_or_default(),
+                        last_error: s.last_error.clone(),
                     },
                 )
             })
@@ -462,11 +510,19 @@ pub async fn deliver(
                     failures = 0;
                     in_flight.clear();
                     publisher.update_link(|l| l.connected = true);
+                    if let Ok(subscriptions) = publisher.subscriptions.lock() {
+                        for (filter, _) in subscriptions.iter() {
+                            session.subscribe(filter);
+                        }
+                    }
                     publish_status(&session);
                 }
                 Some(LinkEvent::Acked(key)) => {
                     in_flight.remove(&key);
                     publisher.update_link(|l| l.last_ack = Some(rfc3339_ms(SystemTime::now())));
+                    if let Some(event) = key.alert_event() {
+                        let _ = publisher.acked.send(event);
+                    }
                     if let Err(error) = outbox.ack(&key) {
                         tracing::error!(%error, "cannot remove a delivered message from the outbox");
                     }
@@ -489,8 +545,18 @@ pub async fn deliver(
                         Err(error) => tracing::error!(%error, "cannot set an oversized message aside"),
                     }
                 }
-                Some(LinkEvent::Incoming { topic, .. }) => {
-                    tracing::debug!(%topic, "message on a subscribed topic");
+                Some(LinkEvent::Incoming { topic, payload, retained }) => {
+                    // A retained message is old news replayed on subscribing, not an event.
+                    if retained {
+                        continue;
+                    }
+                    if let Ok(subscriptions) = publisher.subscriptions.lock() {
+                        for (filter, tx) in subscriptions.iter() {
+                            if message::topic_matches(filter, &topic) {
+                                let _ = tx.send((topic.clone(), payload.clone()));
+                            }
+                        }
+                    }
                 }
                 Some(LinkEvent::Disconnected(error)) => {
                     let hint = match last_large {
@@ -526,6 +592,7 @@ pub async fn deliver(
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             started_at: None,
             cameras: BTreeMap::new(),
+            buttons: BTreeMap::new(),
             outbox: Some(OutboxSummary {
                 events: outbox.stats().events,
                 bytes: outbox.stats().bytes,
@@ -553,9 +620,14 @@ pub async fn deliver(
 pub async fn monitor(
     publisher: Arc<Publisher>,
     cameras: Vec<Camera>,
+    buttons: Vec<Button>,
     dirs: Vec<PathBuf>,
     cancel: CancellationToken,
 ) {
+    let mut button_states: Vec<ButtonState> =
+        buttons.iter().map(|b| b.status.borrow().state).collect();
+    let mut button_down_since: Vec<Option<tokio::time::Instant>> = vec![None; buttons.len()];
+    let mut button_reported: Vec<bool> = vec![false; buttons.len()];
     let mut watchers: Vec<_> = cameras.iter().map(|c| c.status.clone()).collect();
     let mut states: Vec<CameraState> = watchers.iter().map(|w| w.borrow().state).collect();
     let mut down_since: Vec<Option<tokio::time::Instant>> = vec![None; cameras.len()];
@@ -610,6 +682,60 @@ pub async fn monitor(
                     );
                     reported[i] = true;
                 }
+                _ => {}
+            }
+        }
+        for (i, button) in buttons.iter().enumerate() {
+            let (state, error) = {
+                let s = button.status.borrow();
+                (s.state, s.last_error.clone())
+            };
+            if state != button_states[i] {
+                publisher.status_changed();
+                match (button_states[i], state) {
+                    (_, ButtonState::Stuck) => publisher.health(
+                        "button_stuck",
+                        None,
+                        None,
+                        format!("button {} has been held too long: stuck or wired wrong; presses are not fired until it is released", button.id),
+                    ),
+                    (ButtonState::Stuck, ButtonState::Ready) => {
+                        publisher.health("button_released", None, None, format!("button {} was released", button.id))
+                    }
+                    _ => {}
+                }
+                button_states[i] = state;
+            }
+            match (state, button_down_since[i], button_reported[i]) {
+                (ButtonState::Unavailable, None, _) => {
+                    button_down_since[i] = Some(tokio::time::Instant::now())
+                }
+                (ButtonState::Unavailable, Some(since), false)
+                    if since.elapsed() >= OFFLINE_AFTER =>
+                {
+                    publisher.health(
+                        "button_unavailable",
+                        None,
+                        None,
+                        format!(
+                            "button {}: {}",
+                            button.id,
+                            error.unwrap_or_else(|| "unavailable".into())
+                        ),
+                    );
+                    button_reported[i] = true;
+                }
+                (ButtonState::Ready, _, true) => {
+                    publisher.health(
+                        "button_available",
+                        None,
+                        None,
+                        format!("button {} is working again", button.id),
+                    );
+                    button_reported[i] = false;
+                    button_down_since[i] = None;
+                }
+                (ButtonState::Ready, _, false) => button_down_since[i] = None,
                 _ => {}
             }
         }

@@ -83,8 +83,13 @@ pub enum LinkEvent<K> {
     Refused(K, String),
     /// A publish can never be sent: it is larger than the client's packet limit.
     TooLarge(K, String),
-    /// A message arrived on a subscribed topic.
-    Incoming { topic: String, payload: Bytes },
+    /// A message arrived on a subscribed topic; `retained` when the broker replayed its last
+    /// retained message on subscribing rather than relaying a new one.
+    Incoming {
+        topic: String,
+        payload: Bytes,
+        retained: bool,
+    },
     /// The connection was lost or could not be made; every unacknowledged publish is void.
     Disconnected(String),
 }
@@ -297,8 +302,15 @@ fn transport(settings: &Settings) -> Result<rumqttc::Transport, SettingsError> {
 enum Raw {
     ConnAck,
     OutgoingPublish(u16),
-    PubAck { pkid: u16, failure: Option<String> },
-    Publish { topic: String, payload: Bytes },
+    PubAck {
+        pkid: u16,
+        failure: Option<String>,
+    },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        retained: bool,
+    },
     Other,
 }
 
@@ -338,6 +350,7 @@ impl EventLoop for rumqttc::EventLoop {
             Event::Incoming(Packet::Publish(p)) => Raw::Publish {
                 topic: p.topic,
                 payload: p.payload,
+                retained: p.retain,
             },
             Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
             _ => Raw::Other,
@@ -384,6 +397,7 @@ impl EventLoop for rumqttc::v5::EventLoop {
             Event::Incoming(Packet::Publish(p)) => Raw::Publish {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload,
+                retained: p.retain,
             },
             Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
             _ => Raw::Other,
@@ -434,7 +448,15 @@ async fn pump<L: EventLoop, K: Send>(
                 (Some(Tag::Message(key)), Some(reason)) => LinkEvent::Refused(key, reason),
                 _ => continue,
             },
-            Ok(Raw::Publish { topic, payload }) => LinkEvent::Incoming { topic, payload },
+            Ok(Raw::Publish {
+                topic,
+                payload,
+                retained,
+            }) => LinkEvent::Incoming {
+                topic,
+                payload,
+                retained,
+            },
             Ok(Raw::Other) => continue,
             Err(failure) => {
                 let too_large = {

@@ -101,6 +101,17 @@ pub struct Key {
     chunk: Option<u32>,
 }
 
+impl Key {
+    /// The event whose alert this is, if it is an alert.
+    pub fn alert_event(&self) -> Option<Uuid> {
+        if self.chunk.is_none() && self.stem.starts_with("0-") {
+            event_of(&self.stem)
+        } else {
+            None
+        }
+    }
+}
+
 /// A message ready to publish.
 #[derive(Debug, Clone)]
 pub struct Ready {

@@ -3,6 +3,12 @@
 
 use std::time::SystemTime;
 
+pub mod button;
+pub mod buttons;
+pub mod gpio;
+pub mod keyboard;
+pub mod wireless;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;

@@ -1,0 +1,208 @@
+//! Starts every configured panic button and feedback light, and hands back each button's
+//! status for status reports and health alerts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::Triggers;
+use super::button::{self, ButtonStatus, InputError, Timing, Wiring};
+use super::gpio::{GpioInput, GpioOutput};
+use super::keyboard::KeyInput;
+use super::wireless;
+use crate::config::{self, ButtonKind, Config};
+use crate::feedback;
+use crate::publish::Publisher;
+use crate::publish::mqtt::Settings;
+
+/// A running button.
+#[derive(Debug, Clone)]
+pub struct Button {
+    /// Its id.
+    pub id: String,
+    /// Its status.
+    pub status: watch::Receiver<ButtonStatus>,
+}
+
+/// Why buttons could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("button[{index}] ({id}): {message}")]
+pub struct ButtonSetupError {
+    index: usize,
+    id: String,
+    message: String,
+}
+
+/// Starts the buttons of `config` and their lights, and the box's light, on `tracker` until
+/// the tokens are cancelled: `buttons_cancel` stops taking presses, `lights_cancel` turns the
+/// lights off. Wireless buttons on the delivery broker subscribe through `publisher`, so call
+/// this before delivery starts.
+pub fn start(
+    config: &Config,
+    triggers: &Triggers,
+    publisher: Option<&Arc<Publisher>>,
+    tracker: &TaskTracker,
+    buttons_cancel: &CancellationToken,
+    lights_cancel: &CancellationToken,
+) -> Result<Vec<Button>, ButtonSetupError> {
+    let box_light = config.feedback.as_ref().map(|light| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        spawn_light(
+            "box".into(),
+            light.clone(),
+            rx,
+            publisher,
+            tracker,
+            lights_cancel,
+        );
+        tx
+    });
+    let mut buttons = Vec::new();
+    for (index, spec) in config.buttons.iter().enumerate() {
+        let setup_error = |message: String| ButtonSetupError {
+            index,
+            id: spec.id.clone(),
+            message,
+        };
+        let mut presses: Vec<mpsc::UnboundedSender<Uuid>> = box_light.iter().cloned().collect();
+        if let Some(light) = &spec.feedback {
+            let (tx, rx) = mpsc::unbounded_channel();
+            spawn_light(
+                spec.id.clone(),
+                light.clone(),
+                rx,
+                publisher,
+                tracker,
+                lights_cancel,
+            );
+            presses.push(tx);
+        }
+        let (status_tx, status) = watch::channel(ButtonStatus::default());
+        let wiring = Wiring {
+            id: spec.id.clone(),
+            location: spec.location.clone(),
+            cameras: spec.cameras.clone(),
+            triggers: triggers.clone(),
+            presses,
+            status: status_tx,
+        };
+        let timing = Timing {
+            debounce: spec.debounce.0,
+            hold: spec.hold.0,
+            stuck_after: spec.stuck_after.0,
+        };
+        let cancel = buttons_cancel.child_token();
+        match spec.kind {
+            ButtonKind::Gpio => {
+                let spec = spec.clone();
+                let Some(line) = spec.line.clone() else {
+                    return Err(setup_error("no line".into()));
+                };
+                let open = move || {
+                    GpioInput::open(
+                        &spec.id,
+                        spec.chip.as_deref(),
+                        &line,
+                        spec.bias,
+                        spec.active_low,
+                        spec.debounce.0,
+                    )
+                };
+                tracker.spawn(button::run(wiring, timing, open, cancel));
+            }
+            ButtonKind::Evdev => {
+                let spec = spec.clone();
+                let (Some(device), Some(key)) = (spec.device.clone(), spec.key.clone()) else {
+                    return Err(setup_error("no device or key".into()));
+                };
+                let open = move || KeyInput::open(&device, &key, spec.grab);
+                tracker.spawn(button::run(wiring, timing, open, cancel));
+            }
+            ButtonKind::Mqtt => {
+                let Some(topic) = spec.topic.clone() else {
+                    return Err(setup_error("no topic".into()));
+                };
+                let messages = match (&spec.broker, publisher) {
+                    (Some(url), _) => {
+                        let settings = button_broker(config, spec, url).map_err(setup_error)?;
+                        wireless::own_broker(&settings, topic, &wiring, tracker, cancel.clone())
+                            .map_err(|e| setup_error(e.to_string()))?
+                    }
+                    (None, Some(publisher)) => publisher.subscribe(&topic),
+                    (None, None) => return Err(setup_error("needs [mqtt] or a broker".into())),
+                };
+                tracker.spawn(wireless::run(
+                    wiring,
+                    spec.match_fields.clone(),
+                    messages,
+                    cancel,
+                ));
+            }
+        }
+        tracing::info!(button = %spec.id, kind = ?spec.kind, location = spec.location.as_deref().unwrap_or("-"), "button configured");
+        buttons.push(Button {
+            id: spec.id.clone(),
+            status,
+        });
+    }
+    Ok(buttons)
+}
+
+/// Settings for a wireless button's own broker: its URL and credentials, the system's CAs.
+fn button_broker(
+    config: &Config,
+    spec: &config::Button,
+    url: &config::BrokerUrl,
+) -> Result<Settings, String> {
+    let credentials = match (&spec.username, &spec.password_file) {
+        (Some(user), Some(path)) => {
+            let password = std::fs::read_to_string(path)
+                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+            Some((
+                user.clone(),
+                password.trim_end_matches(['\r', '\n']).to_owned(),
+            ))
+        }
+        (Some(user), None) => Some((user.clone(), String::new())),
+        _ => None,
+    };
+    Ok(Settings {
+        url: url.clone(),
+        protocol: config::Protocol::V311,
+        ca_file: None,
+        client_auth: None,
+        credentials,
+        client_id: format!("alertclip-{}-button-{}", config.site.id, spec.id),
+        keepalive: Duration::from_secs(30),
+        max_incoming: 64 << 10,
+        max_outgoing: 64 << 10,
+        will: None,
+    })
+}
+
+fn spawn_light(
+    name: String,
+    light: config::Light,
+    presses: mpsc::UnboundedReceiver<Uuid>,
+    publisher: Option<&Arc<Publisher>>,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let confirm_for = light.confirm_for.0;
+    let id = format!("{name}-light");
+    let open = move || -> Result<GpioOutput, InputError> {
+        GpioOutput::open(&id, light.chip.as_deref(), &light.line, light.active_low)
+    };
+    tracker.spawn(feedback::run(
+        name,
+        open,
+        confirm_for,
+        presses,
+        publisher.cloned(),
+        cancel.clone(),
+    ));
+}

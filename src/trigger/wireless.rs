@@ -1,0 +1,124 @@
+//! Wireless panic buttons bridged to MQTT: Zigbee2MQTT and similar bridges publish a JSON
+//! message per button action, such as `{"action":"single","battery":97}`. A message on the
+//! button's topic with every field of `match` equal is a press; other messages (battery
+//! reports, other actions) are not. Retained messages, which a broker replays on subscribing,
+//! are never presses.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::button::{ButtonState, Wiring};
+use crate::publish::mqtt::{LinkEvent, Session, Settings};
+
+/// Whether a message is a press: a JSON object with every `fields` equal (any message when
+/// there are no fields).
+pub fn is_press(fields: &Map<String, Value>, payload: &[u8]) -> bool {
+    if fields.is_empty() {
+        return true;
+    }
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(message)) => fields
+            .iter()
+            .all(|(key, want)| message.get(key) == Some(want)),
+        _ => false,
+    }
+}
+
+/// Fires a press for each matching message until `cancel`.
+pub async fn run(
+    wiring: Wiring,
+    fields: Map<String, Value>,
+    mut messages: mpsc::UnboundedReceiver<(String, Bytes)>,
+    cancel: CancellationToken,
+) {
+    wiring.status.send_modify(|s| s.state = ButtonState::Ready);
+    loop {
+        let message = tokio::select! {
+            _ = cancel.cancelled() => break,
+            message = messages.recv() => message,
+        };
+        let Some((topic, payload)) = message else {
+            break;
+        };
+        if is_press(&fields, &payload) {
+            wiring.press().await;
+        } else {
+            tracing::debug!(button = %wiring.id, %topic, "message is not a press");
+        }
+    }
+    wiring
+        .status
+        .send_modify(|s| s.state = ButtonState::Stopped);
+}
+
+/// Messages on `topic` from a broker of the button's own (not the delivery broker), with the
+/// button's status following the connection.
+pub fn own_broker(
+    settings: &Settings,
+    topic: String,
+    wiring: &Wiring,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+) -> Result<mpsc::UnboundedReceiver<(String, Bytes)>, crate::publish::mqtt::SettingsError> {
+    let (session, mut events) = Session::<()>::start(settings, tracker, cancel.clone())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let status = wiring.status.clone();
+    let id = wiring.id.clone();
+    tracker.spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = events.recv() => event,
+            };
+            match event {
+                None => break,
+                Some(LinkEvent::Connected) => {
+                    session.subscribe(&topic);
+                    status.send_modify(|s| {
+                        s.state = ButtonState::Ready;
+                        s.last_error = None;
+                    });
+                }
+                Some(LinkEvent::Disconnected(error)) => {
+                    if status.borrow().state != ButtonState::Unavailable {
+                        tracing::warn!(button = %id, %error, "the button's broker is unreachable; retrying");
+                    }
+                    status.send_modify(|s| {
+                        s.state = ButtonState::Unavailable;
+                        s.last_error = Some(format!("broker: {error}"));
+                    });
+                }
+                Some(LinkEvent::Incoming { topic, payload, retained: false }) => {
+                    let _ = tx.send((topic, payload));
+                }
+                Some(_) => {}
+            }
+        }
+        session.disconnect().await;
+    });
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_messages_with_every_field_are_presses() {
+        let fields: Map<String, Value> = serde_json::from_str(r#"{"action":"single"}"#).unwrap();
+        assert!(is_press(
+            &fields,
+            br#"{"action":"single","battery":97,"linkquality":120}"#
+        ));
+        assert!(!is_press(&fields, br#"{"action":"double"}"#));
+        assert!(!is_press(&fields, br#"{"battery":97}"#));
+        assert!(!is_press(&fields, b"single"));
+        assert!(is_press(&Map::new(), b"anything"));
+        let both: Map<String, Value> =
+            serde_json::from_str(r#"{"action":"on","click":1}"#).unwrap();
+        assert!(is_press(&both, br#"{"click":1,"action":"on"}"#));
+        assert!(!is_press(&both, br#"{"click":"1","action":"on"}"#));
+    }
+}
