@@ -13,6 +13,27 @@ use common::*;
 
 const ROLLS: &str = "pre_roll = \"2s\"\npost_roll = \"1s\"";
 
+/// The device's retained status, as any subscriber gets it.
+fn retained_status(port: &str) -> serde_json::Value {
+    let out = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-t",
+            "alertclip/v1/test-site/status",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+}
+
 fn mqtt(broker: &Broker, extra: &str) -> String {
     format!("[mqtt]\nurl = \"{}\"\n{extra}\n", broker.url())
 }
@@ -76,43 +97,13 @@ async fn trigger_reaches_the_receiver_as_alert_snapshot_and_verified_clip() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The retained status says the device is online, with its camera.
-    let status = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "alertclip/v1/test-site/status",
-            "-C",
-            "1",
-            "-W",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = retained_status(&port);
     assert_schema("status", &status);
     assert_eq!(status["state"], "online");
     assert_eq!(status["cameras"]["cam"]["state"], "streaming");
     rig.stop().await;
     // A clean shutdown leaves "offline" retained.
-    let status = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "alertclip/v1/test-site/status",
-            "-C",
-            "1",
-            "-W",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = retained_status(&port);
     assert_schema("status", &status);
     assert_eq!(status["state"], "offline");
     receiver.stop().await;
@@ -706,22 +697,7 @@ async fn a_camera_going_offline_and_back_is_reported_on_the_alerts_topic() {
     );
     // The retained status says so too.
     let port = broker.port.to_string();
-    let status = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "alertclip/v1/test-site/status",
-            "-C",
-            "1",
-            "-W",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = retained_status(&port);
     assert_ne!(status["cameras"]["cam"]["state"], "streaming");
     rig.server.bring_up("/cam");
     receiver
@@ -890,22 +866,7 @@ async fn buttons_that_cannot_be_opened_are_reported_and_the_rest_keep_working() 
         "{messages:?}"
     );
     // The status says which, and the wireless button still works.
-    let status = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "alertclip/v1/test-site/status",
-            "-C",
-            "1",
-            "-W",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = retained_status(&port);
     assert_schema("status", &status);
     assert_eq!(status["buttons"]["header"]["state"], "unavailable");
     assert_eq!(status["buttons"]["aqara"]["state"], "ready");
