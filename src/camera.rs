@@ -80,6 +80,9 @@ pub struct CameraStatus {
     pub frames_dropped: u64,
     /// Times a single GOP exceeded the byte cap.
     pub overflows: u64,
+    /// Its detector, when it has `[camera.detect]` (filled in by `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<crate::detect::DetectStatus>,
 }
 
 impl Default for CameraStatus {
@@ -97,6 +100,7 @@ impl Default for CameraStatus {
             buffered_bytes: 0,
             frames_dropped: 0,
             overflows: 0,
+            detect: None,
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct Camera {
     pub feed: Arc<CameraFeed>,
     /// Its status, refreshed a few times a second.
     pub status: watch::Receiver<CameraStatus>,
+    /// Its detector's status, when it has `[camera.detect]`.
+    pub detect: Option<watch::Receiver<crate::detect::DetectStatus>>,
 }
 
 impl Camera {
@@ -214,6 +220,7 @@ impl Camera {
             config,
             feed,
             status,
+            detect: None,
         }
     }
 }

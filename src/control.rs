@@ -199,7 +199,11 @@ async fn answer(
                 cameras: Some(
                     cameras
                         .iter()
-                        .map(|c| (c.config.id.clone(), c.status.borrow().clone()))
+                        .map(|c| {
+                            let mut status = c.status.borrow().clone();
+                            status.detect = c.detect.as_ref().map(|d| d.borrow().clone());
+                            (c.config.id.clone(), status)
+                        })
                         .collect(),
                 ),
                 ..Response::default()

@@ -16,6 +16,8 @@ use tokio_util::task::TaskTracker;
 use crate::camera::Camera;
 use crate::config::Config;
 use crate::control;
+use crate::detect::Model;
+use crate::detect::watch::{self, Detector, Watcher};
 use crate::events::{ClipDone, Clipper, Outputs};
 use crate::evidence::{Chain, DeviceKey};
 use crate::publish::{self, Publisher, mqtt::Session};
@@ -64,6 +66,9 @@ pub enum StartError {
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// The detector's runtime or model could not be loaded.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::ModelError),
 }
 
 impl StartError {
@@ -71,7 +76,10 @@ impl StartError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            StartError::Secret { .. } | StartError::Mqtt(_) | StartError::Evidence(_)
+            StartError::Secret { .. }
+                | StartError::Mqtt(_)
+                | StartError::Evidence(_)
+                | StartError::Detect(_)
         )
     }
 }
@@ -135,6 +143,7 @@ impl Daemon {
             }
             None => None,
         };
+        let detector = load_detector(&config)?;
         let listener = control::bind(&config.control.socket).await?;
 
         let tracker = TaskTracker::new();
@@ -142,23 +151,47 @@ impl Daemon {
         let delivery_tracker = TaskTracker::new();
         let cameras_cancel = CancellationToken::new();
         let delivery_cancel = CancellationToken::new();
-        let cameras: Vec<Camera> = config
-            .cameras
-            .iter()
-            .zip(passwords)
-            .map(|(camera, password)| {
-                Camera::spawn(
-                    camera.clone(),
-                    config.ring_bytes(camera),
-                    password,
+        let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
+        let mut cameras = Vec::new();
+        for (camera, password) in config.cameras.iter().zip(passwords) {
+            let mut running = Camera::spawn(
+                camera.clone(),
+                config.ring_bytes(camera),
+                password.clone(),
+                &tracker,
+                cameras_cancel.child_token(),
+            );
+            if let (Some(detector), Some(detect)) = (&detector, &camera.detect) {
+                // A substream is ingested like a camera of its own, into a small ring the
+                // detector reads; the main stream's ring is left alone.
+                let feed = match &detect.url {
+                    Some(url) => {
+                        Camera::spawn(
+                            watch::substream(camera, url),
+                            watch::SUBSTREAM_RING_BYTES,
+                            password,
+                            &tracker,
+                            cameras_cancel.child_token(),
+                        )
+                        .feed
+                    }
+                    None => running.feed.clone(),
+                };
+                let watcher = Watcher::spawn(
+                    &camera.id,
+                    detect,
+                    feed,
+                    detector,
+                    triggers.clone(),
                     &tracker,
                     cameras_cancel.child_token(),
-                )
-            })
-            .collect();
+                );
+                running.detect = Some(watcher.status);
+            }
+            cameras.push(running);
+        }
 
         // Buttons before delivery starts: wireless ones subscribe on the delivery broker.
-        let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
         let intake = CancellationToken::new();
         let buttons = buttons::start(
             &config,
@@ -324,6 +357,30 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), StartE
     cancel.cancelled().await;
     daemon.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
+}
+
+/// Loads the model when some camera is watched, so that a missing runtime or model stops the
+/// daemon at start with the path and the fix, not at the first frame.
+fn load_detector(config: &Config) -> Result<Option<Detector>, StartError> {
+    if config.cameras.iter().all(|c| c.detect.is_none()) {
+        return Ok(None);
+    }
+    // Checked with the rest of the configuration.
+    let time_zone = crate::detect::schedule::time_zone(config.site.timezone.as_deref())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let detect = &config.detect;
+    let model = Model::load(
+        &detect.runtime,
+        &detect.model,
+        detect.classes.len(),
+        detect.threads,
+    )?;
+    tracing::info!(model = %detect.model.display(), runtime = %detect.runtime.display(), threads = detect.threads, "detector loaded");
+    Ok(Some(Detector {
+        model: Arc::new(std::sync::Mutex::new(model)),
+        classes: detect.classes.iter().cloned().collect(),
+        time_zone,
+    }))
 }
 
 /// Reads a one-line secret, without its trailing newline.

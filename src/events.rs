@@ -273,8 +273,19 @@ impl Clipper {
             self.jobs.insert(camera.config.id.clone(), job.clone());
             tracing::info!(camera = %camera.config.id, %event, kind = ?trigger.kind, source = %trigger.source, "clip started");
             if let Some(publisher) = &self.publisher {
-                self.tracker
-                    .spawn(snapshot(publisher.clone(), &camera, event, trigger.at.mono));
+                // A detection's own camera shows what was detected, boxed.
+                let detections = if trigger.source == camera.config.id {
+                    trigger.detections.clone()
+                } else {
+                    Vec::new()
+                };
+                self.tracker.spawn(snapshot(
+                    publisher.clone(),
+                    &camera,
+                    event,
+                    trigger.at.mono,
+                    detections,
+                ));
             }
             let context = self.context.clone();
             let cancel = self.jobs_cancel.clone();
@@ -304,12 +315,14 @@ impl Clipper {
     }
 }
 
-/// Decodes the frame nearest the trigger and spools it as the camera's snapshot.
+/// Decodes the frame nearest the trigger and spools it as the camera's snapshot, with
+/// `detections` drawn on it.
 fn snapshot(
     publisher: Arc<Publisher>,
     camera: &Camera,
     event: Uuid,
     at: MonoNs,
+    detections: Vec<crate::detect::Detection>,
 ) -> impl Future<Output = ()> + use<> {
     let feed = camera.feed.clone();
     let id = camera.config.id.clone();
@@ -318,7 +331,7 @@ fn snapshot(
         let camera = id.clone();
         let result = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let jpeg = crate::snapshot::capture(&feed, at, max)?;
+            let jpeg = crate::snapshot::capture(&feed, at, max, &detections)?;
             let bytes = jpeg.len();
             publisher
                 .snapshot(event, &camera, jpeg)

@@ -6,6 +6,7 @@
 //! outbox and the broker). [`daemon`] wires it together; [`control`] is the local socket the
 //! CLI talks to; [`receive`] is the officer side.
 
+pub mod annotate;
 pub mod camera;
 pub mod clip;
 pub mod clock;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod detect;
 pub mod events;
 pub mod evidence;
 pub mod feedback;

@@ -13,6 +13,7 @@ use gstreamer_app as gst_app;
 
 use crate::camera::{CameraFeed, codec_name};
 use crate::clock::MonoNs;
+use crate::detect::Detection;
 use crate::ring::Frame;
 
 /// Widths and JPEG qualities tried in turn until the picture fits.
@@ -37,11 +38,23 @@ pub enum SnapshotError {
     TooLarge(usize, usize),
 }
 
-/// A JPEG of the frame nearest `at`, at most `max_bytes` long. Blocking: call it off the async
-/// runtime.
-pub fn capture(feed: &CameraFeed, at: MonoNs, max_bytes: usize) -> Result<Vec<u8>, SnapshotError> {
+/// A JPEG of the frame nearest `at`, at most `max_bytes` long, with `detections` drawn on it.
+/// Blocking: call it off the async runtime.
+pub fn capture(
+    feed: &CameraFeed,
+    at: MonoNs,
+    max_bytes: usize,
+    detections: &[Detection],
+) -> Result<Vec<u8>, SnapshotError> {
     let (caps, frames) = frames_up_to(feed, at).ok_or(SnapshotError::NoVideo)?;
-    let raw = decode_last(&caps, &frames)?;
+    let mut raw = decode_last(&caps, &frames)?;
+    if !detections.is_empty() {
+        // A snapshot without boxes is better than none.
+        match crate::annotate::draw(&raw, detections) {
+            Ok(drawn) => raw = drawn,
+            Err(error) => tracing::warn!(%error, "detections not drawn on the snapshot"),
+        }
+    }
     let (width, height) = raw
         .caps()
         .and_then(|c| {
@@ -306,7 +319,7 @@ mod tests {
     #[test]
     fn snapshot_of_a_buffered_moment_is_a_jpeg_of_the_camera_picture() {
         let feed = feed_with_video(3, 320);
-        let jpeg = capture(&feed, 1_500_000_000, 1 << 20).unwrap();
+        let jpeg = capture(&feed, 1_500_000_000, 1 << 20, &[]).unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
         assert_eq!(jpeg_size(&jpeg), (320, 240));
     }
@@ -314,14 +327,14 @@ mod tests {
     #[test]
     fn large_pictures_are_scaled_and_squeezed_to_fit() {
         let feed = feed_with_video(1, 1920);
-        let jpeg = capture(&feed, 900_000_000, 1 << 20).unwrap();
+        let jpeg = capture(&feed, 900_000_000, 1 << 20, &[]).unwrap();
         assert_eq!(jpeg_size(&jpeg), (1280, 960));
-        let small = capture(&feed, 900_000_000, 12_000).unwrap();
+        let small = capture(&feed, 900_000_000, 12_000, &[]).unwrap();
         assert!(small.len() <= 12_000, "{}", small.len());
         let (w, _) = jpeg_size(&small);
         assert!(w < 1280);
         assert!(matches!(
-            capture(&feed, 900_000_000, 100),
+            capture(&feed, 900_000_000, 100, &[]),
             Err(SnapshotError::TooLarge(_, 100))
         ));
     }
@@ -331,7 +344,7 @@ mod tests {
         gst::init().unwrap();
         let feed = CameraFeed::new(FrameRing::new(Duration::from_secs(1), 1 << 20));
         assert!(matches!(
-            capture(&feed, 1, 1 << 20),
+            capture(&feed, 1, 1 << 20, &[]),
             Err(SnapshotError::NoVideo)
         ));
     }

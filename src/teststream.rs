@@ -53,6 +53,9 @@ pub struct TestStream {
     /// Serves this MP4 (H.264) instead of encoding a pattern, each client from its start, at
     /// its own pace. The other fields are then ignored.
     pub file: Option<std::path::PathBuf>,
+    /// Shows this still image (PNG, JPEG) instead of the pattern, scaled to the stream's size:
+    /// a scene with known content for the detector.
+    pub image: Option<std::path::PathBuf>,
 }
 
 impl TestStream {
@@ -70,6 +73,7 @@ impl TestStream {
             pattern: "ball".to_owned(),
             clock_overlay: false,
             file: None,
+            image: None,
         }
     }
 
@@ -122,11 +126,20 @@ impl TestStream {
             ),
             TestCodec::Mjpeg => "jpegenc ! rtpjpegpay name=pay0 pt=26".to_owned(),
         };
-        format!(
-            "( videotestsrc is-live=true pattern={} ! video/x-raw,format=I420,width={},height={},framerate={}/1{overlay} \
-             ! valve name=gate drop=false ! {encode} )",
-            self.pattern, self.width, self.height, self.fps
-        )
+        let (w, h, fps) = (self.width, self.height, self.fps);
+        let source = match &self.image {
+            Some(image) => format!(
+                "filesrc location=\"{}\" ! decodebin ! videoconvert ! videoscale \
+                 ! video/x-raw,format=I420,width={w},height={h},pixel-aspect-ratio=1/1 \
+                 ! imagefreeze is-live=true ! video/x-raw,framerate={fps}/1",
+                image.display()
+            ),
+            None => format!(
+                "videotestsrc is-live=true pattern={} ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1",
+                self.pattern
+            ),
+        };
+        format!("( {source}{overlay} ! valve name=gate drop=false ! {encode} )")
     }
 }
 

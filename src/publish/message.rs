@@ -198,7 +198,7 @@ pub struct TriggerInfo {
     pub note: Option<String>,
     /// What the detector saw, for `detection`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detections: Vec<serde_json::Value>,
+    pub detections: Vec<crate::detect::Detection>,
 }
 
 /// One camera's part of an event.
@@ -339,6 +339,9 @@ pub struct CameraSummary {
     pub kbps: f64,
     /// Seconds of video buffered.
     pub buffered_s: f64,
+    /// Its detector's state, when it has `[camera.detect]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<crate::detect::DetectState>,
 }
 
 /// The outbox in the status.

@@ -173,7 +173,7 @@ impl Publisher {
                 kind: trigger.kind,
                 source: trigger.source.clone(),
                 note: trigger.note.clone(),
-                detections: Vec::new(),
+                detections: trigger.detections.clone(),
             },
             triggered_at: rfc3339_ms(trigger.at.wall),
             cameras: cameras
@@ -417,6 +417,7 @@ pub fn status(
                         fps: (s.fps * 10.0).round() / 10.0,
                         kbps: s.kbps.round(),
                         buffered_s: (s.buffered_s * 10.0).round() / 10.0,
+                        detect: c.detect.as_ref().map(|d| d.borrow().state),
                     },
                 )
             })

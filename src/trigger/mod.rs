@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::clock::{self, ClockMap};
+use crate::detect::Detection;
 
 /// What raised a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ pub struct Trigger {
     pub cameras: Vec<String>,
     /// When it happened, on both clocks.
     pub at: ClockMap,
+    /// What the detector saw, for a `detection` trigger.
+    pub detections: Vec<Detection>,
 }
 
 impl Trigger {
@@ -55,6 +58,7 @@ impl Trigger {
             note: None,
             cameras: Vec::new(),
             at: ClockMap::now(),
+            detections: Vec::new(),
         }
     }
 
@@ -65,6 +69,7 @@ impl Trigger {
             source: self.source.clone(),
             time: clock::rfc3339_ms(self.at.wall),
             note: self.note.clone(),
+            detections: self.detections.clone(),
         }
     }
 
@@ -75,7 +80,7 @@ impl Trigger {
 }
 
 /// A trigger as recorded in a clip's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerRecord {
     /// What raised it.
     pub kind: TriggerKind,
@@ -86,6 +91,9 @@ pub struct TriggerRecord {
     /// Free text, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What the detector saw, for `detection`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<Detection>,
 }
 
 /// Why a trigger was not accepted.

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+pub mod detect;
+
 /// Where the daemon and the CLI look for the configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/alertclip/alertclip.toml";
 
@@ -46,6 +48,10 @@ pub struct Config {
     /// A light or buzzer for the whole box that shows whether help was called.
     #[serde(default)]
     pub feedback: Option<Light>,
+    /// The detector's runtime and model, shared by every camera with a `[camera.detect]`
+    /// table (docs/detection.md).
+    #[serde(default)]
+    pub detect: detect::Detect,
 }
 
 /// One `[[button]]` table: a panic button, and optionally a light beside it.
@@ -374,6 +380,10 @@ pub struct Site {
     /// The street address officers are sent to, carried in every alert. Default: none.
     #[serde(default)]
     pub address: Option<String>,
+    /// The store's time zone, as an IANA name such as `"America/Chicago"`, for detection
+    /// schedules. Default: the box's own (`/etc/localtime`).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// One `[[camera]]` table.
@@ -405,6 +415,9 @@ pub struct Camera {
     /// A camera that sends no frame for this long is torn down and reconnected. Default: `"5s"`.
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout: HumanDuration,
+    /// Watch this camera with the detector. Default: not watched.
+    #[serde(default)]
+    pub detect: Option<detect::CameraDetect>,
 }
 
 /// RTP transport for a camera.
@@ -639,6 +652,16 @@ impl Config {
                     key("stall_timeout"),
                     "expected at least \"1s\": shorter timeouts reconnect healthy cameras".into(),
                 ));
+            }
+        }
+        crate::detect::schedule::time_zone(self.site.timezone.as_deref())
+            .map_err(|m| ("site.timezone".to_owned(), m))?;
+        if self.cameras.iter().any(|c| c.detect.is_some()) {
+            self.detect.validate()?;
+        }
+        for (i, camera) in self.cameras.iter().enumerate() {
+            if let Some(detect) = &camera.detect {
+                detect.validate(i, &self.detect)?;
             }
         }
         if let Some(mqtt) = &self.mqtt {
