@@ -15,6 +15,10 @@ fonts-dejavu-core ffmpeg mosquitto mosquitto-clients
 # `--test` also fetches the photos the detector's tests use. `--bench` adds what the
 # benchmarks compare against. Not for a store box: Motion installs a service of its own.
 mode=${1:-}
+if [ "$mode" = "--test" ]; then
+    # systemd-analyze checks the unit file (it is not started: no init system is needed).
+    PACKAGES="$PACKAGES systemd"
+fi
 if [ "$mode" = "--bench" ]; then
     PACKAGES="$PACKAGES motion"
     if ! python3 -c "import ensurepip" >/dev/null 2>&1; then

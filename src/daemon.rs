@@ -21,6 +21,7 @@ use crate::detect::watch::{self, Detector, Watcher};
 use crate::events::{ClipDone, Clipper, Outputs};
 use crate::evidence::{Chain, DeviceKey};
 use crate::publish::{self, Publisher, mqtt::Session};
+use crate::service::Supervisor;
 use crate::storage::Storage;
 use crate::trigger::Triggers;
 use crate::trigger::buttons::{self, Button};
@@ -351,10 +352,30 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until `cancel`, then shuts it down within [`SHUTDOWN_GRACE`].
+/// Runs the daemon until `cancel`, then shuts it down within [`SHUTDOWN_GRACE`]. Under
+/// systemd it reports readiness once the cameras are started, and pings the watchdog from
+/// this loop.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), StartError> {
+    let supervisor = Supervisor::from_env();
     let daemon = Daemon::start(config).await?;
-    cancel.cancelled().await;
+    supervisor.ready(&format!("watching {} cameras", daemon.cameras().len()));
+    let mut watchdog = supervisor.watchdog_interval().map(|every| {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(interval) => { interval.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => supervisor.ping(),
+        }
+    }
+    supervisor.stopping();
     daemon.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
 }

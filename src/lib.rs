@@ -22,6 +22,7 @@ pub mod localbroker;
 pub mod publish;
 pub mod receive;
 pub mod ring;
+pub mod service;
 pub mod snapshot;
 pub mod storage;
 pub mod teststream;

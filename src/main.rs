@@ -1,7 +1,6 @@
 //! The `alertclip` command: arguments, logging, configuration and signals. The work is done
 //! by the library.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -144,14 +143,10 @@ enum Codec {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // The daemon logs at its configured level, once its configuration is read.
+    if !matches!(cli.command, Command::Run { .. }) {
+        alertclip::service::init_logging("info");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -270,6 +265,7 @@ async fn run(path: PathBuf) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    alertclip::service::init_logging(&config.log.level);
     let cancel = CancellationToken::new();
     tokio::spawn(watch_signals(cancel.clone()));
     match alertclip::run(config, cancel).await {

@@ -52,6 +52,33 @@ pub struct Config {
     /// table (docs/detection.md).
     #[serde(default)]
     pub detect: detect::Detect,
+    /// What the daemon logs.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[log]`: what the daemon logs, and how much.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `RUST_LOG`-style directives: a level (`"error"`, `"warn"`, `"info"`, `"debug"`,
+    /// `"trace"`), optionally followed by per-module ones such as
+    /// `"info,alertclip::detect=debug"`. The `RUST_LOG` environment variable wins. Default:
+    /// `"info"`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
 }
 
 /// One `[[button]]` table: a panic button, and optionally a light beside it.
@@ -653,6 +680,14 @@ impl Config {
                     "expected at least \"1s\": shorter timeouts reconnect healthy cameras".into(),
                 ));
             }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err((
+                "log.level".into(),
+                format!(
+                    "expected a level such as \"info\" or directives such as \"info,alertclip::detect=debug\": {e}"
+                ),
+            ));
         }
         crate::detect::schedule::time_zone(self.site.timezone.as_deref())
             .map_err(|m| ("site.timezone".to_owned(), m))?;

@@ -1,0 +1,137 @@
+//! alertclip as a systemd service: the unit file's validity and hardening, and the
+//! notification protocol (READY, WATCHDOG, STOPPING) spoken to a real socket.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use alertclip::teststream::{TestServer, TestStream};
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/alertclip.service");
+
+#[test]
+fn the_unit_is_valid_and_hardened() {
+    // The unit names the packaged binary; verify it against the one just built.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(UNIT)
+        .unwrap()
+        .replace("/usr/bin/alertclip", env!("CARGO_BIN_EXE_alertclip"));
+    let unit = dir.path().join("alertclip.service");
+    std::fs::write(&unit, text).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (scripts/setup.sh --test installs systemd)");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(UNIT)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&security.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no score in {out}"));
+    println!("{line}");
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable score: {line}"));
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{out}");
+}
+
+/// Reads datagrams until one equals a line of `wanted`'s, failing after `limit`.
+fn expect(socket: &UnixDatagram, wanted: &str, limit: Duration, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + limit;
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .unwrap();
+        let Ok(n) = socket.recv(&mut buffer) else {
+            break;
+        };
+        let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        let found = message.lines().any(|l| l == wanted);
+        seen.push(message);
+        if found {
+            return;
+        }
+    }
+    panic!("no {wanted} from the daemon; got {seen:?}");
+}
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
+    gstreamer::init().unwrap();
+    let server = TestServer::start(&[TestStream::h264("/cam")]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alertclip.toml");
+    std::fs::write(&path, config_text(dir.path(), &server.url("/cam"))).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+
+    // As systemd does: WATCHDOG_PID is the daemon's own pid (the shell's, kept by exec).
+    let daemon = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_alertclip"))
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut daemon = Reaped(daemon);
+    let mut seen = Vec::new();
+    expect(&socket, "READY=1", Duration::from_secs(30), &mut seen);
+    // Half the watchdog timeout apart: at least two pings within two seconds.
+    expect(&socket, "WATCHDOG=1", Duration::from_secs(2), &mut seen);
+    expect(&socket, "WATCHDOG=1", Duration::from_secs(2), &mut seen);
+    terminate(daemon.0.id());
+    expect(&socket, "STOPPING=1", Duration::from_secs(10), &mut seen);
+    let status = daemon.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+fn config_text(dir: &Path, url: &str) -> String {
+    format!(
+        "[site]\nid = \"s\"\nname = \"Store\"\n[storage]\ndir = \"{0}/clips\"\n[control]\nsocket = \"{0}/sock\"\n\
+         [evidence]\ndir = \"{0}/evidence\"\n[outbox]\ndir = \"{0}/outbox\"\n[log]\nlevel = \"warn\"\n\
+         [[camera]]\nid = \"cam\"\nurl = \"{url}\"\npre_roll = \"2s\"\n",
+        dir.display()
+    )
+}
+
+fn terminate(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A child killed if the test fails before it exits.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
