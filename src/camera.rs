@@ -80,6 +80,9 @@ pub struct CameraStatus {
     pub frames_dropped: u64,
     /// Times a single GOP exceeded the byte cap.
     pub overflows: u64,
+    /// Seconds since the newest frame arrived (filled in by `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_frame_age_s: Option<f64>,
     /// Its detector, when it has `[camera.detect]` (filled in by `status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detect: Option<crate::detect::DetectStatus>,
@@ -100,6 +103,7 @@ impl Default for CameraStatus {
             buffered_bytes: 0,
             frames_dropped: 0,
             overflows: 0,
+            last_frame_age_s: None,
             detect: None,
         }
     }
@@ -168,6 +172,14 @@ impl CameraFeed {
     /// frame arriving in between is not missed (see `tokio::sync::Notify::notified`).
     pub fn arrived(&self) -> tokio::sync::futures::Notified<'_> {
         self.arrived.notified()
+    }
+
+    /// The time of the newest frame, if any arrived.
+    pub fn last_frame(&self) -> Option<MonoNs> {
+        match self.last_frame.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
     }
 
     /// Pushes a frame and wakes waiting clips.

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -16,6 +17,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::camera::{Camera, CameraStatus};
+use crate::history::{EventLog, EventSummary};
+use crate::publish::{LinkStatus, Publisher};
 use crate::trigger::button::ButtonStatus;
 use crate::trigger::buttons::Button;
 use crate::trigger::{Trigger, TriggerKind, Triggers};
@@ -37,8 +40,12 @@ pub enum Request {
         /// Free text recorded with the trigger.
         #[serde(default)]
         note: Option<String>,
+        /// A test of the whole path (`alertclip test-alert`), marked `test` end to end, not
+        /// a real alarm.
+        #[serde(default)]
+        test: bool,
     },
-    /// Report the cameras' status.
+    /// Report the daemon's status.
     Status,
 }
 
@@ -59,6 +66,45 @@ pub struct Response {
     /// Each button's status, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buttons: Option<BTreeMap<String, ButtonStatus>>,
+    /// The daemon's version, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Seconds since the daemon started, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    /// What waits for the broker, for `status` with `[mqtt]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxStatus>,
+    /// The broker connection, for `status` with `[mqtt]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<LinkStatus>,
+    /// The last events, newest first, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventSummary>>,
+}
+
+/// The outbox, in `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Events with something still to deliver.
+    pub events: u64,
+    /// Bytes waiting.
+    pub bytes: u64,
+    /// Messages (or clip chunks) waiting.
+    pub messages: u64,
+    /// The outbox's cap in bytes.
+    pub max_bytes: u64,
+}
+
+/// What the control socket answers from: the daemon's parts.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    pub triggers: Triggers,
+    pub cameras: Vec<Camera>,
+    pub buttons: Vec<Button>,
+    pub publisher: Option<Arc<Publisher>>,
+    pub log: EventLog,
+    pub started: Instant,
 }
 
 impl Response {
@@ -127,12 +173,11 @@ pub(crate) async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// Answers requests until `cancel`.
 pub(crate) async fn serve(
     listener: UnixListener,
-    triggers: Triggers,
-    cameras: Vec<Camera>,
-    buttons: Vec<Button>,
+    context: Context,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let context = Arc::new(context);
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -145,16 +190,11 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let (triggers, cameras, buttons, cancel) = (
-            triggers.clone(),
-            cameras.clone(),
-            buttons.clone(),
-            cancel.clone(),
-        );
+        let (context, cancel) = (context.clone(), cancel.clone());
         tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                result = answer(stream, &triggers, &cameras, &buttons) => {
+                result = answer(stream, &context) => {
                     if let Err(error) = result {
                         tracing::debug!(%error, "control connection ended");
                     }
@@ -164,22 +204,25 @@ pub(crate) async fn serve(
     }
 }
 
-async fn answer(
-    stream: UnixStream,
-    triggers: &Triggers,
-    cameras: &[Camera],
-    buttons: &[Button],
-) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, context: &Context) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 + 1)).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
             Err(e) => Response::error(format!("bad request: {e}")),
-            Ok(Request::Trigger { cameras: ids, note }) => {
-                let mut trigger = Trigger::now(TriggerKind::Manual, "cli");
+            Ok(Request::Trigger {
+                cameras: ids,
+                note,
+                test,
+            }) => {
+                let mut trigger = if test {
+                    Trigger::now(TriggerKind::Test, "test-alert")
+                } else {
+                    Trigger::now(TriggerKind::Manual, "cli")
+                };
                 trigger.cameras = ids;
                 trigger.note = note;
-                match triggers.fire(trigger).await {
+                match context.triggers.fire(trigger).await {
                     Ok(event) => Response {
                         ok: true,
                         event_id: Some(event),
@@ -188,32 +231,168 @@ async fn answer(
                     Err(e) => Response::error(e.to_string()),
                 }
             }
-            Ok(Request::Status) => Response {
-                ok: true,
-                buttons: Some(
-                    buttons
-                        .iter()
-                        .map(|b| (b.id.clone(), b.status.borrow().clone()))
-                        .collect(),
-                ),
-                cameras: Some(
-                    cameras
-                        .iter()
-                        .map(|c| {
-                            let mut status = c.status.borrow().clone();
-                            status.detect = c.detect.as_ref().map(|d| d.borrow().clone());
-                            (c.config.id.clone(), status)
-                        })
-                        .collect(),
-                ),
-                ..Response::default()
-            },
+            Ok(Request::Status) => status(context),
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
         out.push(b'\n');
         write.write_all(&out).await?;
     }
     Ok(())
+}
+
+fn status(context: &Context) -> Response {
+    let now = crate::clock::mono_now();
+    Response {
+        ok: true,
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        uptime_s: Some(context.started.elapsed().as_secs()),
+        buttons: Some(
+            context
+                .buttons
+                .iter()
+                .map(|b| (b.id.clone(), b.status.borrow().clone()))
+                .collect(),
+        ),
+        cameras: Some(
+            context
+                .cameras
+                .iter()
+                .map(|c| {
+                    let mut status = c.status.borrow().clone();
+                    status.detect = c.detect.as_ref().map(|d| d.borrow().clone());
+                    status.last_frame_age_s = c
+                        .feed
+                        .last_frame()
+                        .map(|t| now.saturating_sub(t) as f64 / 1e9);
+                    (c.config.id.clone(), status)
+                })
+                .collect(),
+        ),
+        outbox: context.publisher.as_ref().map(|p| {
+            let stats = p.outbox().stats();
+            OutboxStatus {
+                events: stats.events,
+                bytes: stats.bytes,
+                messages: stats.messages,
+                max_bytes: p.outbox().max_bytes(),
+            }
+        }),
+        broker: context.publisher.as_ref().map(|p| p.link_status()),
+        events: Some(context.log.recent()),
+        ..Response::default()
+    }
+}
+
+/// `alertclip status` for people: a few lines and tables.
+pub fn render_status(response: &Response) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let uptime = response.uptime_s.unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "alertclip {}, up {}h {:02}m",
+        response.version.as_deref().unwrap_or("?"),
+        uptime / 3600,
+        uptime / 60 % 60
+    );
+    let dash = || "-".to_owned();
+    if let Some(cameras) = &response.cameras {
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<10} {:>5} {:>6} {:>9} {:>11} {:<13} last error",
+            "camera", "state", "fps", "kbps", "buffered", "last frame", "detector"
+        );
+        for (id, c) in cameras {
+            let state = name_of(c.state);
+            let detector = c.detect.as_ref().map_or_else(dash, |d| name_of(d.state));
+            let _ = writeln!(
+                out,
+                "{:<16} {:<10} {:>5.1} {:>6.0} {:>8.1}s {:>11} {:<13} {}",
+                id,
+                state,
+                c.fps,
+                c.kbps,
+                c.buffered_s,
+                c.last_frame_age_s
+                    .map_or_else(dash, |age| format!("{age:.1}s ago")),
+                detector,
+                c.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if let Some(buttons) = response.buttons.as_ref().filter(|b| !b.is_empty()) {
+        let _ = writeln!(out, "\n{:<16} {:<10} last error", "button", "state");
+        for (id, b) in buttons {
+            let state = name_of(b.state);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<10} {}",
+                id,
+                state,
+                b.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    match (&response.broker, &response.outbox) {
+        (Some(broker), Some(outbox)) => {
+            let _ = writeln!(
+                out,
+                "\nbroker: {}, last acknowledgement {}{}",
+                if broker.connected {
+                    "connected"
+                } else {
+                    "NOT CONNECTED"
+                },
+                broker.last_ack.as_deref().unwrap_or("never"),
+                broker
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default()
+            );
+            let _ = writeln!(
+                out,
+                "outbox: {} events, {} messages, {:.1} MiB of {:.0} MiB",
+                outbox.events,
+                outbox.messages,
+                outbox.bytes as f64 / (1 << 20) as f64,
+                outbox.max_bytes as f64 / (1 << 20) as f64
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "\nno [mqtt]: clips are kept on this box only");
+        }
+    }
+    if let Some(events) = &response.events {
+        let _ = writeln!(out, "\nlast events:");
+        if events.is_empty() {
+            let _ = writeln!(out, "  none since start");
+        }
+        for e in events {
+            let kind = name_of(e.kind);
+            let delivery = name_of(e.delivery);
+            let _ = writeln!(
+                out,
+                "  {}  {:<9} {:<16} clips {}/{}  {}  {}",
+                e.time,
+                kind,
+                e.source,
+                e.clips,
+                e.cameras.len(),
+                delivery.replace('_', " "),
+                e.event_id
+            );
+        }
+    }
+    out
+}
+
+/// The name a unit enum serializes to, such as `streaming`.
+fn name_of(value: impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Sends one request to the daemon listening on `path` and returns its answer.

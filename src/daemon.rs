@@ -20,6 +20,7 @@ use crate::detect::Model;
 use crate::detect::watch::{self, Detector, Watcher};
 use crate::events::{ClipDone, Clipper, Outputs};
 use crate::evidence::{Chain, DeviceKey};
+use crate::history::EventLog;
 use crate::publish::{self, Publisher, mqtt::Session};
 use crate::service::Supervisor;
 use crate::storage::Storage;
@@ -246,6 +247,7 @@ impl Daemon {
         };
 
         let (clips, _) = broadcast::channel(64);
+        let log = EventLog::default();
         let jobs = CancellationToken::new();
         let outputs = Outputs {
             storage,
@@ -253,6 +255,7 @@ impl Daemon {
             publisher: publisher.clone(),
             key,
             chunk_size: config.chunk_size(),
+            log: log.clone(),
         };
         let clipper = Clipper::new(
             &config.site,
@@ -262,11 +265,33 @@ impl Daemon {
             jobs.clone(),
         );
         tracker.spawn(clipper.run(requests, intake.clone()));
+        if let Some(publisher) = &publisher {
+            let (mut acked, log) = (publisher.acked_alerts(), log.clone());
+            let cancel = intake.clone();
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        event = acked.recv() => match event {
+                            Ok(event) => log.alert_acknowledged(event),
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        },
+                    }
+                }
+            });
+        }
+        let context = control::Context {
+            triggers: triggers.clone(),
+            cameras: cameras.clone(),
+            buttons: buttons.clone(),
+            publisher: publisher.clone(),
+            log,
+            started: std::time::Instant::now(),
+        };
         tracker.spawn(control::serve(
             listener,
-            triggers.clone(),
-            cameras.clone(),
-            buttons.clone(),
+            context,
             tracker.clone(),
             intake.clone(),
         ));

@@ -23,6 +23,7 @@ use crate::clip::{ClipError, ClipWriter, MuxedClip};
 use crate::clock::{self, MapRecord, MonoNs, rfc3339_ms};
 use crate::config;
 use crate::evidence::DeviceKey;
+use crate::history::EventLog;
 use crate::publish::Publisher;
 use crate::publish::message::Manifest;
 use crate::ring::ReadEnd;
@@ -148,6 +149,8 @@ pub(crate) struct Outputs {
     pub key: Arc<DeviceKey>,
     /// Block size clips are hashed in.
     pub chunk_size: u64,
+    /// The recent events, for status.
+    pub log: EventLog,
 }
 
 /// What every clip job needs.
@@ -159,6 +162,7 @@ struct JobContext {
     key: Arc<DeviceKey>,
     /// Block size the clip is hashed in, for its manifest.
     chunk_size: u64,
+    log: EventLog,
 }
 
 impl Clipper {
@@ -182,6 +186,7 @@ impl Clipper {
                 publisher: outputs.publisher,
                 key: outputs.key,
                 chunk_size: outputs.chunk_size,
+                log: outputs.log,
             }),
             publisher,
             cameras,
@@ -248,6 +253,14 @@ impl Clipper {
             .map(|job| job.event)
             .max();
         let event = joined.unwrap_or_else(Uuid::now_v7);
+        if joined.is_none() {
+            self.context.log.opened(
+                event,
+                &trigger,
+                cameras.iter().map(|c| c.config.id.clone()).collect(),
+                self.publisher.is_some(),
+            );
+        }
         // The alert goes out before any video work starts.
         if joined.is_none()
             && let Some(publisher) = &self.publisher
@@ -305,6 +318,7 @@ impl Clipper {
                                 Err(error) => tracing::error!(camera = %id, event = %job.event, %error, "spooling the clip failed"),
                             }
                         }
+                        context.log.clip_written(done.record.event_id);
                         let _ = context.done.send(done);
                     }
                     Err(error) => tracing::error!(camera = %id, event = %job.event, %error, "clip not written"),

@@ -18,6 +18,7 @@ pub mod detect;
 pub mod events;
 pub mod evidence;
 pub mod feedback;
+pub mod history;
 pub mod localbroker;
 pub mod publish;
 pub mod receive;

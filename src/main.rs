@@ -38,16 +38,18 @@ enum Command {
         config: PathBuf,
     },
     /// Ask the running daemon for a clip now; prints the event id.
-    Trigger {
+    Trigger(TriggerArgs),
+    /// Send a test alert, snapshot and clip through the whole path, marked `test: true`, so
+    /// the precinct side can see it works without raising a real alarm.
+    TestAlert(TriggerArgs),
+    /// Show the running daemon's cameras, buttons, outbox, broker and last events.
+    Status {
         /// Configuration file (to find the control socket).
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
-        /// A camera to clip (repeat for several; default: all).
-        #[arg(long = "camera", value_name = "ID")]
-        cameras: Vec<String>,
-        /// A note recorded with the trigger.
+        /// Print the daemon's answer as JSON.
         #[arg(long)]
-        note: Option<String>,
+        json: bool,
     },
     /// Receive alerts and clips from the alert channel (dispatch desk or phone bridge).
     Receive {
@@ -124,6 +126,20 @@ enum Command {
     },
 }
 
+/// What `trigger` and `test-alert` take.
+#[derive(clap::Args)]
+struct TriggerArgs {
+    /// Configuration file (to find the control socket).
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// A camera to clip (repeat for several; default: all).
+    #[arg(long = "camera", value_name = "ID")]
+    cameras: Vec<String>,
+    /// A note recorded with the trigger.
+    #[arg(long)]
+    note: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum KeyCommand {
     /// Print the public key and its fingerprint, for the precinct to register (creates the
@@ -165,11 +181,9 @@ fn main() -> ExitCode {
                 manifest,
                 pubkey,
             } => verify(&clip, &manifest, pubkey.as_deref()),
-            Command::Trigger {
-                config,
-                cameras,
-                note,
-            } => trigger(config, cameras, note).await,
+            Command::Trigger(args) => trigger(args, false).await,
+            Command::TestAlert(args) => trigger(args, true).await,
+            Command::Status { config, json } => status(config, json).await,
             Command::Receive {
                 broker,
                 protocol,
@@ -428,12 +442,23 @@ fn verify(clip: &Path, manifest: &Path, pubkey: Option<&Path>) -> ExitCode {
     }
 }
 
-async fn trigger(path: PathBuf, cameras: Vec<String>, note: Option<String>) -> ExitCode {
+async fn trigger(args: TriggerArgs, test: bool) -> ExitCode {
+    let TriggerArgs {
+        config: path,
+        cameras,
+        note,
+    } = args;
+    let name = if test { "test-alert" } else { "trigger" };
     let config = match load(&path) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match control::call(&config.control.socket, &Request::Trigger { cameras, note }).await {
+    let request = Request::Trigger {
+        cameras,
+        note,
+        test,
+    };
+    match control::call(&config.control.socket, &request).await {
         Ok(response) if response.ok => {
             if let Some(event) = response.event_id {
                 println!("{event}");
@@ -442,13 +467,47 @@ async fn trigger(path: PathBuf, cameras: Vec<String>, note: Option<String>) -> E
         }
         Ok(response) => {
             eprintln!(
-                "alertclip trigger: {}",
+                "alertclip {name}: {}",
                 response.error.unwrap_or_else(|| "refused".into())
             );
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("alertclip trigger: {error}");
+            eprintln!("alertclip {name}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn status(path: PathBuf, json: bool) -> ExitCode {
+    let config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match control::call(&config.control.socket, &Request::Status).await {
+        Ok(response) if response.ok => {
+            if json {
+                match serde_json::to_string_pretty(&response) {
+                    Ok(text) => println!("{text}"),
+                    Err(error) => {
+                        eprintln!("alertclip status: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", control::render_status(&response));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!(
+                "alertclip status: {}",
+                response.error.unwrap_or_else(|| "refused".into())
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("alertclip status: {error}");
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,17 @@ use tokio::sync::broadcast;
 /// A config for `cameras` (id, url) writing into `dir`, with `extra` TOML appended to each
 /// camera table (pre_roll, post_roll ...) and `tail` after everything.
 pub fn config(dir: &Path, cameras: &[(&str, String)], camera_extra: &str, tail: &str) -> Config {
+    let text = config_text(dir, cameras, camera_extra, tail);
+    Config::parse(&text, Path::new("test.toml")).expect("test config is valid")
+}
+
+/// The text of [`config`], also written to `dir/alertclip.toml` for the command line.
+pub fn config_text(
+    dir: &Path,
+    cameras: &[(&str, String)],
+    camera_extra: &str,
+    tail: &str,
+) -> String {
     let mut text = format!(
         "[site]\nid = \"test-site\"\nname = \"Test Store\"\naddress = \"12 Main St\"\n\n[storage]\ndir = \"{}\"\n\n\
          [control]\nsocket = \"{}\"\n\n[evidence]\ndir = \"{}\"\n",
@@ -44,7 +55,8 @@ pub fn config(dir: &Path, cameras: &[(&str, String)], camera_extra: &str, tail: 
             "\n[[camera]]\nid = \"{id}\"\nurl = \"{url}\"\n{camera_extra}\n"
         ));
     }
-    Config::parse(&text, Path::new("test.toml")).expect("test config is valid")
+    let _ = std::fs::write(dir.join("alertclip.toml"), &text);
+    text
 }
 
 /// Waits until the camera streams with at least `seconds` buffered.
