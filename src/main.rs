@@ -42,6 +42,17 @@ enum Command {
     /// Send a test alert, snapshot and clip through the whole path, marked `test: true`, so
     /// the precinct side can see it works without raising a real alarm.
     TestAlert(TriggerArgs),
+    /// Check a box: validate the configuration and probe every camera, the broker, the
+    /// detector, the buttons, free space and the clock. Exit 0 when all pass, 1 when
+    /// something fails, 2 when the configuration cannot be used.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the running daemon's cameras, buttons, outbox, broker and last events.
     Status {
         /// Configuration file (to find the control socket).
@@ -160,8 +171,11 @@ enum Codec {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs at its configured level, once its configuration is read.
-    if !matches!(cli.command, Command::Run { .. }) {
-        alertclip::service::init_logging("info");
+    match cli.command {
+        Command::Run { .. } => {}
+        // The report says what matters; camera reconnect chatter would drown it.
+        Command::Check { .. } => alertclip::service::init_logging("error"),
+        _ => alertclip::service::init_logging("info"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -184,6 +198,7 @@ fn main() -> ExitCode {
             Command::Trigger(args) => trigger(args, false).await,
             Command::TestAlert(args) => trigger(args, true).await,
             Command::Status { config, json } => status(config, json).await,
+            Command::Check { config, json } => check(config, json).await,
             Command::Receive {
                 broker,
                 protocol,
@@ -476,6 +491,31 @@ async fn trigger(args: TriggerArgs, test: bool) -> ExitCode {
             eprintln!("alertclip {name}: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn check(path: PathBuf, json: bool) -> ExitCode {
+    let config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Err(error) = gstreamer::init() {
+        eprintln!("alertclip check: GStreamer: {error} (run scripts/setup.sh to install it)");
+        return ExitCode::FAILURE;
+    }
+    let report = alertclip::check::run(&config, &path).await;
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("alertclip check: {error}"),
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

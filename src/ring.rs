@@ -81,6 +81,8 @@ pub struct RingStatus {
     pub latest: Option<MonoNs>,
     /// What had to be thrown away so far.
     pub stats: RingStats,
+    /// From the second-newest keyframe to the newest, once two of the current run are held.
+    pub keyframe_interval: Option<Duration>,
 }
 
 /// Where a clip is in the ring: the run it reads and the next frame it wants.
@@ -298,6 +300,15 @@ impl FrameRing {
             },
             bytes: self.bytes,
             frames: self.gops.iter().map(|g| g.frames.len()).sum(),
+            keyframe_interval: {
+                let mut newest = self.gops.iter().rev();
+                match (newest.next(), newest.next()) {
+                    (Some(last), Some(before)) if last.run == before.run => Some(
+                        Duration::from_nanos(last.start().saturating_sub(before.start())),
+                    ),
+                    _ => None,
+                }
+            },
             caps: self.gops.back().map(|g| g.caps.clone()),
             latest: (!self.gops.is_empty()).then_some(self.latest),
             stats: self.stats,

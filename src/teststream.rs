@@ -56,6 +56,8 @@ pub struct TestStream {
     /// Shows this still image (PNG, JPEG) instead of the pattern, scaled to the stream's size:
     /// a scene with known content for the detector.
     pub image: Option<std::path::PathBuf>,
+    /// A user name and password the mount asks for (HTTP Basic), as most cameras do.
+    pub login: Option<(String, String)>,
 }
 
 impl TestStream {
@@ -74,6 +76,7 @@ impl TestStream {
             clock_overlay: false,
             file: None,
             image: None,
+            login: None,
         }
     }
 
@@ -143,6 +146,13 @@ impl TestStream {
     }
 }
 
+/// A token giving the media-factory role `role`.
+fn role_token(role: &str) -> rtsp::RTSPToken {
+    rtsp::RTSPToken::builder()
+        .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE.as_str(), role)
+        .build()
+}
+
 /// Why the test server could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("test RTSP server: {0}")]
@@ -172,8 +182,40 @@ impl TestServer {
             .ok_or_else(|| TestServerError("no mount points".into()))?;
         let mut factories = HashMap::new();
         let mut media = HashMap::new();
+        // With any login, the server checks every mount: the others are open to anyone.
+        let auth = streams.iter().any(|s| s.login.is_some()).then(|| {
+            let auth = rtsp::RTSPAuth::new();
+            auth.set_default_token(Some(&mut role_token("anyone")));
+            server.set_auth(Some(&auth));
+            auth
+        });
         for stream in streams {
             let factory = rtsp::RTSPMediaFactory::new();
+            if let Some(auth) = &auth {
+                let role = match &stream.login {
+                    Some((user, password)) => {
+                        let role = format!("login{}", stream.path.replace('/', "-"));
+                        let basic = rtsp::RTSPAuth::make_basic(user, password);
+                        auth.add_basic(basic.as_str(), &role_token(&role));
+                        role
+                    }
+                    None => "anyone".to_owned(),
+                };
+                let permit = |role: &str, construct: bool| {
+                    factory.add_role_from_structure(
+                        &gst::Structure::builder(role)
+                            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS.as_str(), true)
+                            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT.as_str(), construct)
+                            .build(),
+                    )
+                };
+                permit(&role, true);
+                if role != "anyone" {
+                    // Anyone may see the mount but not play it: a wrong login gets 401
+                    // Unauthorized, as from a camera, rather than 404.
+                    permit("anyone", false);
+                }
+            }
             factory.set_launch(&stream.launch());
             // A pattern is shared by every client, as a camera's stream is; a file plays from
             // its start for each.

@@ -91,6 +91,8 @@ fn environment(runtime: &Path) -> Result<Environment, ModelError> {
         let environment = ort::init_from(&runtime)
             .map_err(|e| e.to_string())?
             .with_name("alertclip")
+            // Nothing about the store leaves the box.
+            .with_telemetry(false)
             .build()
             .map_err(|e| e.to_string())?;
         Ok((runtime.clone(), environment))

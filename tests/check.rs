@@ -1,0 +1,173 @@
+//! `alertclip check` as a technician runs it: against a real RTSP camera, a real mosquitto
+//! and the real detector it passes; a wrong camera password, an unreachable broker and a
+//! missing model each fail with a line that says so.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use alertclip::check::{Outcome, Report};
+use alertclip::teststream::{TestServer, TestStream};
+use common::broker::Broker;
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn check(dir: &Path, text: &str) -> (Option<i32>, Report, String) {
+    let path = dir.join("alertclip.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+        .args(["check", "--json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        out.status.code(),
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn base(dir: &Path) -> String {
+    format!(
+        "[site]\nid = \"s\"\nname = \"Store\"\n[storage]\ndir = \"{0}/clips\"\nmax_bytes = \"1MiB\"\n\
+         [control]\nsocket = \"{0}/sock\"\n[evidence]\ndir = \"{0}/evidence\"\n\
+         [outbox]\ndir = \"{0}/outbox\"\nmax_bytes = \"1MiB\"\n",
+        dir.display()
+    )
+}
+
+fn finding<'a>(report: &'a Report, subject: &str) -> &'a alertclip::check::Finding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.subject == subject)
+        .unwrap_or_else(|| panic!("no {subject} in {report:?}"))
+}
+
+#[test]
+fn a_working_box_passes_every_check() {
+    let server = TestServer::start(&[TestStream::h264("/front")]).unwrap();
+    let broker = Broker::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[mqtt]\nurl = \"{}\"\nprotocol = \"5\"\n[detect]\nruntime = \"{}\"\nmodel = \"{}\"\n\
+         [[camera]]\nid = \"front\"\nurl = \"{}\"\npre_roll = \"5s\"\n[camera.detect]\n",
+        base(dir.path()),
+        broker.url(),
+        models()
+            .join("onnxruntime")
+            .join(std::env::consts::ARCH)
+            .join("libonnxruntime.so.1.31.1")
+            .display(),
+        models().join("yolox-nano.onnx").display(),
+        server.url("/front"),
+    );
+    let (code, report, stderr) = check(dir.path(), &text);
+    let camera = finding(&report, "camera front");
+    assert_eq!(camera.outcome, Outcome::Pass, "{camera:?}");
+    assert!(
+        camera.detail.starts_with("h264 320x240") && camera.detail.contains("keyframe every 1.0 s"),
+        "{camera:?}"
+    );
+    let broker_line = finding(&report, "broker");
+    assert_eq!(broker_line.outcome, Outcome::Pass, "{broker_line:?}");
+    assert!(
+        broker_line.detail.contains("acknowledged"),
+        "{broker_line:?}"
+    );
+    assert_eq!(finding(&report, "detector").outcome, Outcome::Pass);
+    assert_eq!(finding(&report, "disk clips").outcome, Outcome::Pass);
+    assert!(report.ok, "{report:?}");
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn problems_fail_with_a_line_that_says_what_to_fix() {
+    let login = Some(("admin".to_owned(), "right".to_owned()));
+    let server = TestServer::start(&[TestStream {
+        login,
+        ..TestStream::h264("/front")
+    }])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = server
+        .url("/front")
+        .replace("rtsp://", "rtsp://admin:wrong@");
+    let text = format!(
+        "{}[mqtt]\nurl = \"mqtt://127.0.0.1:{closed}\"\n[detect]\nmodel = \"{}/missing.onnx\"\n\
+         runtime = \"{}\"\n[[camera]]\nid = \"front\"\nurl = \"{url}\"\n[camera.detect]\n",
+        base(dir.path()),
+        dir.path().display(),
+        models()
+            .join("onnxruntime")
+            .join(std::env::consts::ARCH)
+            .join("libonnxruntime.so.1.31.1")
+            .display(),
+    );
+    let (code, report, stderr) = check(dir.path(), &text);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!report.ok);
+    let camera = finding(&report, "camera front");
+    assert_eq!(camera.outcome, Outcome::Fail);
+    assert!(
+        camera
+            .detail
+            .contains("check the camera's username and password"),
+        "{camera:?}"
+    );
+    assert!(
+        !camera.detail.contains("wrong"),
+        "the password is not shown: {camera:?}"
+    );
+    let broker_line = finding(&report, "broker");
+    assert_eq!(broker_line.outcome, Outcome::Fail);
+    assert!(
+        broker_line
+            .detail
+            .contains("cannot connect to mqtt://127.0.0.1"),
+        "{broker_line:?}"
+    );
+    let detector = finding(&report, "detector");
+    assert_eq!(detector.outcome, Outcome::Fail);
+    assert!(
+        detector.detail.contains("missing.onnx") && detector.detail.contains("models/fetch.sh"),
+        "{detector:?}"
+    );
+
+    // For people, the same as a table.
+    let table = report.render();
+    assert!(
+        table.contains("camera front  FAIL") && table.contains("some checks failed"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_bad_config_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alertclip.toml");
+    std::fs::write(&path, "[site]\nid = \"s\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("alertclip.toml"));
+}
