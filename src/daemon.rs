@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::camera::Camera;
+use crate::cameras::Cameras;
 use crate::config::Config;
 use crate::control;
 use crate::detect::Model;
@@ -88,6 +89,8 @@ impl StartError {
 
 /// A running daemon.
 pub struct Daemon {
+    config: Config,
+    pool: Cameras,
     cameras: Vec<Camera>,
     buttons: Vec<Button>,
     triggers: Triggers,
@@ -96,7 +99,7 @@ pub struct Daemon {
     intake: CancellationToken,
     /// Finishes clips in progress with what they have.
     jobs: CancellationToken,
-    /// Stops the cameras.
+    /// Stops the detectors watching the cameras.
     cameras_cancel: CancellationToken,
     /// Stops delivery (last, after the clips in progress are spooled).
     delivery_cancel: CancellationToken,
@@ -109,6 +112,29 @@ pub struct Daemon {
 impl Daemon {
     /// Starts every camera, the clipper and the control socket.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        Daemon::start_with(config, Cameras::default())
+            .await
+            .map_err(|(error, _)| error)
+    }
+
+    /// Starts with the cameras of `pool` that are still configured the same way, so that
+    /// they keep their buffers. On failure the pool comes back, for another attempt.
+    async fn start_with(
+        config: Config,
+        mut pool: Cameras,
+    ) -> Result<Daemon, (StartError, Cameras)> {
+        match Daemon::start_parts(&config, &mut pool).await {
+            Ok(mut daemon) => {
+                daemon.pool = pool;
+                daemon.config = config;
+                Ok(daemon)
+            }
+            Err(error) => Err((error, pool)),
+        }
+    }
+
+    /// Everything but the camera pool, which the caller hands over.
+    async fn start_parts(config: &Config, pool: &mut Cameras) -> Result<Daemon, StartError> {
         gstreamer::init().map_err(|e| StartError::GStreamer(e.to_string()))?;
         let storage = Storage::open(&config.storage.dir, config.storage.max_bytes.0)
             .map_err(StartError::Storage)?;
@@ -136,16 +162,16 @@ impl Daemon {
             Some(mqtt) => {
                 let chain = Chain::open(&config.evidence.dir).map_err(StartError::Evidence)?;
                 let publisher = Arc::new(
-                    Publisher::open(&config, mqtt, key.clone(), chain)
+                    Publisher::open(config, mqtt, key.clone(), chain)
                         .map_err(StartError::Outbox)?,
                 );
-                let settings = publish::daemon_settings(&config, mqtt, publisher.topics())
+                let settings = publish::daemon_settings(config, mqtt, publisher.topics())
                     .map_err(|e| StartError::Mqtt(e.to_string()))?;
                 Some((publisher, settings, mqtt.status_interval.0))
             }
             None => None,
         };
-        let detector = load_detector(&config)?;
+        let detector = load_detector(config)?;
         let listener = control::bind(&config.control.socket).await?;
 
         let tracker = TaskTracker::new();
@@ -155,26 +181,23 @@ impl Daemon {
         let delivery_cancel = CancellationToken::new();
         let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
         let mut cameras = Vec::new();
+        pool.begin();
         for (camera, password) in config.cameras.iter().zip(passwords) {
-            let mut running = Camera::spawn(
-                camera.clone(),
-                config.ring_bytes(camera),
-                password.clone(),
-                &tracker,
-                cameras_cancel.child_token(),
-            );
+            let (mut running, kept) = pool.get(camera, config.ring_bytes(camera), password.clone());
+            if kept {
+                tracing::info!(camera = %camera.id, "camera unchanged: its buffer is kept");
+            }
             if let (Some(detector), Some(detect)) = (&detector, &camera.detect) {
                 // A substream is ingested like a camera of its own, into a small ring the
                 // detector reads; the main stream's ring is left alone.
                 let feed = match &detect.url {
                     Some(url) => {
-                        Camera::spawn(
-                            watch::substream(camera, url),
+                        pool.get(
+                            &watch::substream(camera, url),
                             watch::SUBSTREAM_RING_BYTES,
                             password,
-                            &tracker,
-                            cameras_cancel.child_token(),
                         )
+                        .0
                         .feed
                     }
                     None => running.feed.clone(),
@@ -192,11 +215,12 @@ impl Daemon {
             }
             cameras.push(running);
         }
+        pool.end();
 
         // Buttons before delivery starts: wireless ones subscribe on the delivery broker.
         let intake = CancellationToken::new();
         let buttons = buttons::start(
-            &config,
+            config,
             &triggers,
             delivery.as_ref().map(|(publisher, _, _)| publisher),
             &tracker,
@@ -297,6 +321,8 @@ impl Daemon {
         ));
         tracing::info!(site = %config.site.id, cameras = cameras.len(), socket = %config.control.socket.display(), "alertclip running");
         Ok(Daemon {
+            config: config.clone(),
+            pool: Cameras::default(),
             cameras,
             buttons,
             triggers,
@@ -341,6 +367,41 @@ impl Daemon {
     /// finishes them, and stops the cameras.
     pub async fn shutdown(self, grace: Duration) {
         tracing::info!("shutting down");
+        let mut pool = self.stop_parts(grace).await;
+        if !pool.stop(FINISH_ALLOWANCE).await {
+            tracing::warn!("some cameras did not stop in time");
+        }
+        tracing::info!("stopped");
+    }
+
+    /// Applies `config`: everything is stopped (clips in progress are finished, within
+    /// `grace`) and started again, except the cameras whose settings did not change, which
+    /// keep streaming into the buffers they have. When the new configuration cannot start,
+    /// the old one is started again and the error returned beside it.
+    pub async fn reload(
+        self,
+        config: Config,
+        grace: Duration,
+    ) -> Result<(Daemon, Option<StartError>), StartError> {
+        tracing::info!("reloading the configuration");
+        let old = self.config.clone();
+        let pool = self.stop_parts(grace).await;
+        match Daemon::start_with(config, pool).await {
+            Ok(daemon) => Ok((daemon, None)),
+            Err((error, pool)) => {
+                tracing::error!(%error, "the new configuration cannot start: back to the old one");
+                // What started before should start again; if it does not (a file it names
+                // went away), there is nothing left to fall back on.
+                let daemon = Daemon::start_with(old, pool)
+                    .await
+                    .map_err(|(again, _)| again)?;
+                Ok((daemon, Some(error)))
+            }
+        }
+    }
+
+    /// Stops everything but the cameras, in order, and hands the cameras back.
+    async fn stop_parts(self, grace: Duration) -> Cameras {
         self.intake.cancel();
         self.jobs_tracker.close();
         if tokio::time::timeout(grace, self.jobs_tracker.wait())
@@ -362,7 +423,7 @@ impl Daemon {
             .await
             .is_err()
         {
-            tracing::warn!("some cameras did not stop in time");
+            tracing::warn!("some tasks did not stop in time");
         }
         // What was not delivered stays in the outbox for the next start.
         self.delivery_cancel.cancel();
@@ -373,22 +434,30 @@ impl Daemon {
         {
             tracing::warn!("the broker connection did not close in time");
         }
-        tracing::info!("stopped");
+        self.pool
     }
 }
 
-/// Runs the daemon until `cancel`, then shuts it down within [`SHUTDOWN_GRACE`]. Under
-/// systemd it reports readiness once the cameras are started, and pings the watchdog from
-/// this loop.
-pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), StartError> {
+/// Runs the daemon until `cancel`, then shuts it down within [`SHUTDOWN_GRACE`]. On SIGHUP
+/// it reads `path` again and applies it ([`Daemon::reload`]); a configuration that does not
+/// parse is reported and the running one kept. Under systemd it reports readiness once the
+/// cameras are started, and pings the watchdog from this loop.
+pub async fn run(
+    config: Config,
+    path: &std::path::Path,
+    cancel: CancellationToken,
+) -> Result<(), StartError> {
+    use tokio::signal::unix::{SignalKind, signal};
     let supervisor = Supervisor::from_env();
-    let daemon = Daemon::start(config).await?;
-    supervisor.ready(&format!("watching {} cameras", daemon.cameras().len()));
+    let mut daemon = Daemon::start(config).await?;
+    let ready = |daemon: &Daemon| format!("watching {} cameras", daemon.cameras().len());
+    supervisor.ready(&ready(&daemon));
     let mut watchdog = supervisor.watchdog_interval().map(|every| {
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
+    let mut hangup = signal(SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -398,6 +467,31 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), StartE
                     None => std::future::pending::<()>().await,
                 }
             } => supervisor.ping(),
+            _ = async {
+                match hangup.as_mut() {
+                    Some(hangup) => { hangup.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                supervisor.reloading();
+                match Config::load(path) {
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: the configuration has an error; keeping the running one");
+                        supervisor.ready(&format!("{}; reload refused: {error}", ready(&daemon)));
+                    }
+                    Ok(config) => {
+                        let (reloaded, error) = daemon.reload(config, SHUTDOWN_GRACE).await?;
+                        daemon = reloaded;
+                        match error {
+                            None => {
+                                tracing::info!("configuration reloaded");
+                                supervisor.ready(&ready(&daemon));
+                            }
+                            Some(error) => supervisor.ready(&format!("{}; reload failed: {error}", ready(&daemon))),
+                        }
+                    }
+                }
+            }
         }
     }
     supervisor.stopping();

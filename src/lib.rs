@@ -8,6 +8,7 @@
 
 pub mod annotate;
 pub mod camera;
+pub mod cameras;
 pub mod check;
 pub mod clip;
 pub mod clock;

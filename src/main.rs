@@ -297,7 +297,7 @@ async fn run(path: PathBuf) -> ExitCode {
     alertclip::service::init_logging(&config.log.level);
     let cancel = CancellationToken::new();
     tokio::spawn(watch_signals(cancel.clone()));
-    match alertclip::run(config, cancel).await {
+    match alertclip::run(config, &path, cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("alertclip: {error}");

@@ -119,11 +119,7 @@ fn config_text(dir: &Path, url: &str) -> String {
 }
 
 fn terminate(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(pid, "TERM");
 }
 
 /// A child killed if the test fails before it exits.
@@ -134,4 +130,112 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The daemon's status, or `None` while its socket does not answer (starting, reloading).
+fn status(socket: &Path) -> Option<alertclip::control::Response> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(alertclip::control::call(
+            socket,
+            &alertclip::control::Request::Status,
+        ))
+        .ok()
+}
+
+fn buffered(response: &alertclip::control::Response, camera: &str) -> Option<f64> {
+    response.cameras.as_ref()?.get(camera).map(|c| c.buffered_s)
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_applies_a_new_config_and_unchanged_cameras_keep_their_buffers() {
+    gstreamer::init().unwrap();
+    let server = TestServer::start(&[
+        TestStream::h264("/a"),
+        TestStream::h264("/b"),
+        TestStream::h264("/c"),
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alertclip.toml");
+    let socket = dir.path().join("sock");
+    let head = config_text(dir.path(), &server.url("/a"))
+        .replace("pre_roll = \"2s\"", "pre_roll = \"10s\"");
+    let camera = |id: &str, pre_roll: &str| {
+        format!(
+            "[[camera]]\nid = \"{id}\"\nurl = \"{}\"\npre_roll = \"{pre_roll}\"\n",
+            server.url(&format!("/{id}"))
+        )
+    };
+    // Camera "cam" (on /a) and "b".
+    std::fs::write(&path, format!("{head}{}", camera("b", "10s"))).unwrap();
+    let daemon = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let daemon = Reaped(daemon);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(now) = status(&socket)
+            && buffered(&now, "cam").unwrap_or(0.0) >= 4.0
+            && buffered(&now, "b").unwrap_or(0.0) >= 4.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cameras did not buffer 4 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A configuration with an error is refused, and the daemon goes on as it was.
+    std::fs::write(
+        &path,
+        format!("{head}{}pre_roll = \"ten\"\n", camera("b", "10s")),
+    )
+    .unwrap();
+    signal(daemon.0.id(), "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let after_bad = status(&socket).expect("still answering");
+    assert!(buffered(&after_bad, "b").unwrap() >= 4.0, "{after_bad:?}");
+
+    // "cam" unchanged, "b" with another pre-roll (a new connection), "c" new.
+    std::fs::write(
+        &path,
+        format!("{head}{}{}", camera("b", "8s"), camera("c", "10s")),
+    )
+    .unwrap();
+    signal(daemon.0.id(), "HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reloaded = loop {
+        if let Some(now) = status(&socket)
+            && buffered(&now, "c").is_some()
+        {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no reload");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let kept = buffered(&reloaded, "cam").unwrap();
+    let restarted = buffered(&reloaded, "b").unwrap();
+    assert!(
+        kept >= 4.0,
+        "the unchanged camera kept its buffer: {kept} s"
+    );
+    assert!(
+        restarted < 3.0,
+        "the changed camera started over: {restarted} s"
+    );
+    terminate(daemon.0.id());
 }

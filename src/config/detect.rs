@@ -131,7 +131,7 @@ impl Default for Detect {
 }
 
 /// `[camera.detect]`: what one camera watches for. A camera without it is not watched.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraDetect {
     /// The camera's low-resolution substream, decoded for detection instead of the main

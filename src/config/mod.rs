@@ -414,7 +414,7 @@ pub struct Site {
 }
 
 /// One `[[camera]]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Camera {
     /// A short stable identifier (letters, digits, `-`, `_`, `.`), unique on this box. Required.
