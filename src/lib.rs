@@ -22,6 +22,7 @@ pub mod evidence;
 pub mod feedback;
 pub mod history;
 pub mod localbroker;
+pub mod provision;
 pub mod publish;
 pub mod receive;
 pub mod ring;

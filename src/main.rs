@@ -1,6 +1,7 @@
 //! The `alertclip` command: arguments, logging, configuration and signals. The work is done
 //! by the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,6 +43,9 @@ enum Command {
     /// Send a test alert, snapshot and clip through the whole path, marked `test: true`, so
     /// the precinct side can see it works without raising a real alarm.
     TestAlert(TriggerArgs),
+    /// Write this box's configuration from flags, asking for what is missing on a terminal;
+    /// then create the device key and run `check`.
+    Provision(ProvisionArgs),
     /// Check a box: validate the configuration and probe every camera, the broker, the
     /// detector, the buttons, free space and the clock. Exit 0 when all pass, 1 when
     /// something fails, 2 when the configuration cannot be used.
@@ -70,21 +74,8 @@ enum Command {
         /// MQTT protocol version: 3.1.1 or 5.
         #[arg(long, default_value = "3.1.1")]
         protocol: String,
-        /// PEM certificate authorities for mqtts:// (default: the system's).
-        #[arg(long, value_name = "FILE")]
-        ca: Option<PathBuf>,
-        /// PEM client certificate for mutual TLS.
-        #[arg(long, value_name = "FILE", requires = "key")]
-        cert: Option<PathBuf>,
-        /// PEM private key of --cert.
-        #[arg(long, value_name = "FILE", requires = "cert")]
-        key: Option<PathBuf>,
-        /// User name for the broker.
-        #[arg(long)]
-        username: Option<String>,
-        /// File holding the broker password.
-        #[arg(long, value_name = "FILE", requires = "username")]
-        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        login: BrokerLogin,
         /// Client id; the broker keeps messages for it while the receiver is down.
         /// Default: alertclip-receive-<hostname>.
         #[arg(long)]
@@ -135,6 +126,69 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Codec::H264)]
         codec: Codec,
     },
+}
+
+/// How to log in to a broker: TLS files and credentials.
+#[derive(clap::Args)]
+struct BrokerLogin {
+    /// PEM certificate authorities for mqtts:// (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// User name for the broker.
+    #[arg(long)]
+    username: Option<String>,
+    /// File holding the broker password.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    password_file: Option<PathBuf>,
+}
+
+/// What `provision` takes.
+#[derive(clap::Args)]
+struct ProvisionArgs {
+    /// Where to write the configuration; passwords go in files beside it.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// The store's short identifier.
+    #[arg(long)]
+    site_id: Option<String>,
+    /// The store's name, as officers see it.
+    #[arg(long)]
+    site_name: Option<String>,
+    /// The street address officers are sent to.
+    #[arg(long)]
+    address: Option<String>,
+    /// The store's IANA time zone, for detection schedules.
+    #[arg(long)]
+    timezone: Option<String>,
+    /// A camera as id=rtsp://user:password@host/path (repeat for each).
+    #[arg(long = "camera", value_name = "ID=URL")]
+    cameras: Vec<String>,
+    /// The alert channel's broker: mqtts://host:8883.
+    #[arg(long)]
+    broker: Option<String>,
+    #[command(flatten)]
+    login: BrokerLogin,
+    /// A button: id=gpio:LINE, id=evdev:DEVICE:KEY or id=mqtt:TOPIC (repeat for each).
+    #[arg(long = "button", value_name = "SPEC")]
+    buttons: Vec<String>,
+    /// Where clips, the outbox and the device key live. Default: /var/lib/alertclip.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Print the configuration instead of writing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replace an existing configuration (kept as a backup).
+    #[arg(long)]
+    force: bool,
+    /// Do not ask for confirmation before writing.
+    #[arg(long)]
+    yes: bool,
 }
 
 /// What `trigger` and `test-alert` take.
@@ -199,14 +253,18 @@ fn main() -> ExitCode {
             Command::TestAlert(args) => trigger(args, true).await,
             Command::Status { config, json } => status(config, json).await,
             Command::Check { config, json } => check(config, json).await,
+            Command::Provision(args) => provision(args).await,
             Command::Receive {
                 broker,
                 protocol,
-                ca,
-                cert,
-                key,
-                username,
-                password_file,
+                login:
+                    BrokerLogin {
+                        ca,
+                        cert,
+                        key,
+                        username,
+                        password_file,
+                    },
                 client_id,
                 site,
                 out,
@@ -492,6 +550,82 @@ async fn trigger(args: TriggerArgs, test: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn provision(args: ProvisionArgs) -> ExitCode {
+    use alertclip::provision::{self, Answers};
+    let mut answers = Answers {
+        site_id: args.site_id,
+        site_name: args.site_name,
+        address: args.address,
+        timezone: args.timezone,
+        cameras: args.cameras,
+        broker: args.broker,
+        ca: args.login.ca,
+        cert: args.login.cert,
+        key: args.login.key,
+        username: args.login.username,
+        password_file: args.login.password_file,
+        buttons: args.buttons,
+        state_dir: args.state_dir,
+    };
+    let fail = |error: String| {
+        eprintln!("alertclip provision: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    if let Err(error) = provision::complete(&mut answers) {
+        return fail(error);
+    }
+    let dir = args.config.parent().unwrap_or(Path::new(".")).to_owned();
+    let (text, secrets) = match provision::render(&answers, &dir) {
+        Ok(rendered) => rendered,
+        Err(error) => return fail(error),
+    };
+    if args.dry_run {
+        if let Err(error) = Config::parse(&text, &args.config) {
+            return fail(format!("the configuration would be invalid: {error}"));
+        }
+        print!("{text}");
+        for (path, _) in &secrets {
+            println!("# and a password in {} (mode 0600)", path.display());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !args.yes && std::io::stdin().is_terminal() {
+        print!("{text}\nWrite this to {}? [y/N] ", args.config.display());
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        if !line.trim().eq_ignore_ascii_case("y") {
+            eprintln!("alertclip provision: nothing written");
+            return ExitCode::FAILURE;
+        }
+    }
+    let written = match provision::write(&args.config, &text, &secrets, args.force) {
+        Ok(written) => written,
+        Err(error) => return fail(error),
+    };
+    println!("wrote {}", written.config.display());
+    if let Some(backup) = &written.backup {
+        println!("the previous configuration is in {}", backup.display());
+    }
+    for secret in &written.secrets {
+        println!("wrote {} (mode 0600)", secret.display());
+    }
+    let config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match alertclip::evidence::DeviceKey::load_or_create(&config.evidence.dir) {
+        Ok(key) => println!(
+            "device key {} (fingerprint {}): register it with the precinct (alertclip key show)",
+            key.key_id(),
+            key.fingerprint()
+        ),
+        Err(error) => return fail(format!("evidence.dir: {error}")),
+    }
+    println!();
+    check(args.config, false).await
 }
 
 async fn check(path: PathBuf, json: bool) -> ExitCode {

@@ -18,9 +18,13 @@ fn models() -> PathBuf {
 fn check(dir: &Path, text: &str) -> (Option<i32>, Report, String) {
     let path = dir.join("alertclip.toml");
     std::fs::write(&path, text).unwrap();
+    check_file(&path)
+}
+
+fn check_file(path: &Path) -> (Option<i32>, Report, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
         .args(["check", "--json", "--config"])
-        .arg(&path)
+        .arg(path)
         .output()
         .unwrap();
     let report: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -170,4 +174,111 @@ fn a_bad_config_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("alertclip.toml"));
+}
+
+#[test]
+fn provision_writes_a_config_that_check_accepts_and_keeps_the_old_one() {
+    let server = TestServer::start(&[TestStream {
+        login: Some(("admin".to_owned(), "s3cret".to_owned())),
+        ..TestStream::h264("/front")
+    }])
+    .unwrap();
+    let broker = Broker::start("");
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("etc/alertclip/alertclip.toml");
+    let camera = format!(
+        "front={}",
+        server
+            .url("/front")
+            .replace("rtsp://", "rtsp://admin:s3cret@")
+    );
+    let provision = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_alertclip"))
+            .arg("provision")
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(root.path().join("var/lib/alertclip"))
+            .args(["--site-id", "corner-12", "--site-name", "Corner Market"])
+            .args(["--camera", &camera, "--broker", &broker.url(), "--yes"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // A dry run prints the configuration and writes nothing.
+    let out = provision(&["--dry-run"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("id = \"corner-12\"") && !printed.contains("s3cret"),
+        "{printed}"
+    );
+    assert!(!config.exists());
+
+    // For real: the configuration, the camera's password beside it, the device key, and a
+    // check that passes.
+    let out = provision(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("all checks passed") && stdout.contains("device key"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains("s3cret"), "{text}");
+    let secret = config.with_file_name("front.password");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "s3cret\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let (code, report, _) = check_file(&config);
+    assert_eq!(code, Some(0), "{report:?}");
+
+    // Never over an existing configuration without --force; with it, the old one is kept.
+    let out = provision(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let out = provision(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let backups: Vec<_> = std::fs::read_dir(config.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".bak"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(std::fs::read_to_string(&backups[0]).unwrap(), text);
+}
+
+#[test]
+fn provision_without_a_terminal_names_the_missing_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+        .args(["provision", "--site-id", "s", "--config"])
+        .arg(dir.path().join("alertclip.toml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--site-name is required"), "{stderr}");
 }

@@ -1,0 +1,382 @@
+//! `alertclip provision`: writes a box's configuration from a technician's answers or flags.
+//!
+//! Whatever is not given as a flag is asked for when standard input is a terminal; without a
+//! terminal, a missing required value is an error naming its flag. Passwords are never written
+//! into the configuration: each goes into a file of its own beside it (mode 0600), named by
+//! `password_file`. An existing configuration is only replaced with `--force`, and then kept as
+//! a backup. The written configuration is parsed and validated before anything is written.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+/// What the technician said, by flags or answers.
+#[derive(Debug, Clone, Default)]
+pub struct Answers {
+    /// `[site] id`.
+    pub site_id: Option<String>,
+    /// `[site] name`.
+    pub site_name: Option<String>,
+    /// `[site] address`.
+    pub address: Option<String>,
+    /// `[site] timezone`.
+    pub timezone: Option<String>,
+    /// `id=URL` per camera; credentials in the URL are moved into a password file.
+    pub cameras: Vec<String>,
+    /// `[mqtt] url`.
+    pub broker: Option<String>,
+    /// `[mqtt] ca_file`.
+    pub ca: Option<PathBuf>,
+    /// `[mqtt] cert_file`.
+    pub cert: Option<PathBuf>,
+    /// `[mqtt] key_file`.
+    pub key: Option<PathBuf>,
+    /// `[mqtt] username`.
+    pub username: Option<String>,
+    /// A file holding the broker password, copied beside the configuration.
+    pub password_file: Option<PathBuf>,
+    /// `id=gpio:LINE`, `id=evdev:DEVICE:KEY` or `id=mqtt:TOPIC` per button.
+    pub buttons: Vec<String>,
+    /// Where clips, the outbox and the device key live, when not `/var/lib/alertclip`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What was written.
+#[derive(Debug)]
+pub struct Written {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The previous configuration, when `--force` replaced one.
+    pub backup: Option<PathBuf>,
+    /// Password files written.
+    pub secrets: Vec<PathBuf>,
+}
+
+/// Asks for what is missing, on a terminal; fails naming the flag otherwise.
+pub fn complete(answers: &mut Answers) -> Result<(), String> {
+    let interactive = std::io::stdin().is_terminal();
+    let ask = |question: &str, flag: &str| -> Result<String, String> {
+        if !interactive {
+            return Err(format!(
+                "{flag} is required (or run provision on a terminal to be asked)"
+            ));
+        }
+        print!("{question}: ");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim().to_owned())
+    };
+    if answers.site_id.is_none() {
+        answers.site_id = Some(ask("Site id (letters, digits, - _ .)", "--site-id")?);
+    }
+    if answers.site_name.is_none() {
+        answers.site_name = Some(ask("Store name, as officers see it", "--site-name")?);
+    }
+    if answers.address.is_none() && interactive {
+        answers.address =
+            Some(ask("Street address (empty for none)", "--address")?).filter(|a| !a.is_empty());
+    }
+    if answers.cameras.is_empty() {
+        loop {
+            let camera = ask(
+                "Camera as id=rtsp://user:password@host/path (empty when done)",
+                "--camera",
+            )?;
+            if camera.is_empty() {
+                break;
+            }
+            answers.cameras.push(camera);
+        }
+    }
+    if answers.broker.is_none() && interactive {
+        answers.broker = Some(ask(
+            "Alert channel broker, mqtts://host:8883 (empty to keep clips on the box)",
+            "--broker",
+        )?)
+        .filter(|b| !b.is_empty());
+    }
+    Ok(())
+}
+
+/// A TOML string literal.
+fn quoted(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// The configuration text, and the password files it names (path, contents).
+pub fn render(answers: &Answers, dir: &Path) -> Result<(String, Vec<(PathBuf, String)>), String> {
+    let mut secrets = Vec::new();
+    let required = |value: &Option<String>, flag: &str| {
+        value
+            .clone()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{flag} is required"))
+    };
+    let mut text = String::from(
+        "# Written by alertclip provision. Every key: alertclip.example.toml.\n\n[site]\n",
+    );
+    text.push_str(&format!(
+        "id = {}\n",
+        quoted(&required(&answers.site_id, "--site-id")?)
+    ));
+    text.push_str(&format!(
+        "name = {}\n",
+        quoted(&required(&answers.site_name, "--site-name")?)
+    ));
+    if let Some(address) = &answers.address {
+        text.push_str(&format!("address = {}\n", quoted(address)));
+    }
+    if let Some(timezone) = &answers.timezone {
+        text.push_str(&format!("timezone = {}\n", quoted(timezone)));
+    }
+    if let Some(state) = &answers.state_dir {
+        for (section, name) in [
+            ("storage", "clips"),
+            ("outbox", "outbox"),
+            ("evidence", "evidence"),
+        ] {
+            text.push_str(&format!(
+                "\n[{section}]\ndir = {}\n",
+                quoted(&state.join(name).to_string_lossy())
+            ));
+        }
+    }
+    if answers.cameras.is_empty() {
+        return Err("--camera is required: at least one camera, as id=rtsp://...".into());
+    }
+    for camera in &answers.cameras {
+        let (id, url) = camera
+            .split_once('=')
+            .ok_or_else(|| format!("--camera {camera}: expected id=rtsp://..."))?;
+        let (url, login) =
+            split_credentials(url.trim()).map_err(|e| format!("--camera {id}: {e}"))?;
+        text.push_str(&format!(
+            "\n[[camera]]\nid = {}\nurl = {}\n",
+            quoted(id.trim()),
+            quoted(&url)
+        ));
+        if let Some((user, password)) = login {
+            let file = dir.join(format!("{}.password", id.trim()));
+            text.push_str(&format!(
+                "username = {}\npassword_file = {}\n",
+                quoted(&user),
+                quoted(&file.to_string_lossy())
+            ));
+            secrets.push((file, password));
+        }
+    }
+    if let Some(broker) = &answers.broker {
+        text.push_str(&format!("\n[mqtt]\nurl = {}\n", quoted(broker)));
+        for (key, value) in [
+            ("ca_file", &answers.ca),
+            ("cert_file", &answers.cert),
+            ("key_file", &answers.key),
+        ] {
+            if let Some(path) = value {
+                text.push_str(&format!("{key} = {}\n", quoted(&path.to_string_lossy())));
+            }
+        }
+        if let Some(user) = &answers.username {
+            text.push_str(&format!("username = {}\n", quoted(user)));
+        }
+        if let Some(source) = &answers.password_file {
+            let password = std::fs::read_to_string(source)
+                .map_err(|e| format!("--password-file {}: {e}", source.display()))?;
+            let file = dir.join("mqtt.password");
+            text.push_str(&format!(
+                "password_file = {}\n",
+                quoted(&file.to_string_lossy())
+            ));
+            secrets.push((file, password.trim_end_matches(['\r', '\n']).to_owned()));
+        }
+    }
+    for button in &answers.buttons {
+        text.push_str(&render_button(button)?);
+    }
+    Ok((text, secrets))
+}
+
+/// `id=gpio:LINE`, `id=evdev:DEVICE:KEY` or `id=mqtt:TOPIC` as a `[[button]]` table.
+fn render_button(spec: &str) -> Result<String, String> {
+    let bad =
+        || format!("--button {spec}: expected id=gpio:LINE, id=evdev:DEVICE:KEY or id=mqtt:TOPIC");
+    let (id, rest) = spec.split_once('=').ok_or_else(bad)?;
+    let (kind, rest) = rest.split_once(':').ok_or_else(bad)?;
+    let mut table = format!(
+        "\n[[button]]\nid = {}\nkind = {}\n",
+        quoted(id),
+        quoted(kind)
+    );
+    match kind {
+        "gpio" => table.push_str(&format!("line = {}\n", quoted(rest))),
+        "evdev" => {
+            let (device, key) = rest.rsplit_once(':').ok_or_else(bad)?;
+            table.push_str(&format!(
+                "device = {}\nkey = {}\n",
+                quoted(device),
+                quoted(key)
+            ));
+        }
+        "mqtt" => table.push_str(&format!("topic = {}\n", quoted(rest))),
+        _ => return Err(bad()),
+    }
+    Ok(table)
+}
+
+/// Splits `rtsp://user:password@host/path` into the URL without the password and the login.
+fn split_credentials(url: &str) -> Result<(String, Option<(String, String)>), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "expected rtsp://[user:password@]host/path".to_owned())?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((login, host)) => {
+            let (user, password) = login.split_once(':').unwrap_or((login, ""));
+            Ok((
+                format!("{scheme}://{host}{path}"),
+                Some((user.to_owned(), password.to_owned())),
+            ))
+        }
+        None => Ok((url.to_owned(), None)),
+    }
+}
+
+/// Writes the configuration and its secrets: nothing is written if the text does not parse,
+/// and an existing configuration is replaced only with `force` (and kept as a backup).
+pub fn write(
+    config_path: &Path,
+    text: &str,
+    secrets: &[(PathBuf, String)],
+    force: bool,
+) -> Result<Written, String> {
+    Config::parse(text, config_path)
+        .map_err(|e| format!("the configuration would be invalid: {e}"))?;
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let backup = if config_path.exists() {
+        if !force {
+            return Err(format!(
+                "{} exists: pass --force to replace it (it is kept as a backup)",
+                config_path.display()
+            ));
+        }
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
+        let backup = config_path.with_extension(format!("toml.{stamp}.bak"));
+        std::fs::copy(config_path, &backup).map_err(|e| format!("{}: {e}", backup.display()))?;
+        Some(backup)
+    } else {
+        None
+    };
+    let mut written = Vec::new();
+    for (path, secret) in secrets {
+        write_private(path, &format!("{secret}\n"), 0o600)?;
+        written.push(path.clone());
+    }
+    write_private(config_path, text, 0o640)?;
+    Ok(Written {
+        config: config_path.to_owned(),
+        backup,
+        secrets: written,
+    })
+}
+
+/// Writes `text` to `path` with `mode`, group `alertclip` when that group exists, through a
+/// temporary file so a crash never leaves half a file.
+fn write_private(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let error = |e: std::io::Error| format!("{}: {e}", path.display());
+    let temp = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temp)
+        .map_err(error)?;
+    file.write_all(text.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode)).map_err(error)?;
+    if let Some(gid) = service_group() {
+        let c = std::ffi::CString::new(temp.as_os_str().as_encoded_bytes())
+            .map_err(|e| e.to_string())?;
+        // SAFETY: chown reads the C string; -1 leaves the owner as it is.
+        unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) };
+    }
+    std::fs::rename(&temp, path).map_err(error)
+}
+
+/// The `alertclip` group's id, when the service's group exists.
+fn service_group() -> Option<u32> {
+    let name = std::ffi::CString::new("alertclip").ok()?;
+    // SAFETY: getgrnam returns a pointer to static storage or null; only gr_gid is read.
+    let group = unsafe { libc::getgrnam(name.as_ptr()) };
+    (!group.is_null()).then(|| unsafe { (*group).gr_gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_leave_the_url_for_a_file_of_their_own() {
+        let answers = Answers {
+            site_id: Some("corner-12".into()),
+            site_name: Some("Corner \"Market\"".into()),
+            cameras: vec!["front=rtsp://admin:s3cr=t@10.0.0.5:554/Streaming/101".into()],
+            buttons: vec![
+                "register=gpio:GPIO17".into(),
+                "foot=evdev:/dev/input/by-id/usb-foot-event-kbd:KEY_F12".into(),
+            ],
+            ..Answers::default()
+        };
+        let (text, secrets) = render(&answers, Path::new("/etc/alertclip")).unwrap();
+        assert!(!text.contains("s3cr=t"), "{text}");
+        assert!(
+            text.contains("url = \"rtsp://10.0.0.5:554/Streaming/101\""),
+            "{text}"
+        );
+        assert!(text.contains("username = \"admin\""));
+        assert_eq!(
+            secrets,
+            [(
+                PathBuf::from("/etc/alertclip/front.password"),
+                "s3cr=t".to_owned()
+            )]
+        );
+        let config = Config::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(config.site.name, "Corner \"Market\"");
+        assert_eq!(config.buttons.len(), 2);
+        assert_eq!(config.buttons[1].key.as_deref(), Some("KEY_F12"));
+    }
+
+    #[test]
+    fn missing_answers_name_their_flag() {
+        let error = render(&Answers::default(), Path::new("/etc/alertclip")).unwrap_err();
+        assert!(error.contains("--site-id"), "{error}");
+        let answers = Answers {
+            site_id: Some("s".into()),
+            site_name: Some("S".into()),
+            ..Answers::default()
+        };
+        assert!(
+            render(&answers, Path::new("/x"))
+                .unwrap_err()
+                .contains("--camera")
+        );
+        let answers = Answers {
+            buttons: vec!["x=usb".into()],
+            cameras: vec!["a=rtsp://h/p".into()],
+            ..answers
+        };
+        assert!(
+            render(&answers, Path::new("/x"))
+                .unwrap_err()
+                .contains("--button x=usb")
+        );
+    }
+}
