@@ -13,6 +13,7 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-}
+[ "$mode" = "--build" ] || [ -z "$mode" ] || shift 0
 sysroot=$here/target/aarch64-sysroot
 target=aarch64-unknown-linux-gnu
 
@@ -49,10 +50,16 @@ if [ ! -f "$sysroot/.done" ]; then
 fi
 
 libdir=$sysroot/usr/lib/aarch64-linux-gnu
+# The -dev packages' lib*.so links point at libraries installed from the runtime packages.
+for link in "$libdir"/*.so; do
+    if [ ! -e "$link" ] && [ -e "/usr/lib/aarch64-linux-gnu/$(readlink "$link")" ]; then
+        ln -sf "/usr/lib/aarch64-linux-gnu/$(readlink "$link")" "$link"
+    fi
+done
 export RUSTC=/usr/bin/rustc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-L $libdir"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-L $libdir -C link-arg=-Wl,-rpath-link,$libdir:/usr/lib/aarch64-linux-gnu"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 export PKG_CONFIG_ALLOW_CROSS=1
@@ -74,4 +81,6 @@ file "$here/target/$target/release/alertclip"
 "$here/models/fetch.sh" --test-images --arch aarch64
 # The arm64 loader under qemu finds the unpacked libraries here; host programs skip them.
 export LD_LIBRARY_PATH=$libdir
-"$cargo" test --release --locked --target "$target"
+# Tests that start the alertclip binary start it through qemu too.
+export ALERTCLIP_TEST_RUNNER=qemu-aarch64
+"$cargo" test --release --locked --target "$target" "$@"

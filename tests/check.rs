@@ -5,10 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use alertclip::check::{Outcome, Report};
 use alertclip::teststream::{TestServer, TestStream};
+use common::alertclip_command;
 use common::broker::Broker;
 
 fn models() -> PathBuf {
@@ -22,7 +22,7 @@ fn check(dir: &Path, text: &str) -> (Option<i32>, Report, String) {
 }
 
 fn check_file(path: &Path) -> (Option<i32>, Report, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+    let out = alertclip_command()
         .args(["check", "--json", "--config"])
         .arg(path)
         .output()
@@ -167,7 +167,7 @@ fn a_bad_config_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alertclip.toml");
     std::fs::write(&path, "[site]\nid = \"s\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+    let out = alertclip_command()
         .args(["check", "--config"])
         .arg(&path)
         .output()
@@ -193,7 +193,7 @@ fn provision_writes_a_config_that_check_accepts_and_keeps_the_old_one() {
             .replace("rtsp://", "rtsp://admin:s3cret@")
     );
     let provision = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_alertclip"))
+        alertclip_command()
             .arg("provision")
             .arg("--config")
             .arg(&config)
@@ -272,7 +272,7 @@ fn provision_writes_a_config_that_check_accepts_and_keeps_the_old_one() {
 #[test]
 fn provision_without_a_terminal_names_the_missing_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+    let out = alertclip_command()
         .args(["provision", "--site-id", "s", "--config"])
         .arg(dir.path().join("alertclip.toml"))
         .stdin(std::process::Stdio::null())

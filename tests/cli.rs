@@ -11,11 +11,9 @@ use alertclip::Daemon;
 use alertclip::teststream::{TestServer, TestStream};
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_alertclip");
-
 /// Runs `alertclip run` on a configuration expected to be refused; returns its stderr.
 fn refused(path: &Path) -> String {
-    let out = Command::new(BIN)
+    let out = alertclip_command()
         .args(["run", "--config"])
         .arg(path)
         .output()
@@ -86,7 +84,7 @@ fn missing_password_file_exits_2() {
 
 #[test]
 fn version_is_printed() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = alertclip_command().arg("--version").output().unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -115,7 +113,7 @@ async fn trigger_command_reaches_the_daemon_through_its_socket() {
     let mut clips = daemon.clips();
     wait_buffered(&daemon.cameras()[0], 2.5).await;
 
-    let out = tokio::process::Command::new(BIN)
+    let out = alertclip_command_async()
         .args([
             "trigger", "--camera", "cam", "--note", "aisle 3", "--config",
         ])
@@ -146,7 +144,7 @@ async fn trigger_command_reaches_the_daemon_through_its_socket() {
     );
     check_clip(&done, "h264");
 
-    let out = tokio::process::Command::new(BIN)
+    let out = alertclip_command_async()
         .args(["trigger", "--camera", "nope", "--config"])
         .arg(&config_path)
         .output()
@@ -172,7 +170,7 @@ async fn trigger_command_reaches_the_daemon_through_its_socket() {
     daemon.shutdown(Duration::from_secs(5)).await;
 
     // With no daemon, the command says where it looked and what to check.
-    let out = tokio::process::Command::new(BIN)
+    let out = alertclip_command_async()
         .args(["trigger", "--config"])
         .arg(&config_path)
         .output()
@@ -207,7 +205,7 @@ async fn sigterm_during_a_clip_persists_it_and_exits_cleanly() {
         server.url("/cam")
     );
     let config_path = write(dir.path(), "c.toml", &text);
-    let mut daemon = tokio::process::Command::new(BIN)
+    let mut daemon = alertclip_command_async()
         .args(["run", "--config"])
         .arg(&config_path)
         .stderr(Stdio::piped())
@@ -237,7 +235,7 @@ async fn sigterm_during_a_clip_persists_it_and_exits_cleanly() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let out = Command::new(BIN)
+    let out = alertclip_command()
         .args(["trigger", "--config"])
         .arg(&config_path)
         .output()
@@ -299,7 +297,7 @@ async fn verify_checks_a_clip_against_its_signed_manifest() {
     let evidence = dir.path().join("evidence");
     let pubkey = evidence.join("device.pub");
     let verify = |clip: &Path, manifest: &Path, key: Option<&Path>| {
-        let mut command = Command::new(BIN);
+        let mut command = alertclip_command();
         command.arg("verify").arg(clip).arg(manifest);
         if let Some(key) = key {
             command.arg("--pubkey").arg(key);
@@ -378,7 +376,7 @@ fn key_show_prints_the_public_key_and_keeps_the_private_one_private() {
         ),
     );
     let show = || {
-        Command::new(BIN)
+        alertclip_command()
             .args(["key", "show", "--config"])
             .arg(&config)
             .output()

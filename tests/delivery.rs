@@ -484,9 +484,8 @@ async fn daemon_killed_mid_transfer_resumes_after_restart() {
         ),
     )
     .unwrap();
-    let bin = env!("CARGO_BIN_EXE_alertclip");
     let start = || {
-        tokio::process::Command::new(bin)
+        alertclip_command_async()
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
@@ -510,7 +509,7 @@ async fn daemon_killed_mid_transfer_resumes_after_restart() {
             break;
         }
     }
-    let out = std::process::Command::new(bin)
+    let out = alertclip_command()
         .args(["trigger", "--config"])
         .arg(&config)
         .output()

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use alertclip::detect::frames;
@@ -162,7 +161,7 @@ fn the_daemon_refuses_to_start_without_its_model_and_says_how_to_get_it() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+    let out = alertclip_command()
         .args(["run", "--config"])
         .arg(&config)
         .output()

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use alertclip::control::Response;
 use alertclip::teststream::TestStream;
 use common::broker::Broker;
@@ -12,7 +10,7 @@ use common::receiver::ReceiverProcess;
 use common::*;
 
 fn cli(rig: &Rig, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+    let out = alertclip_command()
         .args(args)
         .arg("--config")
         .arg(rig.dir.path().join("alertclip.toml"))
@@ -104,7 +102,7 @@ async fn status_without_a_daemon_says_it_cannot_reach_it() {
         "",
         "",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+    let out = alertclip_command()
         .args(["status", "--config"])
         .arg(dir.path().join("alertclip.toml"))
         .output()

@@ -88,8 +88,12 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
 
     // As systemd does: WATCHDOG_PID is the daemon's own pid (the shell's, kept by exec).
+    let runner = std::env::var("ALERTCLIP_TEST_RUNNER").unwrap_or_default();
     let daemon = Command::new("sh")
-        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .args([
+            "-c",
+            &format!("WATCHDOG_PID=$$ exec {runner} \"$0\" run --config \"$1\""),
+        ])
         .arg(env!("CARGO_BIN_EXE_alertclip"))
         .arg(&path)
         .env("NOTIFY_SOCKET", &socket_path)
@@ -180,7 +184,7 @@ fn sighup_applies_a_new_config_and_unchanged_cameras_keep_their_buffers() {
     };
     // Camera "cam" (on /a) and "b".
     std::fs::write(&path, format!("{head}{}", camera("b", "10s"))).unwrap();
-    let daemon = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+    let daemon = common::alertclip_command()
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "warn")

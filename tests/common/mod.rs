@@ -16,6 +16,31 @@ use alertclip::events::ClipDone;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
+/// The `alertclip` binary as a command. Under a cross-test runner (`ALERTCLIP_TEST_RUNNER`,
+/// which scripts/aarch64.sh sets to qemu-aarch64), through it, as cargo runs the tests.
+pub fn alertclip_command() -> Command {
+    let argv = alertclip_argv();
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    command
+}
+
+/// [`alertclip`] for tokio.
+pub fn alertclip_command_async() -> tokio::process::Command {
+    let argv = alertclip_argv();
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    command
+}
+
+fn alertclip_argv() -> Vec<std::ffi::OsString> {
+    let binary = std::ffi::OsString::from(env!("CARGO_BIN_EXE_alertclip"));
+    match std::env::var_os("ALERTCLIP_TEST_RUNNER") {
+        Some(runner) => vec![runner, binary],
+        None => vec![binary],
+    }
+}
+
 /// A config for `cameras` (id, url) writing into `dir`, with `extra` TOML appended to each
 /// camera table (pre_roll, post_roll ...) and `tail` after everything.
 pub fn config(dir: &Path, cameras: &[(&str, String)], camera_extra: &str, tail: &str) -> Config {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 
 pub struct ReceiverProcess {
     pub out: tempfile::TempDir,
@@ -21,7 +21,7 @@ impl ReceiverProcess {
     /// subscribed: a retained probe status is published with mosquitto_pub and must come back.
     pub async fn start(broker_port: u16, args: &[&str], probe: &[&str]) -> ReceiverProcess {
         let out = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_alertclip"))
+        let mut child = super::alertclip_command_async()
             .arg("receive")
             .args(args)
             .arg("--client-id")

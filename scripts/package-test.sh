@@ -1,0 +1,60 @@
+#!/bin/sh
+# Builds the Debian package for this machine and puts it through what a box does with it:
+# install (user, directories, unit), the packaged detector loading from its default paths,
+# remove (configuration kept), purge (everything gone). CI runs it as its own stage; it
+# installs and removes the package on this machine, so run it on a machine for testing.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+arch=$(dpkg --print-architecture)
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+fail() { echo "package-test: $*" >&2; exit 1; }
+
+"$here/scripts/deb.sh" "$arch"
+deb=$(ls -t "$here"/target/debian/alertclip_*_"$arch".deb | head -n 1)
+echo "package-test: $deb ($(du -h "$deb" | cut -f1))"
+contents=$(dpkg-deb --contents "$deb")
+for file in ./usr/bin/alertclip ./lib/systemd/system/alertclip.service \
+    ./usr/lib/alertclip/libonnxruntime.so.1.31.1 ./usr/share/alertclip/models/yolox-nano.onnx \
+    ./usr/share/doc/alertclip/alertclip.example.toml ./usr/share/doc/alertclip/install.md \
+    ./usr/share/doc/alertclip/LICENSE-YOLOX; do
+    echo "$contents" | grep -q " $file\$" || fail "$file is not in the package"
+done
+
+$sudo apt-get install -y -q "$deb"
+getent passwd alertclip >/dev/null || fail "no alertclip user after install"
+[ "$(stat -c '%U:%G %a' /etc/alertclip)" = "root:alertclip 750" ] || fail "/etc/alertclip: $(stat -c '%U:%G %a' /etc/alertclip)"
+/usr/bin/alertclip --version
+systemd-analyze verify /lib/systemd/system/alertclip.service
+
+# The packaged runtime and model, from [detect]'s defaults.
+dir=$(mktemp -d)
+cat > "$dir/alertclip.toml" <<TOML
+[site]
+id = "package-test"
+name = "Package test"
+[storage]
+dir = "$dir/clips"
+[[camera]]
+id = "none"
+url = "rtsp://127.0.0.1:9/none"
+[camera.detect]
+TOML
+/usr/bin/alertclip check --json --config "$dir/alertclip.toml" > "$dir/report.json" || true
+python3 - "$dir/report.json" <<'PY' || fail "the packaged detector does not load"
+import json, sys
+report = json.load(open(sys.argv[1]))
+detector = [f for f in report["findings"] if f["subject"] == "detector"][0]
+print("package-test: detector:", detector["outcome"], detector["detail"])
+sys.exit(0 if detector["outcome"] == "pass" else 1)
+PY
+rm -rf "$dir"
+
+echo "# provisioned" | $sudo tee /etc/alertclip/alertclip.toml >/dev/null
+$sudo apt-get remove -y -q alertclip
+[ -f /etc/alertclip/alertclip.toml ] || fail "remove deleted the configuration"
+getent passwd alertclip >/dev/null || fail "remove deleted the user"
+$sudo apt-get purge -y -q alertclip
+[ ! -e /etc/alertclip ] || fail "purge left /etc/alertclip"
+! getent passwd alertclip >/dev/null || fail "purge left the alertclip user"
+echo "package-test: install, remove and purge behave"
