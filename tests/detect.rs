@@ -78,6 +78,9 @@ fn px(x0: f32, y0: f32, x1: f32, y1: f32) -> Rect {
 
 #[test]
 fn finds_the_person_in_photos_with_one_and_none_in_photos_without() {
+    if skip_without_onnx_runtime("finds_the_person_in_photos_with_one_and_none_in_photos_without") {
+        return;
+    }
     let mut model = load();
     // One model, pictures in turn: each run must see its own picture.
     for (name, reference) in [
@@ -110,6 +113,9 @@ fn finds_the_person_in_photos_with_one_and_none_in_photos_without() {
 
 #[test]
 fn a_missing_runtime_or_model_names_the_path_and_the_fix() {
+    if skip_without_onnx_runtime("a_missing_runtime_or_model_names_the_path_and_the_fix") {
+        return;
+    }
     let missing = Path::new("/nonexistent/libonnxruntime.so.1.31.1");
     let error = Model::load(missing, &model_path(), 80, 1).unwrap_err();
     assert!(matches!(error, ModelError::RuntimeMissing(_)), "{error:?}");
@@ -147,6 +153,11 @@ fn a_missing_runtime_or_model_names_the_path_and_the_fix() {
 
 #[test]
 fn the_daemon_refuses_to_start_without_its_model_and_says_how_to_get_it() {
+    if skip_without_onnx_runtime(
+        "the_daemon_refuses_to_start_without_its_model_and_says_how_to_get_it",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("alertclip.toml");
     std::fs::write(
@@ -205,6 +216,11 @@ async fn wait_detect(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_on_camera_triggers_an_alert_with_boxes_and_a_clip_and_an_empty_scene_does_not() {
+    if skip_without_onnx_runtime(
+        "a_person_on_camera_triggers_an_alert_with_boxes_and_a_clip_and_an_empty_scene_does_not",
+    ) {
+        return;
+    }
     let broker = Broker::start("");
     let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
     let tail = format!("{}[mqtt]\nurl = \"{}\"\n", detect_section(), broker.url());
@@ -301,6 +317,9 @@ async fn a_person_on_camera_triggers_an_alert_with_boxes_and_a_clip_and_an_empty
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outside_its_schedule_a_camera_is_not_watched() {
+    if skip_without_onnx_runtime("outside_its_schedule_a_camera_is_not_watched") {
+        return;
+    }
     // Every day, from two to three hours from now on this machine's clock.
     let now = jiff::Zoned::now();
     let start = now
@@ -339,6 +358,9 @@ async fn outside_its_schedule_a_camera_is_not_watched() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_substream_is_watched_and_the_main_stream_is_clipped() {
+    if skip_without_onnx_runtime("a_substream_is_watched_and_the_main_stream_is_clipped") {
+        return;
+    }
     // The main stream shows the moving ball; the substream, at a quarter of the size, a person.
     let main = scene("/main", None);
     let sub = TestStream {

@@ -33,6 +33,26 @@ pub fn alertclip_command_async() -> tokio::process::Command {
     command
 }
 
+/// Why ONNX Runtime cannot run here, if it cannot: under qemu-user (scripts/aarch64.sh) the
+/// aarch64 library crashes while creating its environment. The detector's tests say so and
+/// skip; natively they run.
+pub fn onnx_runtime_unavailable() -> Option<&'static str> {
+    std::env::var_os("ALERTCLIP_TEST_RUNNER").map(|_| {
+        "ONNX Runtime crashes under qemu-user (SIGSEGV creating its environment); the detector is tested natively"
+    })
+}
+
+/// Prints why a test is skipped and returns true when ONNX Runtime cannot run here.
+pub fn skip_without_onnx_runtime(test: &str) -> bool {
+    match onnx_runtime_unavailable() {
+        Some(reason) => {
+            eprintln!("{test}: skipped: {reason}");
+            true
+        }
+        None => false,
+    }
+}
+
 fn alertclip_argv() -> Vec<std::ffi::OsString> {
     let binary = std::ffi::OsString::from(env!("CARGO_BIN_EXE_alertclip"));
     match std::env::var_os("ALERTCLIP_TEST_RUNNER") {
