@@ -55,7 +55,7 @@ for link in "$libdir"/*.so; do
         ln -sf "/usr/lib/aarch64-linux-gnu/$(readlink "$link")" "$link"
     fi
 done
-export RUSTC=/usr/bin/rustc
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-L $libdir -C link-arg=-Wl,-rpath-link,$libdir:/usr/lib/aarch64-linux-gnu"
