@@ -34,5 +34,5 @@ if [ "$arch" = "$(dpkg --print-architecture)" ]; then
     cargo deb --locked
 else
     "$here/scripts/aarch64.sh" --build
-    cargo deb --locked --no-build --no-strip --target aarch64-unknown-linux-gnu
+    cargo deb --locked --no-build --no-strip --target aarch64-unknown-linux-gnu --variant arm64-cross
 fi
