@@ -84,7 +84,7 @@ pub struct Response {
 }
 
 /// The outbox, in `status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxStatus {
     /// Events with something still to deliver.
     pub events: u64,
@@ -94,6 +94,9 @@ pub struct OutboxStatus {
     pub messages: u64,
     /// The outbox's cap in bytes.
     pub max_bytes: u64,
+    /// When the oldest event still waiting was raised, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<String>,
 }
 
 /// What the control socket answers from: the daemon's parts.
@@ -275,6 +278,7 @@ fn status(context: &Context) -> Response {
                 bytes: stats.bytes,
                 messages: stats.messages,
                 max_bytes: p.outbox().max_bytes(),
+                oldest: stats.oldest.and_then(event_time),
             }
         }),
         broker: context.publisher.as_ref().map(|p| p.link_status()),
@@ -352,11 +356,16 @@ pub fn render_status(response: &Response) -> String {
             );
             let _ = writeln!(
                 out,
-                "outbox: {} events, {} messages, {:.1} MiB of {:.0} MiB",
+                "outbox: {} events, {} messages, {:.1} MiB of {:.0} MiB{}",
                 outbox.events,
                 outbox.messages,
                 outbox.bytes as f64 / (1 << 20) as f64,
-                outbox.max_bytes as f64 / (1 << 20) as f64
+                outbox.max_bytes as f64 / (1 << 20) as f64,
+                outbox
+                    .oldest
+                    .as_deref()
+                    .map(|t| format!(", oldest from {t}"))
+                    .unwrap_or_default()
             );
         }
         _ => {
@@ -385,6 +394,14 @@ pub fn render_status(response: &Response) -> String {
         }
     }
     out
+}
+
+/// When a (version 7, time-ordered) event id was made.
+fn event_time(event: Uuid) -> Option<String> {
+    let (seconds, nanos) = event.get_timestamp()?.to_unix();
+    Some(crate::clock::rfc3339_ms(
+        std::time::UNIX_EPOCH + Duration::new(seconds, nanos),
+    ))
 }
 
 /// The name a unit enum serializes to, such as `streaming`.

@@ -147,6 +147,8 @@ pub struct Stats {
     pub bytes: u64,
     /// Messages (or unacknowledged chunks) held.
     pub messages: u64,
+    /// The oldest event with something still to deliver (event ids are time-ordered).
+    pub oldest: Option<Uuid>,
 }
 
 /// The on-disk description of a pinned clip.
@@ -505,6 +507,7 @@ impl Outbox {
             };
         }
         Stats {
+            oldest: events.iter().min().copied(),
             events: events.len() as u64,
             bytes: index.bytes,
             messages,
@@ -688,6 +691,8 @@ mod tests {
         outbox
             .push(message(Class::Health, Uuid::now_v7(), 0, "health"))
             .unwrap();
+        assert_eq!(outbox.stats().oldest, Some(old));
+        assert_eq!(outbox.stats().events, 2, "health messages are not events");
         let topics: Vec<String> = drain(&outbox).into_iter().map(|(t, _)| t).collect();
         let old_clip = format!("c/{old}/1000");
         assert_eq!(
