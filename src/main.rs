@@ -531,23 +531,35 @@ async fn trigger(args: TriggerArgs, test: bool) -> ExitCode {
         note,
         test,
     };
-    match control::call(&config.control.socket, &request).await {
-        Ok(response) if response.ok => {
+    match ask(name, &config, &request).await {
+        Ok(response) => {
             if let Some(event) = response.event_id {
                 println!("{event}");
             }
             ExitCode::SUCCESS
         }
+        Err(code) => code,
+    }
+}
+
+/// Sends `request` to the running daemon; a refusal or no answer is printed as `command`'s.
+async fn ask(
+    command: &str,
+    config: &Config,
+    request: &Request,
+) -> Result<control::Response, ExitCode> {
+    match control::call(&config.control.socket, request).await {
+        Ok(response) if response.ok => Ok(response),
         Ok(response) => {
             eprintln!(
-                "alertclip {name}: {}",
+                "alertclip {command}: {}",
                 response.error.unwrap_or_else(|| "refused".into())
             );
-            ExitCode::FAILURE
+            Err(ExitCode::FAILURE)
         }
         Err(error) => {
-            eprintln!("alertclip {name}: {error}");
-            ExitCode::FAILURE
+            eprintln!("alertclip {command}: {error}");
+            Err(ExitCode::FAILURE)
         }
     }
 }
@@ -658,31 +670,20 @@ async fn status(path: PathBuf, json: bool) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match control::call(&config.control.socket, &Request::Status).await {
-        Ok(response) if response.ok => {
-            if json {
-                match serde_json::to_string_pretty(&response) {
-                    Ok(text) => println!("{text}"),
-                    Err(error) => {
-                        eprintln!("alertclip status: {error}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", control::render_status(&response));
+    let response = match ask("status", &config, &Request::Status).await {
+        Ok(response) => response,
+        Err(code) => return code,
+    };
+    if json {
+        match serde_json::to_string_pretty(&response) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("alertclip status: {error}");
+                return ExitCode::FAILURE;
             }
-            ExitCode::SUCCESS
         }
-        Ok(response) => {
-            eprintln!(
-                "alertclip status: {}",
-                response.error.unwrap_or_else(|| "refused".into())
-            );
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("alertclip status: {error}");
-            ExitCode::FAILURE
-        }
+    } else {
+        print!("{}", control::render_status(&response));
     }
+    ExitCode::SUCCESS
 }
