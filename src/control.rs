@@ -307,8 +307,11 @@ pub fn render_status(response: &Response) -> String {
             "camera", "state", "fps", "kbps", "buffered", "last frame", "detector"
         );
         for (id, c) in cameras {
-            let state = name_of(c.state);
-            let detector = c.detect.as_ref().map_or_else(dash, |d| name_of(d.state));
+            let state = crate::serde_name(c.state);
+            let detector = c
+                .detect
+                .as_ref()
+                .map_or_else(dash, |d| crate::serde_name(d.state));
             let _ = writeln!(
                 out,
                 "{:<16} {:<10} {:>5.1} {:>6.0} {:>8.1}s {:>11} {:<13} {}",
@@ -327,7 +330,7 @@ pub fn render_status(response: &Response) -> String {
     if let Some(buttons) = response.buttons.as_ref().filter(|b| !b.is_empty()) {
         let _ = writeln!(out, "\n{:<16} {:<10} last error", "button", "state");
         for (id, b) in buttons {
-            let state = name_of(b.state);
+            let state = crate::serde_name(b.state);
             let _ = writeln!(
                 out,
                 "{:<16} {:<10} {}",
@@ -378,8 +381,8 @@ pub fn render_status(response: &Response) -> String {
             let _ = writeln!(out, "  none since start");
         }
         for e in events {
-            let kind = name_of(e.kind);
-            let delivery = name_of(e.delivery);
+            let kind = crate::serde_name(e.kind);
+            let delivery = crate::serde_name(e.delivery);
             let _ = writeln!(
                 out,
                 "  {}  {:<9} {:<16} clips {}/{}  {}  {}",
@@ -402,14 +405,6 @@ fn event_time(event: Uuid) -> Option<String> {
     Some(crate::clock::rfc3339_ms(
         std::time::UNIX_EPOCH + Duration::new(seconds, nanos),
     ))
-}
-
-/// The name a unit enum serializes to, such as `streaming`.
-fn name_of(value: impl Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// Sends one request to the daemon listening on `path` and returns its answer.

@@ -33,3 +33,11 @@ pub mod teststream;
 pub mod trigger;
 
 pub use daemon::{Daemon, run};
+
+/// The name a unit enum serializes to, such as `streaming`: how states appear in status.
+pub(crate) fn serde_name(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}

@@ -257,14 +257,7 @@ fn main() -> ExitCode {
             Command::Receive {
                 broker,
                 protocol,
-                login:
-                    BrokerLogin {
-                        ca,
-                        cert,
-                        key,
-                        username,
-                        password_file,
-                    },
+                login,
                 client_id,
                 site,
                 out,
@@ -273,16 +266,7 @@ fn main() -> ExitCode {
                 trust_on_first_use,
             } => {
                 let options = receive_options(
-                    &broker,
-                    &protocol,
-                    ca,
-                    cert.zip(key),
-                    username,
-                    password_file,
-                    client_id,
-                    site,
-                    out,
-                    json,
+                    &broker, &protocol, login, client_id, site, out, json,
                 )
                 .map(|options| ReceiveOptions {
                     keys,
@@ -395,14 +379,10 @@ async fn watch_signals(cancel: CancellationToken) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn receive_options(
     broker: &str,
     protocol: &str,
-    ca_file: Option<PathBuf>,
-    client_auth: Option<(PathBuf, PathBuf)>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
+    login: BrokerLogin,
     client_id: Option<String>,
     site: String,
     out: PathBuf,
@@ -421,6 +401,14 @@ fn receive_options(
     if site != "+" && (site.is_empty() || site.contains(['/', '#', '+'])) {
         return Err(format!("--site: expected a site id or +, found \"{site}\""));
     }
+    let BrokerLogin {
+        ca: ca_file,
+        cert,
+        key,
+        username,
+        password_file,
+    } = login;
+    let client_auth = cert.zip(key);
     let password = match &password_file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("--password-file {}: {e}", path.display()))?

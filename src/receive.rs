@@ -580,10 +580,7 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                     signature_note(signature),
                     site,
                     alert.site.name,
-                    serde_json::to_value(alert.trigger.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    crate::serde_name(alert.trigger.kind),
                     alert.trigger.source,
                     cameras.join(", "),
                     alert.event_id

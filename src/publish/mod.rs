@@ -407,13 +407,10 @@ pub fn status(
             .iter()
             .map(|c| {
                 let s = c.status.borrow();
-                let state = serde_json::to_value(s.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned));
                 (
                     c.config.id.clone(),
                     CameraSummary {
-                        state: state.unwrap_or_default(),
+                        state: crate::serde_name(s.state),
                         fps: (s.fps * 10.0).round() / 10.0,
                         kbps: s.kbps.round(),
                         buffered_s: (s.buffered_s * 10.0).round() / 10.0,
@@ -426,13 +423,10 @@ pub fn status(
             .iter()
             .map(|b| {
                 let s = b.status.borrow();
-                let state = serde_json::to_value(s.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned));
                 (
                     b.id.clone(),
                     ButtonSummary {
-                        state: state.unwrap_or_default(),
+                        state: crate::serde_name(s.state),
                         last_error: s.last_error.clone(),
                     },
                 )
