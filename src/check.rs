@@ -1,7 +1,8 @@
 //! `alertclip check`: everything a box needs, probed once, for a technician on site.
 //!
 //! Each camera is connected to and watched for a few seconds (codec, resolution, fps,
-//! bitrate, keyframe interval against pre-roll); the broker is connected to with the
+//! bitrate, keyframe interval against pre-roll), and so is its detection substream when it
+//! has one; the broker is connected to with the
 //! configured TLS and credentials and sent a `check` health message on the device's own
 //! topic; the detector's runtime and model are loaded and run once; each button device is
 //! opened; the clip and outbox directories' free space and the clock's synchronisation are
@@ -10,12 +11,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::camera::{Camera, CameraState};
-use crate::config::{ButtonKind, Config};
+use crate::config::{self, ButtonKind, Config};
 use crate::publish::message::{HEALTH_SCHEMA, Health, Topics};
 use crate::publish::mqtt::{LinkEvent, Session, Tag};
 
@@ -106,35 +108,32 @@ pub async fn run(config: &Config, path: &Path) -> Report {
         Outcome::Pass,
         format!("{} is valid", path.display()),
     )];
-    let tracker = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    let cameras: Vec<_> = config
-        .cameras
-        .iter()
-        .map(|camera| {
-            let password = camera.password_file.as_ref().map(|p| {
-                std::fs::read_to_string(p).map(|t| t.trim_end_matches(['\r', '\n']).to_owned())
-            });
-            let running = match password.transpose() {
-                Ok(password) => Ok(Camera::spawn(
-                    camera.clone(),
-                    config.ring_bytes(camera),
-                    password,
-                    &tracker,
-                    cancel.child_token(),
-                )),
-                Err(e) => Err(format!(
-                    "password_file {}: {e}",
-                    camera
-                        .password_file
-                        .as_deref()
-                        .unwrap_or(Path::new(""))
-                        .display()
-                )),
-            };
-            probe_camera(camera.id.clone(), camera.pre_roll.0, running)
-        })
-        .collect();
+    let mut cameras = Vec::new();
+    for camera in &config.cameras {
+        let password = match read_password(camera) {
+            Ok(password) => password,
+            Err(message) => {
+                let finding = Finding::new(format!("camera {}", camera.id), Outcome::Fail, message);
+                cameras.push(Either::Left(std::future::ready(finding)));
+                continue;
+            }
+        };
+        cameras.push(Either::Right(probe_camera(
+            camera.clone(),
+            config.ring_bytes(camera),
+            password.clone(),
+            Some(camera.pre_roll.0),
+        )));
+        // A detection substream is a stream of its own: it can fail while the main one works.
+        if let Some(url) = camera.detect.as_ref().and_then(|d| d.url.as_ref()) {
+            cameras.push(Either::Right(probe_camera(
+                crate::detect::watch::substream(camera, url),
+                crate::detect::watch::SUBSTREAM_RING_BYTES,
+                password,
+                None,
+            )));
+        }
+    }
     let (cameras, broker, detector) = tokio::join!(
         futures_util::future::join_all(cameras),
         probe_broker(config),
@@ -143,9 +142,6 @@ pub async fn run(config: &Config, path: &Path) -> Report {
             move || probe_detector(&config)
         }),
     );
-    cancel.cancel();
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     findings.extend(cameras);
     findings.extend(broker);
     match detector {
@@ -161,12 +157,41 @@ pub async fn run(config: &Config, path: &Path) -> Report {
     }
 }
 
-async fn probe_camera(id: String, pre_roll: Duration, camera: Result<Camera, String>) -> Finding {
-    let subject = format!("camera {id}");
-    let camera = match camera {
-        Ok(camera) => camera,
-        Err(message) => return Finding::new(subject, Outcome::Fail, message),
-    };
+/// The camera's password, from its `password_file`.
+pub fn read_password(camera: &config::Camera) -> Result<Option<String>, String> {
+    camera
+        .password_file
+        .as_ref()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("password_file {}: {e}", path.display()))
+        })
+        .transpose()
+}
+
+/// Connects to one camera, watches it for a few seconds and reports what it sends: codec,
+/// resolution, fps, bitrate and keyframe interval, held against `pre_roll` when clips are cut
+/// from this stream (a detection substream has none).
+pub async fn probe_camera(
+    camera: config::Camera,
+    ring_bytes: usize,
+    password: Option<String>,
+    pre_roll: Option<Duration>,
+) -> Finding {
+    let subject = format!("camera {}", camera.id);
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let running = Camera::spawn(camera, ring_bytes, password, &tracker, cancel.clone());
+    let finding = watch_camera(subject, &running, pre_roll).await;
+    drop(running);
+    cancel.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    finding
+}
+
+async fn watch_camera(subject: String, camera: &Camera, pre_roll: Option<Duration>) -> Finding {
     let mut status = camera.status.clone();
     // Streaming, or refused for good: a wrong password will not get better by retrying.
     let settled = tokio::time::timeout(
@@ -184,6 +209,9 @@ async fn probe_camera(id: String, pre_roll: Duration, camera: Result<Camera, Str
         let error = camera.status.borrow().last_error.clone();
         let hint = match error.as_deref() {
             Some(e) if is_refused_login(e) => ": check the camera's username and password",
+            Some(e) if e.contains("404") => {
+                ": the camera has no stream at that path; check the URL's path (the camera's manual lists it)"
+            }
             Some(e) if e.contains("codec") || e.contains("offers") => "",
             _ => ": is the camera on, and the URL right?",
         };
@@ -221,7 +249,7 @@ async fn probe_camera(id: String, pre_roll: Duration, camera: Result<Camera, Str
     match gop {
         Some(gop) => {
             detail.push_str(&format!(", keyframe every {:.1} s", gop.as_secs_f64()));
-            if gop > pre_roll {
+            if let Some(pre_roll) = pre_roll.filter(|&pre_roll| gop > pre_roll) {
                 outcome = Outcome::Warn;
                 detail.push_str(&format!(
                     ": longer than pre_roll ({} s), so clips may start up to {:.1} s early; set the camera's keyframe interval (I-frame interval, GOP) lower",

@@ -60,12 +60,19 @@ fn finding<'a>(report: &'a Report, subject: &str) -> &'a alertclip::check::Findi
 
 #[test]
 fn a_working_box_passes_every_check() {
-    let server = TestServer::start(&[TestStream::h264("/front")]).unwrap();
+    let substream = TestStream {
+        width: 160,
+        height: 120,
+        gop_frames: 60,
+        ..TestStream::h264("/front-sub")
+    };
+    let server = TestServer::start(&[TestStream::h264("/front"), substream]).unwrap();
     let broker = Broker::start("");
     let dir = tempfile::tempdir().unwrap();
     let mut text = format!(
         "{}[mqtt]\nurl = \"{}\"\nprotocol = \"5\"\n[detect]\nruntime = \"{}\"\nmodel = \"{}\"\n\
-         [[camera]]\nid = \"front\"\nurl = \"{}\"\npre_roll = \"5s\"\n[camera.detect]\n",
+         [[camera]]\nid = \"front\"\nurl = \"{}\"\npre_roll = \"5s\"\n\
+         [camera.detect]\nurl = \"{}\"\n",
         base(dir.path()),
         broker.url(),
         models()
@@ -75,10 +82,11 @@ fn a_working_box_passes_every_check() {
             .display(),
         models().join("yolox-nano.onnx").display(),
         server.url("/front"),
+        server.url("/front-sub"),
     );
     let detector = !skip_without_onnx_runtime("the detector check");
     if !detector {
-        text = text.replace("[camera.detect]\n", "");
+        text = text[..text.find("[camera.detect]").unwrap()].to_owned();
     }
     let (code, report, stderr) = check(dir.path(), &text);
     let camera = finding(&report, "camera front");
@@ -95,6 +103,14 @@ fn a_working_box_passes_every_check() {
     );
     if detector {
         assert_eq!(finding(&report, "detector").outcome, Outcome::Pass);
+        // The substream the detector watches is probed on its own, and its 4 s keyframe
+        // interval is no concern: no clip is cut from it.
+        let sub = finding(&report, "camera front.detect");
+        assert_eq!(sub.outcome, Outcome::Pass, "{sub:?}");
+        assert!(
+            sub.detail.starts_with("h264 160x120") && sub.detail.contains("keyframe every 4.0 s"),
+            "{sub:?}"
+        );
     }
     assert_eq!(finding(&report, "disk clips").outcome, Outcome::Pass);
     assert!(report.ok, "{report:?}");
@@ -121,7 +137,8 @@ fn problems_fail_with_a_line_that_says_what_to_fix() {
         .replace("rtsp://", "rtsp://admin:wrong@");
     let mut text = format!(
         "{}[mqtt]\nurl = \"mqtt://127.0.0.1:{closed}\"\n[detect]\nmodel = \"{}/missing.onnx\"\n\
-         runtime = \"{}\"\n[[camera]]\nid = \"front\"\nurl = \"{url}\"\n[camera.detect]\n",
+         runtime = \"{}\"\n[[camera]]\nid = \"front\"\nurl = \"{url}\"\n\
+         [camera.detect]\nurl = \"{}\"\n",
         base(dir.path()),
         dir.path().display(),
         models()
@@ -129,10 +146,11 @@ fn problems_fail_with_a_line_that_says_what_to_fix() {
             .join(std::env::consts::ARCH)
             .join("libonnxruntime.so.1.31.1")
             .display(),
+        server.url("/no-such-substream"),
     );
     let detector = !skip_without_onnx_runtime("the missing model check");
     if !detector {
-        text = text.replace("[camera.detect]\n", "");
+        text = text[..text.find("[camera.detect]").unwrap()].to_owned();
     }
     let (code, report, stderr) = check(dir.path(), &text);
     assert_eq!(code, Some(1), "{stderr}");
@@ -164,12 +182,18 @@ fn problems_fail_with_a_line_that_says_what_to_fix() {
             detector.detail.contains("missing.onnx") && detector.detail.contains("models/fetch.sh"),
             "{detector:?}"
         );
+        let sub = finding(&report, "camera front.detect");
+        assert_eq!(sub.outcome, Outcome::Fail, "{sub:?}");
+        assert!(sub.detail.contains("check the URL's path"), "{sub:?}");
     }
 
     // For people, the same as a table.
     let table = report.render();
     assert!(
-        table.contains("camera front  FAIL") && table.contains("some checks failed"),
+        table
+            .lines()
+            .any(|line| line.starts_with("camera front ") && line.contains(" FAIL "))
+            && table.contains("some checks failed"),
         "{table}"
     );
 }
