@@ -346,7 +346,11 @@ impl Ingest {
                             if let Some(offers) = offered.nothing_taken() {
                                 break CameraError::Unsupported(offers);
                             }
-                            let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                            // GStreamer's details span lines; status and check show one.
+                            let debug = e
+                                .debug()
+                                .map(|d| format!(" ({})", d.replace('\n', " ")))
+                                .unwrap_or_default();
                             break CameraError::Stream(format!("{}{debug}", e.error()));
                         }
                         gst::MessageView::Eos(_) => break CameraError::Eos,

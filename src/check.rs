@@ -40,6 +40,17 @@ pub enum Outcome {
     Fail,
 }
 
+impl Outcome {
+    /// How the table shows it: quiet when it passes, loud otherwise.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "ok",
+            Outcome::Warn => "WARN",
+            Outcome::Fail => "FAIL",
+        }
+    }
+}
+
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
@@ -82,14 +93,11 @@ impl Report {
             .max(7);
         let mut out = String::new();
         for f in &self.findings {
-            let outcome = match f.outcome {
-                Outcome::Pass => "ok",
-                Outcome::Warn => "WARN",
-                Outcome::Fail => "FAIL",
-            };
             out.push_str(&format!(
-                "{:<width$}  {outcome:<4}  {}\n",
-                f.subject, f.detail
+                "{:<width$}  {:<4}  {}\n",
+                f.subject,
+                f.outcome.label(),
+                f.detail
             ));
         }
         out.push_str(if self.ok {

@@ -228,7 +228,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { .. } => {}
         // The report says what matters; camera reconnect chatter would drown it.
-        Command::Check { .. } => alertclip::service::init_logging("error"),
+        Command::Check { .. } | Command::Provision(_) => alertclip::service::init_logging("error"),
         _ => alertclip::service::init_logging("info"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -573,7 +573,7 @@ async fn provision(args: ProvisionArgs) -> ExitCode {
         eprintln!("alertclip provision: {error}");
         ExitCode::from(EXIT_CONFIG)
     };
-    if let Err(error) = provision::complete(&mut answers) {
+    if let Err(error) = provision::complete(&mut answers).await {
         return fail(error);
     }
     let dir = args.config.parent().unwrap_or(Path::new(".")).to_owned();

@@ -9,7 +9,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use serde::Deserialize;
+
+use crate::check::{self, Finding, Outcome};
+use crate::config::{self, Config};
 
 /// What the technician said, by flags or answers.
 #[derive(Debug, Clone, Default)]
@@ -53,8 +56,11 @@ pub struct Written {
     pub secrets: Vec<PathBuf>,
 }
 
-/// Asks for what is missing, on a terminal; fails naming the flag otherwise.
-pub fn complete(answers: &mut Answers) -> Result<(), String> {
+/// Asks for what is missing, on a terminal; fails naming the flag otherwise. Each camera
+/// entered on the terminal is probed at once (codec, resolution, fps, bitrate, keyframe
+/// interval), so a wrong address or password is fixed while the technician is at it; one that
+/// fails is kept only when they say so.
+pub async fn complete(answers: &mut Answers) -> Result<(), String> {
     let interactive = std::io::stdin().is_terminal();
     let ask = |question: &str, flag: &str| -> Result<String, String> {
         if !interactive {
@@ -83,14 +89,29 @@ pub fn complete(answers: &mut Answers) -> Result<(), String> {
     }
     if answers.cameras.is_empty() {
         loop {
-            let camera = ask(
+            let spec = ask(
                 "Camera as id=rtsp://user:password@host/path (empty when done)",
                 "--camera",
             )?;
-            if camera.is_empty() {
+            if spec.is_empty() {
                 break;
             }
-            answers.cameras.push(camera);
+            let (camera, password) = match camera_table(&spec) {
+                Ok(camera) => camera,
+                Err(error) => {
+                    println!("  {error}");
+                    continue;
+                }
+            };
+            println!("  probing {} ...", camera.id);
+            let finding = probe(camera, password).await;
+            println!("  {:<4}  {}", finding.outcome.label(), finding.detail);
+            if finding.outcome == Outcome::Fail
+                && !ask("  Keep this camera anyway? [y/N]", "--camera")?.eq_ignore_ascii_case("y")
+            {
+                continue;
+            }
+            answers.cameras.push(spec);
         }
     }
     if answers.broker.is_none() && interactive {
@@ -102,6 +123,53 @@ pub fn complete(answers: &mut Answers) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Probes a camera as `check` does, with the default pre-roll its keyframe interval is held
+/// against.
+async fn probe(camera: config::Camera, password: Option<String>) -> Finding {
+    if let Err(error) = gstreamer::init() {
+        return Finding {
+            subject: format!("camera {}", camera.id),
+            outcome: Outcome::Fail,
+            detail: format!("GStreamer: {error}"),
+        };
+    }
+    let pre_roll = camera.pre_roll.0;
+    check::probe_camera(camera, PROBE_RING_BYTES, password, Some(pre_roll)).await
+}
+
+/// Ring memory for a probe: a few seconds of any camera's main stream.
+const PROBE_RING_BYTES: usize = 16 << 20;
+
+/// `id=URL` as the camera table the configuration will hold, with the password taken out of
+/// the URL.
+fn camera_table(spec: &str) -> Result<(config::Camera, Option<String>), String> {
+    let (id, url, login) = parse_camera(spec)?;
+    let mut table = toml::Table::new();
+    table.insert("id".into(), id.into());
+    table.insert("url".into(), url.into());
+    let password = login.map(|(user, password)| {
+        table.insert("username".into(), user.into());
+        password
+    });
+    let camera = config::Camera::deserialize(table)
+        .map_err(|e| format!("--camera {spec}: {}", e.message()))?;
+    Ok((camera, password))
+}
+
+/// Splits `id=rtsp://user:password@host/path` into the id, the URL without its login, and the
+/// login.
+fn parse_camera(spec: &str) -> Result<(&str, String, Option<Login>), String> {
+    let (id, url) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--camera {spec}: expected id=rtsp://..."))?;
+    let id = id.trim();
+    let (url, login) = split_credentials(url.trim()).map_err(|e| format!("--camera {id}: {e}"))?;
+    Ok((id, url, login))
+}
+
+/// A user name and its password.
+type Login = (String, String);
 
 /// A TOML string literal.
 fn quoted(text: &str) -> String {
@@ -150,18 +218,14 @@ pub fn render(answers: &Answers, dir: &Path) -> Result<(String, Vec<(PathBuf, St
         return Err("--camera is required: at least one camera, as id=rtsp://...".into());
     }
     for camera in &answers.cameras {
-        let (id, url) = camera
-            .split_once('=')
-            .ok_or_else(|| format!("--camera {camera}: expected id=rtsp://..."))?;
-        let (url, login) =
-            split_credentials(url.trim()).map_err(|e| format!("--camera {id}: {e}"))?;
+        let (id, url, login) = parse_camera(camera)?;
         text.push_str(&format!(
             "\n[[camera]]\nid = {}\nurl = {}\n",
-            quoted(id.trim()),
+            quoted(id),
             quoted(&url)
         ));
         if let Some((user, password)) = login {
-            let file = dir.join(format!("{}.password", id.trim()));
+            let file = dir.join(format!("{id}.password"));
             text.push_str(&format!(
                 "username = {}\npassword_file = {}\n",
                 quoted(&user),
@@ -229,7 +293,7 @@ fn render_button(spec: &str) -> Result<String, String> {
 }
 
 /// Splits `rtsp://user:password@host/path` into the URL without the password and the login.
-fn split_credentials(url: &str) -> Result<(String, Option<(String, String)>), String> {
+fn split_credentials(url: &str) -> Result<(String, Option<Login>), String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| "expected rtsp://[user:password@]host/path".to_owned())?;
@@ -352,6 +416,27 @@ mod tests {
         assert_eq!(config.site.name, "Corner \"Market\"");
         assert_eq!(config.buttons.len(), 2);
         assert_eq!(config.buttons[1].key.as_deref(), Some("KEY_F12"));
+    }
+
+    #[test]
+    fn an_entered_camera_is_probed_as_it_will_be_configured() {
+        let (camera, password) = camera_table("door = rtsp://admin:pa@ss@10.0.0.6/live").unwrap();
+        assert_eq!(camera.id, "door");
+        assert_eq!(camera.username.as_deref(), Some("admin"));
+        assert_eq!(password.as_deref(), Some("pa@ss"));
+        assert!(!format!("{camera:?}").contains("pa@ss"));
+        assert_eq!(
+            camera.pre_roll,
+            config::Camera::deserialize(toml::toml! { id = "x"
+            url = "rtsp://h/p" })
+            .unwrap()
+            .pre_roll
+        );
+        assert!(
+            camera_table("rtsp://10.0.0.6/live")
+                .unwrap_err()
+                .contains("expected id=rtsp://")
+        );
     }
 
     #[test]

@@ -318,3 +318,89 @@ fn provision_without_a_terminal_names_the_missing_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--site-name is required"), "{stderr}");
 }
+
+#[test]
+fn provision_on_a_terminal_probes_each_camera_as_it_is_entered() {
+    let server = TestServer::start(&[TestStream {
+        login: Some(("admin".to_owned(), "s3cret".to_owned())),
+        ..TestStream::h264("/front")
+    }])
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("etc/alertclip/alertclip.toml");
+    let with_login = |password: &str| {
+        server
+            .url("/front")
+            .replace("rtsp://", &format!("rtsp://admin:{password}@"))
+    };
+    // The technician's answers: no address; a camera with a mistyped password, which the probe
+    // refuses and they drop; the same camera right; no more cameras; no broker; write it.
+    let answers = format!(
+        "\nfront={}\nn\nfront={}\n\n\ny\n",
+        with_login("s3cert"),
+        with_login("s3cret")
+    );
+    let mut argv: Vec<String> = common::alertclip_argv()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    argv.extend(
+        [
+            "provision",
+            "--site-id",
+            "corner-12",
+            "--site-name",
+            "Corner",
+        ]
+        .map(String::from),
+    );
+    argv.extend([
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--state-dir".to_owned(),
+        root.path().join("var/lib/alertclip").display().to_string(),
+    ]);
+    let command: Vec<String> = argv
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    // script(1) gives provision a terminal, and types the answers into it.
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+
+    // Each camera was probed as it was entered, and the refused one said why.
+    let probes: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  FAIL") || l.starts_with("  ok"))
+        .collect();
+    assert_eq!(probes.len(), 2, "{probes:?} in {stdout}");
+    assert!(
+        probes[0].contains("check the camera's username and password"),
+        "{stdout}"
+    );
+    assert!(probes[1].contains("h264 320x240"), "{stdout}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    // Only the camera that worked was written, with its password beside the configuration.
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(text.matches("[[camera]]").count(), 1, "{text}");
+    assert_eq!(
+        std::fs::read_to_string(config.with_file_name("front.password")).unwrap(),
+        "s3cret\n"
+    );
+}

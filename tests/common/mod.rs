@@ -53,7 +53,8 @@ pub fn skip_without_onnx_runtime(test: &str) -> bool {
     }
 }
 
-fn alertclip_argv() -> Vec<std::ffi::OsString> {
+/// The command line that starts the `alertclip` binary, through the cross-test runner if any.
+pub fn alertclip_argv() -> Vec<std::ffi::OsString> {
     let binary = std::ffi::OsString::from(env!("CARGO_BIN_EXE_alertclip"));
     match std::env::var_os("ALERTCLIP_TEST_RUNNER") {
         Some(runner) => vec![runner, binary],
