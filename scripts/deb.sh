@@ -3,6 +3,8 @@
 # (64-bit Raspberry Pi OS, cross-built with scripts/aarch64.sh):
 #
 #   scripts/deb.sh [amd64|arm64]   ->  target/debian/alertclip_<version>-1_<arch>.deb
+#   scripts/deb.sh amd64 --dev     ->  the same with the unoptimised (dev profile) binary the
+#                                      tests built: for testing the packaging (CI), not for boxes
 #
 # The package holds the binary, the systemd unit, the example configuration, the docs, the
 # model with its card and license, and ONNX Runtime for the architecture (from the pinned
@@ -11,6 +13,8 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 arch=${1:-$(dpkg --print-architecture)}
+profile=release
+[ "${2:-}" = "--dev" ] && profile=dev
 case "$arch" in
     amd64) ort_arch=x86_64 ;;
     arm64) ort_arch=aarch64 ;;
@@ -19,7 +23,7 @@ esac
 
 if ! command -v cargo-deb >/dev/null 2>&1; then
     echo "deb.sh: installing cargo-deb from crates.io"
-    cargo install --locked cargo-deb
+    cargo install --locked cargo-deb@3.8.0
 fi
 
 "$here/models/fetch.sh" --arch "$ort_arch"
@@ -31,7 +35,8 @@ cp "$here/models/onnxruntime/$ort_arch/ThirdPartyNotices.txt" "$stage/ThirdParty
 
 cd "$here"
 if [ "$arch" = "$(dpkg --print-architecture)" ]; then
-    cargo deb --locked
+    # cargo-deb warns that dev builds are not for release: --dev is for testing the packaging.
+    cargo deb --locked --profile "$profile"
 else
     "$here/scripts/aarch64.sh" --build
     cargo deb --locked --no-build --no-strip --target aarch64-unknown-linux-gnu --variant arm64-cross

@@ -1,8 +1,13 @@
 #!/bin/sh
 # Builds the Debian package for this machine and puts it through what a box does with it:
 # install (user, directories, unit), the packaged detector loading from its default paths,
-# remove (configuration kept), purge (everything gone). CI runs it as its own stage; it
-# installs and removes the package on this machine, so run it on a machine for testing.
+# an upgrade over a provisioned box (configuration, outbox and device key kept), remove
+# (configuration kept), purge (everything gone). It installs and removes the package on this
+# machine, so run it on a machine for testing.
+#
+#   scripts/package-test.sh          the release package, as shipped
+#   scripts/package-test.sh --dev    packaged from the tests' dev build (CI's stage 3: the
+#                                    packaging is what is tested, and it saves a release build)
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 arch=$(dpkg --print-architecture)
@@ -10,7 +15,7 @@ sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 fail() { echo "package-test: $*" >&2; exit 1; }
 
-"$here/scripts/deb.sh" "$arch"
+"$here/scripts/deb.sh" "$arch" ${1:-}
 deb=$(ls -t "$here"/target/debian/alertclip_*_"$arch".deb | head -n 1)
 echo "package-test: $deb ($(du -h "$deb" | cut -f1))"
 contents=$(dpkg-deb --contents "$deb")
@@ -50,11 +55,23 @@ sys.exit(0 if detector["outcome"] == "pass" else 1)
 PY
 rm -rf "$dir"
 
+# An upgrade over a provisioned box keeps what provisioning and the service wrote.
 echo "# provisioned" | $sudo tee /etc/alertclip/alertclip.toml >/dev/null
+$sudo install -d -o alertclip -g alertclip /var/lib/alertclip/outbox /var/lib/alertclip/evidence
+echo "waiting event" | $sudo tee /var/lib/alertclip/outbox/event >/dev/null
+echo "device key" | $sudo tee /var/lib/alertclip/evidence/device.key >/dev/null
+$sudo dpkg -i "$deb"
+[ "$(cat /etc/alertclip/alertclip.toml)" = "# provisioned" ] || fail "upgrade changed the configuration"
+[ -f /var/lib/alertclip/outbox/event ] || fail "upgrade lost the outbox"
+[ -f /var/lib/alertclip/evidence/device.key ] || fail "upgrade lost the device key"
+[ "$(stat -c '%U:%G %a' /etc/alertclip)" = "root:alertclip 750" ] || fail "upgrade changed /etc/alertclip"
+
 $sudo apt-get remove -y -q alertclip
 [ -f /etc/alertclip/alertclip.toml ] || fail "remove deleted the configuration"
+[ -f /var/lib/alertclip/outbox/event ] || fail "remove deleted the outbox"
 getent passwd alertclip >/dev/null || fail "remove deleted the user"
 $sudo apt-get purge -y -q alertclip
 [ ! -e /etc/alertclip ] || fail "purge left /etc/alertclip"
+[ ! -e /var/lib/alertclip ] || fail "purge left /var/lib/alertclip"
 ! getent passwd alertclip >/dev/null || fail "purge left the alertclip user"
-echo "package-test: install, remove and purge behave"
+echo "package-test: install, upgrade, remove and purge behave"
