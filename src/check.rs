@@ -2,11 +2,10 @@
 //!
 //! Each camera is connected to and watched for a few seconds (codec, resolution, fps,
 //! bitrate, keyframe interval against pre-roll), and so is its detection substream when it
-//! has one; the broker is connected to with the
-//! configured TLS and credentials and sent a `check` health message on the device's own
-//! topic; the detector's runtime and model are loaded and run once; each button device is
-//! opened; the clip and outbox directories' free space and the clock's synchronisation are
-//! read. Probes run side by side, so the whole check takes as long as the slowest camera.
+//! has one; the broker is connected to with the configured TLS and credentials and sent a
+//! `check` health message on the device's own topic; the detector's runtime and model are
+//! loaded and run once; each button device is opened; the clip and outbox directories' free
+//! space and the clock's synchronisation are read. Probes run side by side, so the whole check takes as long as the slowest camera.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -153,17 +153,19 @@ fn camera_table(spec: &str) -> Result<(config::Camera, Option<String>), String> 
         password
     });
     let camera = config::Camera::deserialize(table)
-        .map_err(|e| format!("--camera {spec}: {}", e.message()))?;
+        .map_err(|e| format!("--camera {id}: {}", e.message()))?;
     Ok((camera, password))
 }
 
 /// Splits `id=rtsp://user:password@host/path` into the id, the URL without its login, and the
 /// login.
 fn parse_camera(spec: &str) -> Result<(&str, String, Option<Login>), String> {
+    // Not echoed in errors: the URL may hold a password.
     let (id, url) = spec
         .split_once('=')
-        .ok_or_else(|| format!("--camera {spec}: expected id=rtsp://..."))?;
-    let id = id.trim();
+        .map(|(id, url)| (id.trim(), url))
+        .filter(|(id, _)| !id.is_empty() && !id.contains("://"))
+        .ok_or("--camera: expected id=rtsp://..., the camera's id first")?;
     let (url, login) = split_credentials(url.trim()).map_err(|e| format!("--camera {id}: {e}"))?;
     Ok((id, url, login))
 }
@@ -431,6 +433,11 @@ mod tests {
             url = "rtsp://h/p" })
             .unwrap()
             .pre_roll
+        );
+        let error = camera_table("rtsp://admin:pw@10.0.0.6/cam?channel=1").unwrap_err();
+        assert!(
+            error.contains("the camera's id first") && !error.contains("pw"),
+            "{error}"
         );
         assert!(
             camera_table("rtsp://10.0.0.6/live")
