@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alertclip::teststream::TestStream;
 use alertclip::trigger::{Trigger, TriggerKind};
-use common::broker::Broker;
+use common::broker::{Broker, mosquitto_pub};
 use common::receiver::ReceiverProcess;
 use common::*;
 
@@ -763,25 +763,9 @@ async fn a_receiver_with_the_device_key_verifies_alert_and_clip_signatures() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wireless_button_press_raises_a_button_alert_with_its_location() {
     let broker = Broker::start("");
-    let port = broker.port.to_string();
     let publish = |payload: &str, retain: bool| {
-        let mut command = std::process::Command::new("mosquitto_pub");
-        command.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "zigbee2mqtt/panic-button",
-            "-m",
-            payload,
-        ]);
-        if retain {
-            command.arg("-r");
-        }
-        assert!(command.status().unwrap().success());
+        let extra: &[&str] = if retain { &["-r"] } else { &[] };
+        mosquitto_pub(broker.port, "zigbee2mqtt/panic-button", payload, extra);
     };
     // A retained message from before: replayed when the box subscribes, never a press.
     publish(r#"{"action":"single","battery":97}"#, true);
@@ -869,22 +853,7 @@ async fn buttons_that_cannot_be_opened_are_reported_and_the_rest_keep_working() 
     assert_schema("status", &status);
     assert_eq!(status["buttons"]["header"]["state"], "unavailable");
     assert_eq!(status["buttons"]["aqara"]["state"], "ready");
-    let status = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "zigbee2mqtt/b",
-            "-m",
-            "press",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    mosquitto_pub(broker.port, "zigbee2mqtt/b", "press", &[]);
     let alert = receiver.wait_for("alert", |v| v["type"] == "alert").await;
     assert_eq!(alert["alert"]["trigger"]["source"], "aqara");
     rig.stop().await;

@@ -43,3 +43,15 @@ impl Broker {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Publishes `payload` on `topic` at QoS 1 with mosquitto_pub, as another client would, with
+/// `extra` arguments (`-r` to retain, TLS and login options ...).
+pub fn mosquitto_pub(port: u16, topic: &str, payload: &str, extra: &[&str]) {
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", payload])
+        .args(extra)
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success(), "mosquitto_pub failed");
+}

@@ -45,24 +45,9 @@ impl ReceiverProcess {
         let payload = format!("{{\"schema\":\"alertclip.status.v1\",\"state\":\"{state}\"}}");
         let topic = "alertclip/v1/probe/status";
         loop {
-            let status = std::process::Command::new("mosquitto_pub")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &broker_port.to_string(),
-                    "-r",
-                    "-q",
-                    "1",
-                    "-t",
-                    topic,
-                    "-m",
-                    &payload,
-                ])
-                .args(probe)
-                .status()
-                .expect("mosquitto_pub runs");
-            assert!(status.success(), "mosquitto_pub failed");
+            let mut extra = vec!["-r"];
+            extra.extend_from_slice(probe);
+            super::broker::mosquitto_pub(broker_port, topic, &payload, &extra);
             let found = tokio::time::timeout(Duration::from_secs(2), async {
                 loop {
                     let line = receiver.next().await;
