@@ -19,7 +19,7 @@ demo: setup
 # Formatting, lints, then every test (unit and end to end against real GStreamer pipelines).
 test: lint
 	./scripts/setup.sh --test
-	$(CARGO) test --locked
+	$(CARGO) test --workspace --locked
 
 # Printed figures, measured by hand (not in CI): see benches/ingest.rs.
 bench:
@@ -30,7 +30,7 @@ bench:
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

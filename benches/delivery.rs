@@ -15,13 +15,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alertclip::Daemon;
-use alertclip::config::{BrokerUrl, Config, Protocol};
-use alertclip::events::{ClipDone, ClipRecord, SiteRecord, TimeSpan};
+use alertclip::config::{BrokerUrl, Config};
+use alertclip::events::ClipDone;
 use alertclip::localbroker::LocalBroker;
-use alertclip::publish::message::Manifest;
-use alertclip::publish::mqtt::{LinkEvent, Session, Settings};
 use alertclip::teststream::{TestServer, TestStream};
 use alertclip::trigger::{Trigger, TriggerKind};
+use alertclip_mqtt::{LinkEvent, Session, Settings};
+use alertclip_wire::Manifest;
+use alertclip_wire::{ClipRecord, SiteRecord, TimeSpan};
 use anyhow::{Context, bail};
 use uuid::Uuid;
 
@@ -170,7 +171,7 @@ async fn throughput(daemon: &Daemon, broker: &LocalBroker, work: &Path) -> anyho
         let mp4 = dir.join("cam.mp4");
         std::fs::write(&mp4, &bytes)?;
         // Hashed as the clip writer does while sealing a clip, before delivery starts.
-        let digests = alertclip::clip::digest(&mut bytes.as_slice(), CHUNK as u64)?;
+        let digests = alertclip_wire::digest::digest(&mut bytes.as_slice(), CHUNK as u64)?;
         let done = synthetic_clip(event, mp4, digests);
         let started = Instant::now();
         let spooling = publisher.clone();
@@ -243,28 +244,21 @@ async fn throughput(daemon: &Daemon, broker: &LocalBroker, work: &Path) -> anyho
 }
 
 fn subscriber(broker: &LocalBroker) -> Settings {
+    let url = BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: broker.port(),
+    };
     Settings {
-        url: BrokerUrl {
-            tls: false,
-            host: "127.0.0.1".into(),
-            port: broker.port(),
-        },
-        protocol: Protocol::V311,
-        ca_file: None,
-        client_auth: None,
-        credentials: None,
-        client_id: format!("bench-subscriber-{}", std::process::id()),
-        keepalive: Duration::from_secs(30),
         max_incoming: 16 << 20,
-        max_outgoing: 64 << 10,
-        will: None,
+        ..Settings::new(url, format!("bench-subscriber-{}", std::process::id()))
     }
 }
 
 fn synthetic_clip(
     event: Uuid,
     mp4: std::path::PathBuf,
-    digests: alertclip::clip::Digests,
+    digests: alertclip_wire::Digests,
 ) -> ClipDone {
     let record = ClipRecord {
         version: 1,

@@ -17,8 +17,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::camera::{Camera, CameraState};
 use crate::config::{self, ButtonKind, Config};
-use crate::publish::message::{HEALTH_SCHEMA, Health, Topics};
-use crate::publish::mqtt::{LinkEvent, Session, Tag};
+use alertclip_mqtt::{LinkEvent, Session, Tag};
+use alertclip_wire::payload::{HEALTH_SCHEMA, Health};
+use alertclip_wire::topics::Topics;
 
 /// How long a camera has to start streaming.
 const CAMERA_CONNECT: Duration = Duration::from_secs(15);
@@ -169,11 +170,7 @@ pub fn read_password(camera: &config::Camera) -> Result<Option<String>, String> 
     camera
         .password_file
         .as_ref()
-        .map(|path| {
-            std::fs::read_to_string(path)
-                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("password_file {}: {e}", path.display()))
-        })
+        .map(|path| alertclip_mqtt::read_secret(path).map_err(|e| format!("password_file {e}")))
         .transpose()
 }
 

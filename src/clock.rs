@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+pub use alertclip_wire::{MapRecord, Provenance};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -111,20 +112,6 @@ impl StreamClock {
     }
 }
 
-/// How far the wall clock can be trusted, as recorded in alerts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Provenance {
-    /// Whether the kernel reports the clock synchronised (by NTP, chrony, systemd-timesyncd or
-    /// PTP); `None` when it cannot be asked.
-    pub synchronized: Option<bool>,
-    /// The time service found running: `systemd-timesyncd`, `chrony` or `ntpd`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// The kernel's estimate of the clock's error, in microseconds, when synchronised.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimated_error_us: Option<i64>,
-}
-
 /// The wall clock's provenance now.
 pub fn provenance() -> Provenance {
     // SAFETY: adjtimex with `modes == 0` only reads the kernel's clock state into the zeroed
@@ -152,16 +139,6 @@ pub fn provenance() -> Provenance {
 /// Whether the kernel reports the system clock synchronised; `None` when it cannot be asked.
 pub fn synchronized() -> Option<bool> {
     provenance().synchronized
-}
-
-/// A [`ClockMap`] as recorded in metadata: the monotonic reading in nanoseconds and the wall
-/// reading in RFC 3339 UTC with microseconds, so that anyone can redo the arithmetic.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MapRecord {
-    /// Monotonic clock, nanoseconds.
-    pub monotonic_ns: MonoNs,
-    /// Wall clock at the same instant.
-    pub wall: String,
 }
 
 impl From<ClockMap> for MapRecord {

@@ -22,11 +22,12 @@ use crate::detect::watch::{self, Detector, Watcher};
 use crate::events::{ClipDone, Clipper, Outputs};
 use crate::evidence::{Chain, DeviceKey};
 use crate::history::EventLog;
-use crate::publish::{self, Publisher, mqtt::Session};
+use crate::publish::{self, Publisher};
 use crate::service::Supervisor;
 use crate::storage::Storage;
 use crate::trigger::Triggers;
 use crate::trigger::buttons::{self, Button};
+use alertclip_mqtt::Session;
 
 /// How long shutdown waits for clips in progress before finishing them as partial.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -39,14 +40,13 @@ const TRIGGER_QUEUE: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A secret named in the configuration could not be read.
-    #[error("camera \"{camera}\": password_file {path}: {source}")]
+    #[error("camera \"{camera}\": password_file {source}")]
     Secret {
         /// The camera's id.
         camera: String,
-        /// The password file.
-        path: std::path::PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The unreadable file.
+        #[source]
+        source: alertclip_mqtt::SecretError,
     },
     /// GStreamer could not be initialised.
     #[error("GStreamer: {0} (run scripts/setup.sh to install it)")]
@@ -142,10 +142,11 @@ impl Daemon {
         let mut passwords = Vec::new();
         for camera in &config.cameras {
             let password = match &camera.password_file {
-                Some(path) => Some(read_secret(path).map_err(|source| StartError::Secret {
-                    camera: camera.id.clone(),
-                    path: path.clone(),
-                    source,
+                Some(path) => Some(alertclip_mqtt::read_secret(path).map_err(|source| {
+                    StartError::Secret {
+                        camera: camera.id.clone(),
+                        source,
+                    }
                 })?),
                 None => None,
             };
@@ -521,10 +522,4 @@ fn load_detector(config: &Config) -> Result<Option<Detector>, StartError> {
         classes: detect.classes.iter().cloned().collect(),
         time_zone,
     }))
-}
-
-/// Reads a one-line secret, without its trailing newline.
-fn read_secret(path: &std::path::Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }

@@ -15,13 +15,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::CameraState;
-use crate::config::{BrokerUrl, Config, Protocol};
+use crate::config::{BrokerUrl, Config};
 use crate::daemon::{Daemon, SHUTDOWN_GRACE};
 use crate::localbroker::LocalBroker;
-use crate::publish::mqtt::Settings;
-use crate::receive::{self, ReceiveOptions, Report};
 use crate::teststream::{TestCodec, TestServer, TestStream};
 use crate::trigger::{Trigger, TriggerKind};
+use alertclip_mqtt::Settings;
+use alertclip_officer::receive::{self, ReceiveOptions, Report};
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -103,22 +103,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 fn receiver_options(broker: &LocalBroker, out: &Path) -> ReceiveOptions {
     ReceiveOptions {
         settings: Settings {
-            url: BrokerUrl {
-                tls: false,
-                host: "127.0.0.1".into(),
-                port: broker.port(),
-            },
-            protocol: Protocol::V311,
-            ca_file: None,
-            client_auth: None,
-            credentials: None,
-            client_id: format!("alertclip-demo-receiver-{}", std::process::id()),
-            keepalive: Duration::from_secs(30),
             max_incoming: 64 << 20,
-            max_outgoing: 64 << 10,
-            will: None,
+            ..Settings::new(
+                BrokerUrl {
+                    tls: false,
+                    host: "127.0.0.1".into(),
+                    port: broker.port(),
+                },
+                format!("alertclip-demo-receiver-{}", std::process::id()),
+            )
         },
-        site: "demo".into(),
+        // The demo broker carries only the demo box.
+        layout: alertclip_wire::TopicLayout::default(),
         out: out.join("received"),
         json: false,
         // The demo device's own key: the officer side trusts it as if registered.

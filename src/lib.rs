@@ -4,7 +4,8 @@
 //! Data flows one way: [`camera`] ingest -> [`ring`] -> [`events`] (the clipper, fed by
 //! [`trigger`]s) -> [`clip`] muxing -> [`storage`], and with `[mqtt]`, -> [`publish`] (the
 //! outbox and the broker). [`daemon`] wires it together; [`control`] is the local socket the
-//! CLI talks to; [`receive`] is the officer side.
+//! CLI talks to. The officer side is the `alertclip-officer` crate; what passes between the
+//! two is the `alertclip-wire` crate's.
 
 pub mod annotate;
 pub mod camera;
@@ -24,7 +25,6 @@ pub mod history;
 pub mod localbroker;
 pub mod provision;
 pub mod publish;
-pub mod receive;
 pub mod ring;
 pub mod service;
 pub mod snapshot;

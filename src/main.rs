@@ -9,11 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use alertclip::config::{self, BrokerUrl, Config, Protocol};
+use alertclip::config::{self, Config};
 use alertclip::control::{self, Request};
 use alertclip::demo::{self, DemoOptions};
-use alertclip::publish::mqtt::Settings;
-use alertclip::receive::ReceiveOptions;
 use alertclip::teststream::TestCodec;
 
 /// Exit status for a configuration that cannot be used.
@@ -66,36 +64,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Receive alerts and clips from the alert channel (dispatch desk or phone bridge).
-    Receive {
-        /// Broker URL: mqtt://host[:port] or mqtts://host[:port].
-        #[arg(long)]
-        broker: String,
-        /// MQTT protocol version: 3.1.1 or 5.
-        #[arg(long, default_value = "3.1.1")]
-        protocol: String,
-        #[command(flatten)]
-        login: BrokerLogin,
-        /// Client id; the broker keeps messages for it while the receiver is down.
-        /// Default: alertclip-receive-<hostname>.
-        #[arg(long)]
-        client_id: Option<String>,
-        /// One site's id, or + for every site.
-        #[arg(long, default_value = "+")]
-        site: String,
-        /// Directory for alerts, snapshots and verified clips.
-        #[arg(long)]
-        out: PathBuf,
-        /// Print one JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// Directory of trusted device public keys (PEM files, as `alertclip key show` prints).
-        #[arg(long, value_name = "DIR")]
-        keys: Option<PathBuf>,
-        /// Trust the first key each site signs with, and only that key afterwards.
-        #[arg(long)]
-        trust_on_first_use: bool,
-    },
+    /// Receive alerts and clips from the alert channel (dispatch desk or phone bridge): the
+    /// officer side, as `alertclip-receive` runs it.
+    Receive(alertclip_officer::cli::ReceiveArgs),
     /// The device's signing key.
     Key {
         #[command(subcommand)]
@@ -128,26 +99,6 @@ enum Command {
     },
 }
 
-/// How to log in to a broker: TLS files and credentials.
-#[derive(clap::Args)]
-struct BrokerLogin {
-    /// PEM certificate authorities for mqtts:// (default: the system's).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    cert: Option<PathBuf>,
-    /// PEM private key of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
-    /// User name for the broker.
-    #[arg(long)]
-    username: Option<String>,
-    /// File holding the broker password.
-    #[arg(long, value_name = "FILE", requires = "username")]
-    password_file: Option<PathBuf>,
-}
-
 /// What `provision` takes.
 #[derive(clap::Args)]
 struct ProvisionArgs {
@@ -173,7 +124,7 @@ struct ProvisionArgs {
     #[arg(long)]
     broker: Option<String>,
     #[command(flatten)]
-    login: BrokerLogin,
+    login: alertclip_officer::cli::BrokerLogin,
     /// A button: id=gpio:LINE, id=evdev:DEVICE:KEY or id=mqtt:TOPIC (repeat for each).
     #[arg(long = "button", value_name = "SPEC")]
     buttons: Vec<String>,
@@ -254,47 +205,7 @@ fn main() -> ExitCode {
             Command::Status { config, json } => status(config, json).await,
             Command::Check { config, json } => check(config, json).await,
             Command::Provision(args) => provision(args).await,
-            Command::Receive {
-                broker,
-                protocol,
-                login,
-                client_id,
-                site,
-                out,
-                json,
-                keys,
-                trust_on_first_use,
-            } => {
-                let options = receive_options(
-                    &broker, &protocol, login, client_id, site, out, json,
-                )
-                .map(|options| ReceiveOptions {
-                    keys,
-                    trust_on_first_use,
-                    ..options
-                });
-                match options {
-                    Ok(options) => {
-                        let cancel = CancellationToken::new();
-                        tokio::spawn(watch_signals(cancel.clone()));
-                        let json = options.json;
-                        let mut out = std::io::stdout();
-                        let print =
-                            move |report| alertclip::receive::print(&mut out, &report, json);
-                        match alertclip::receive::run(options, cancel, print).await {
-                            Ok(()) => ExitCode::SUCCESS,
-                            Err(error) => {
-                                eprintln!("alertclip receive: {error:#}");
-                                ExitCode::FAILURE
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        eprintln!("alertclip receive: {error}");
-                        ExitCode::from(EXIT_CONFIG)
-                    }
-                }
-            }
+            Command::Receive(args) => alertclip_officer::cli::receive(args).await,
             Command::Demo {
                 out,
                 pre_roll,
@@ -379,66 +290,6 @@ async fn watch_signals(cancel: CancellationToken) {
     }
 }
 
-fn receive_options(
-    broker: &str,
-    protocol: &str,
-    login: BrokerLogin,
-    client_id: Option<String>,
-    site: String,
-    out: PathBuf,
-    json: bool,
-) -> Result<ReceiveOptions, String> {
-    let url = BrokerUrl::parse(broker).map_err(|e| format!("--broker: {e}"))?;
-    let protocol = match protocol {
-        "3.1.1" => Protocol::V311,
-        "5" => Protocol::V5,
-        other => {
-            return Err(format!(
-                "--protocol: expected 3.1.1 or 5, found \"{other}\""
-            ));
-        }
-    };
-    if site != "+" && (site.is_empty() || site.contains(['/', '#', '+'])) {
-        return Err(format!("--site: expected a site id or +, found \"{site}\""));
-    }
-    let BrokerLogin {
-        ca: ca_file,
-        cert,
-        key,
-        username,
-        password_file,
-    } = login;
-    let client_auth = cert.zip(key);
-    let password = match &password_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("--password-file {}: {e}", path.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        None => String::new(),
-    };
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    Ok(ReceiveOptions {
-        settings: Settings {
-            url,
-            protocol,
-            ca_file,
-            client_auth,
-            credentials: username.map(|user| (user, password)),
-            client_id: client_id
-                .unwrap_or_else(|| format!("alertclip-receive-{}", hostname.trim())),
-            keepalive: Duration::from_secs(30),
-            max_incoming: 64 << 20,
-            max_outgoing: 64 << 10,
-            will: None,
-        },
-        site,
-        out,
-        json,
-        keys: None,
-        trust_on_first_use: false,
-    })
-}
-
 fn key_show(path: &Path) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
@@ -469,7 +320,7 @@ fn verify(clip: &Path, manifest: &Path, pubkey: Option<&Path>) -> ExitCode {
     let key = match pubkey {
         Some(path) => match std::fs::read_to_string(path)
             .ok()
-            .and_then(|t| alertclip::evidence::parse_public_key(&t))
+            .and_then(|t| alertclip_wire::signature::parse_public_key(&t))
         {
             Some(key) => Some(key),
             None => {
@@ -486,7 +337,7 @@ fn verify(clip: &Path, manifest: &Path, pubkey: Option<&Path>) -> ExitCode {
         Ok(bytes) => bytes,
         Err(error) => return invalid(format!("{}: {error}", manifest.display())),
     };
-    match alertclip::evidence::check_clip(clip, &manifest_bytes, key.as_ref()) {
+    match alertclip_wire::digest::check_clip(clip, &manifest_bytes, key.as_ref()) {
         Ok(check) => {
             for finding in &check.findings {
                 println!("{finding}");

@@ -251,14 +251,14 @@ pub fn render(answers: &Answers, dir: &Path) -> Result<(String, Vec<(PathBuf, St
             text.push_str(&format!("username = {}\n", quoted(user)));
         }
         if let Some(source) = &answers.password_file {
-            let password = std::fs::read_to_string(source)
-                .map_err(|e| format!("--password-file {}: {e}", source.display()))?;
+            let password =
+                alertclip_mqtt::read_secret(source).map_err(|e| format!("--password-file {e}"))?;
             let file = dir.join("mqtt.password");
             text.push_str(&format!(
                 "password_file = {}\n",
                 quoted(&file.to_string_lossy())
             ));
-            secrets.push((file, password.trim_end_matches(['\r', '\n']).to_owned()));
+            secrets.push((file, password));
         }
     }
     for button in &answers.buttons {

@@ -259,7 +259,7 @@ async fn sigterm_during_a_clip_persists_it_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
     let clip_dir = dir.path().join("clips").join(&event);
-    let record: alertclip::events::ClipRecord =
+    let record: alertclip_wire::ClipRecord =
         serde_json::from_slice(&std::fs::read(clip_dir.join("cam.json")).unwrap()).unwrap();
     assert!(record.partial);
     assert_eq!(

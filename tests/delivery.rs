@@ -157,6 +157,35 @@ async fn deliver_one(
     (local, clip)
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_box_with_its_own_topic_prefix_is_received_under_that_prefix() {
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(
+        broker.port,
+        &[
+            "--broker",
+            &broker.url(),
+            "--topic-prefix",
+            "acme/stores/{site}",
+        ],
+        &[],
+    )
+    .await;
+    let mut rig = Rig::start(
+        &[TestStream::h264("/cam")],
+        ROLLS,
+        &mqtt(&broker, "topic_prefix = \"acme/stores/test-site\""),
+    )
+    .await;
+    let (_, clip) = deliver_one(&mut rig, &mut receiver).await;
+    assert_eq!(clip["site"], "test-site");
+    assert_eq!(clip["verified"], true);
+    let alert = receiver.seen.iter().find(|v| v["type"] == "alert").unwrap();
+    assert_eq!(alert["alert"]["site"]["id"], "test-site");
+    rig.stop().await;
+    receiver.stop().await;
+}
+
 /// Waits until the daemon's broker connection reports an error the predicate accepts.
 async fn wait_link_error(rig: &Rig, what: &str, predicate: impl Fn(&str) -> bool) -> String {
     let publisher = rig.daemon.publisher().unwrap().clone();

@@ -7,8 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use alertclip::detect::Rect;
 use alertclip::detect::frames;
-use alertclip::detect::yolox::{Found, Rect, Wanted};
+use alertclip::detect::yolox::{Found, Wanted};
 use alertclip::detect::{DetectState, DetectStatus, Model, ModelError};
 use alertclip::teststream::TestStream;
 use alertclip::trigger::TriggerKind;

@@ -10,15 +10,14 @@
 
 mod retime;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use alertclip_wire::digest::{Digests, digest};
 use futures_util::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use sha2::{Digest, Sha256};
 
 use crate::clock::MonoNs;
 use crate::ring::Frame;
@@ -283,79 +282,4 @@ fn seal(temp: &Path, path: &Path, block_size: u64) -> Result<Digests, ClipError>
         source,
     })?;
     Ok(digests)
-}
-
-/// SHA-256 digests of a file, whole and by blocks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Digests {
-    /// Bytes read.
-    pub bytes: u64,
-    /// SHA-256 of everything, lowercase hex.
-    pub sha256: String,
-    /// SHA-256 of each block (the last may be short), lowercase hex; empty for block size 0.
-    pub blocks: Vec<String>,
-}
-
-/// Reads `reader` to its end once, hashing it whole and in blocks of `block_size` (0: not in
-/// blocks).
-pub fn digest(reader: &mut impl Read, block_size: u64) -> std::io::Result<Digests> {
-    let mut whole = Sha256::new();
-    let mut block = Sha256::new();
-    let mut in_block = 0u64;
-    let mut blocks = Vec::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut bytes = 0u64;
-    loop {
-        let n = reader.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        whole.update(&buffer[..n]);
-        bytes += n as u64;
-        let mut rest = &buffer[..n];
-        while block_size > 0 && !rest.is_empty() {
-            let take = rest.len().min((block_size - in_block) as usize);
-            block.update(&rest[..take]);
-            in_block += take as u64;
-            rest = &rest[take..];
-            if in_block == block_size {
-                blocks.push(hex::encode(block.finalize_reset()));
-                in_block = 0;
-            }
-        }
-    }
-    if block_size > 0 && (in_block > 0 || blocks.is_empty()) {
-        blocks.push(hex::encode(block.finalize()));
-    }
-    Ok(Digests {
-        bytes,
-        sha256: hex::encode(whole.finalize()),
-        blocks,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digests_match_hashing_each_block_alone() {
-        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 253) as u8).collect();
-        for block in [1000u64, 102_400, 256 * 1024, 300_000, 2_000_000] {
-            let digests = digest(&mut data.as_slice(), block).unwrap();
-            let expected: Vec<String> = data
-                .chunks(block as usize)
-                .map(|c| hex::encode(Sha256::digest(c)))
-                .collect();
-            assert_eq!(digests.blocks, expected, "block size {block}");
-            assert_eq!(digests.sha256, hex::encode(Sha256::digest(&data)));
-            assert_eq!(digests.bytes, data.len() as u64);
-        }
-        assert!(digest(&mut data.as_slice(), 0).unwrap().blocks.is_empty());
-        assert_eq!(
-            digest(&mut [].as_slice(), 10).unwrap().blocks.len(),
-            1,
-            "an empty file is one empty chunk"
-        );
-    }
 }

@@ -12,6 +12,8 @@ use serde::de::{self, Deserializer, Visitor};
 
 pub mod detect;
 
+pub use alertclip_mqtt::{BrokerUrl, Protocol};
+
 /// Where the daemon and the CLI look for the configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/alertclip/alertclip.toml";
 
@@ -285,18 +287,6 @@ pub struct Mqtt {
     pub status_interval: HumanDuration,
 }
 
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum Protocol {
-    /// MQTT 3.1.1.
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5.
-    #[serde(rename = "5")]
-    V5,
-}
-
 /// `[outbox]`: the durable spool of messages waiting for the broker.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,75 +309,12 @@ impl Default for Outbox {
     }
 }
 
-/// A broker URL: `mqtt://host[:port]` or `mqtts://host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// Whether the connection uses TLS.
-    pub tls: bool,
-    /// Host name or address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl BrokerUrl {
-    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (an `[ipv6]` host in brackets).
-    pub fn parse(text: &str) -> Result<BrokerUrl, String> {
-        let expected =
-            || format!("expected a URL like \"mqtts://broker.example:8883\", found \"{text}\"");
-        let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = text.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(expected());
-        };
-        let rest = rest.trim_end_matches('/');
-        if rest.is_empty() || rest.contains(['/', '@', '?']) {
-            return Err(expected());
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => {
-                (host, port.parse::<u16>().map_err(|_| expected())?)
-            }
-            _ => (rest, if tls { 8883 } else { 1883 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(expected());
-        }
-        Ok(BrokerUrl {
-            tls,
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for BrokerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for BrokerUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        BrokerUrl::parse(&s).map_err(de::Error::custom)
-    }
-}
-
 impl Mqtt {
     /// The topic prefix in force.
     pub fn prefix(&self, site: &Site) -> String {
         self.topic_prefix
             .clone()
-            .unwrap_or_else(|| format!("alertclip/v1/{}", site.id))
+            .unwrap_or_else(|| alertclip_wire::topics::default_prefix(&site.id))
     }
 
     /// The client id in force.
@@ -889,21 +816,9 @@ impl Mqtt {
     }
 }
 
-/// Identifiers end up in file names and MQTT topics, so they are kept to a safe alphabet.
+/// Identifiers end up in file names and MQTT topics: the wire contract's rule.
 fn check_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected 1 to 64 letters, digits, '-', '_' or '.' (not starting with '.'), found \"{id}\""
-        ))
-    }
+    alertclip_wire::id::check(id)
 }
 
 /// A duration written with a unit, such as `"10s"`, `"500ms"` or `"1m 30s"`.

@@ -16,23 +16,6 @@ pub mod schedule;
 pub mod watch;
 pub mod yolox;
 
-use serde::{Deserialize, Serialize};
-
+pub use alertclip_wire::{DetectState, Detection, Rect};
 pub use model::{Model, ModelError, Timings};
-pub use watch::{DetectState, DetectStatus, Watcher};
-pub use yolox::Rect;
-
-/// One thing the detector saw, as carried in alerts and clip metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Detection {
-    /// The class name, such as `person`.
-    pub label: String,
-    /// Objectness times class score, 0 to 1.
-    pub score: f32,
-    /// `[x0, y0, x1, y1]`, fractions of the picture (0,0 top left).
-    #[serde(rename = "box")]
-    pub rect: Rect,
-    /// The zone its bottom centre fell in; none when the camera has no zones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-}
+pub use watch::{DetectStatus, Watcher};

@@ -164,7 +164,7 @@ mod tests {
     use super::*;
     use crate::config::HumanDuration;
     use crate::config::detect::Zone;
-    use crate::detect::yolox::Rect;
+    use crate::detect::Rect;
 
     const SECOND: u64 = 1_000_000_000;
 

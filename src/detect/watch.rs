@@ -13,6 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use alertclip_wire::DetectState;
 use gstreamer as gst;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -51,23 +52,6 @@ pub fn substream(camera: &config::Camera, url: &SecretUrl) -> config::Camera {
         detect: None,
         ..camera.clone()
     }
-}
-
-/// What a watched camera's detector is doing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DetectState {
-    /// Waiting for the camera's first frames.
-    #[default]
-    Starting,
-    /// Decoding and looking.
-    Watching,
-    /// Outside its schedule: nothing is decoded.
-    OffSchedule,
-    /// The decode branch failed; it is retried.
-    Failed,
-    /// Stopped with the daemon.
-    Stopped,
 }
 
 /// A watched camera's detector, for status and health.

@@ -8,7 +8,7 @@
 //!
 //! Everything here works in buffers owned by the caller and reused frame after frame.
 
-use serde::{Deserialize, Serialize};
+use alertclip_wire::Rect;
 
 /// The value YOLOX pads its letterbox with.
 pub const PAD: f32 = 114.0;
@@ -28,57 +28,6 @@ pub struct Picture<'a> {
     pub height: usize,
     /// Bytes from one row to the next.
     pub stride: usize,
-}
-
-/// A box in normalised picture coordinates: 0,0 top left, 1,1 bottom right.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(into = "[f32; 4]", from = "[f32; 4]")]
-pub struct Rect {
-    /// Left edge.
-    pub x0: f32,
-    /// Top edge.
-    pub y0: f32,
-    /// Right edge.
-    pub x1: f32,
-    /// Bottom edge.
-    pub y1: f32,
-}
-
-impl From<Rect> for [f32; 4] {
-    fn from(r: Rect) -> [f32; 4] {
-        [r.x0, r.y0, r.x1, r.y1]
-    }
-}
-
-impl From<[f32; 4]> for Rect {
-    fn from([x0, y0, x1, y1]: [f32; 4]) -> Rect {
-        Rect { x0, y0, x1, y1 }
-    }
-}
-
-impl Rect {
-    /// Its area, as a fraction of the picture.
-    pub fn area(&self) -> f32 {
-        (self.x1 - self.x0).max(0.0) * (self.y1 - self.y0).max(0.0)
-    }
-
-    /// Intersection over union.
-    pub fn iou(&self, other: &Rect) -> f32 {
-        let inter = Rect {
-            x0: self.x0.max(other.x0),
-            y0: self.y0.max(other.y0),
-            x1: self.x1.min(other.x1),
-            y1: self.y1.min(other.y1),
-        }
-        .area();
-        let union = self.area() + other.area() - inter;
-        if union > 0.0 { inter / union } else { 0.0 }
-    }
-
-    /// The middle of its bottom edge: where a standing person's feet are.
-    pub fn bottom_centre(&self) -> (f32, f32) {
-        ((self.x0 + self.x1) / 2.0, self.y1)
-    }
 }
 
 /// One object the model found.

@@ -6,8 +6,6 @@
 //! in the [`outbox`]. One task ([`deliver`]) owns the MQTT session and publishes from the
 //! outbox in its order, removing each message once the broker acknowledges it.
 
-pub mod message;
-pub mod mqtt;
 pub mod outbox;
 
 use std::collections::{BTreeMap, HashSet};
@@ -29,11 +27,12 @@ use crate::evidence::{Chain, DeviceKey};
 use crate::trigger::button::ButtonState;
 use crate::trigger::buttons::Button;
 use crate::trigger::{Trigger, TriggerKind};
-use message::{
+use alertclip_mqtt::{LinkEvent, Session, Settings, Tag};
+use alertclip_wire::payload::{
     ALERT_SCHEMA, Alert, ButtonSummary, CameraPlan, CameraSummary, HEALTH_SCHEMA, Health,
-    OutboxSummary, STATUS_SCHEMA, SiteInfo, Status, Topics, TriggerInfo,
+    OutboxSummary, STATUS_SCHEMA, SiteInfo, Status, TriggerInfo,
 };
-use mqtt::{LinkEvent, Session, Settings, Tag};
+use alertclip_wire::topics::{Topics, topic_matches};
 use outbox::{Class, Dropped, Key, NewClip, NewMessage, Order, Outbox};
 
 /// Publishes kept unacknowledged at once.
@@ -349,11 +348,6 @@ pub fn daemon_settings(
     mqtt: &config::Mqtt,
     topics: &Topics,
 ) -> io::Result<Settings> {
-    let credentials = match (&mqtt.username, &mqtt.password_file) {
-        (Some(user), Some(path)) => Some((user.clone(), read_secret(path)?)),
-        (Some(user), None) => Some((user.clone(), String::new())),
-        _ => None,
-    };
     let offline = Status {
         schema: STATUS_SCHEMA.to_owned(),
         state: "offline".to_owned(),
@@ -363,31 +357,19 @@ pub fn daemon_settings(
         buttons: BTreeMap::new(),
         outbox: None,
     };
-    Ok(Settings {
-        url: mqtt.url.clone(),
-        protocol: mqtt.protocol,
-        ca_file: mqtt.ca_file.clone(),
-        client_auth: mqtt.cert_file.clone().zip(mqtt.key_file.clone()),
-        credentials,
-        client_id: mqtt.client_id(&config.site),
-        keepalive: mqtt.keepalive.0,
-        max_incoming: 1 << 20,
-        max_outgoing: (mqtt.chunk_size.0 as usize + PACKET_OVERHEAD).max(MIN_MAX_OUTGOING),
-        will: Some((
-            topics.status(),
-            serde_json::to_vec(&offline).map_err(io::Error::other)?,
-        )),
-    })
-}
-
-fn read_secret(path: &std::path::Path) -> io::Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("mqtt.password_file {}: {e}", path.display()),
-        )
-    })?;
-    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+    let mut settings = Settings::new(mqtt.url.clone(), mqtt.client_id(&config.site))
+        .login(mqtt.username.as_deref(), mqtt.password_file.as_deref())
+        .map_err(|e| io::Error::new(e.source.kind(), format!("mqtt.password_file {e}")))?;
+    settings.protocol = mqtt.protocol;
+    settings.ca_file = mqtt.ca_file.clone();
+    settings.client_auth = mqtt.cert_file.clone().zip(mqtt.key_file.clone());
+    settings.keepalive = mqtt.keepalive.0;
+    settings.max_outgoing = (mqtt.chunk_size.0 as usize + PACKET_OVERHEAD).max(MIN_MAX_OUTGOING);
+    settings.will = Some((
+        topics.status(),
+        serde_json::to_vec(&offline).map_err(io::Error::other)?,
+    ));
+    Ok(settings)
 }
 
 /// The device's status now.
@@ -547,7 +529,7 @@ pub async fn deliver(
                     }
                     if let Ok(subscriptions) = publisher.subscriptions.lock() {
                         for (filter, tx) in subscriptions.iter() {
-                            if message::topic_matches(filter, &topic) {
+                            if topic_matches(filter, &topic) {
                                 let _ = tx.send((topic.clone(), payload.clone()));
                             }
                         }

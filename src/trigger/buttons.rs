@@ -2,7 +2,6 @@
 //! status for status reports and health alerts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +16,7 @@ use super::wireless;
 use crate::config::{self, ButtonKind, Config};
 use crate::feedback;
 use crate::publish::Publisher;
-use crate::publish::mqtt::Settings;
+use alertclip_mqtt::Settings;
 
 /// A running button.
 #[derive(Debug, Clone)]
@@ -158,29 +157,14 @@ fn button_broker(
     spec: &config::Button,
     url: &config::BrokerUrl,
 ) -> Result<Settings, String> {
-    let credentials = match (&spec.username, &spec.password_file) {
-        (Some(user), Some(path)) => {
-            let password = std::fs::read_to_string(path)
-                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
-            Some((
-                user.clone(),
-                password.trim_end_matches(['\r', '\n']).to_owned(),
-            ))
-        }
-        (Some(user), None) => Some((user.clone(), String::new())),
-        _ => None,
-    };
+    let client_id = format!("alertclip-{}-button-{}", config.site.id, spec.id);
+    let settings = Settings::new(url.clone(), client_id)
+        .login(spec.username.as_deref(), spec.password_file.as_deref())
+        .map_err(|e| format!("password_file {e}"))?;
+    // A button's broker sends presses, never video.
     Ok(Settings {
-        url: url.clone(),
-        protocol: config::Protocol::V311,
-        ca_file: None,
-        client_auth: None,
-        credentials,
-        client_id: format!("alertclip-{}-button-{}", config.site.id, spec.id),
-        keepalive: Duration::from_secs(30),
         max_incoming: 64 << 10,
-        max_outgoing: 64 << 10,
-        will: None,
+        ..settings
     })
 }
 

@@ -9,28 +9,12 @@ pub mod gpio;
 pub mod keyboard;
 pub mod wireless;
 
-use serde::{Deserialize, Serialize};
+pub use alertclip_wire::{TriggerKind, TriggerRecord};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::clock::{self, ClockMap};
-use crate::detect::Detection;
-
-/// What raised a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TriggerKind {
-    /// A staff panic button.
-    Button,
-    /// The on-device detector.
-    Detection,
-    /// A technician, through `alertclip trigger`.
-    Manual,
-    /// A command from the alert channel.
-    Remote,
-    /// A test of the whole path, not a real alarm.
-    Test,
-}
+use alertclip_wire::Detection;
 
 /// A request for a clip around a moment.
 #[derive(Debug, Clone)]
@@ -77,23 +61,6 @@ impl Trigger {
     pub fn wall(&self) -> SystemTime {
         self.at.wall
     }
-}
-
-/// A trigger as recorded in a clip's metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TriggerRecord {
-    /// What raised it.
-    pub kind: TriggerKind,
-    /// Which input raised it.
-    pub source: String,
-    /// When, RFC 3339 UTC with milliseconds.
-    pub time: String,
-    /// Free text, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    /// What the detector saw, for `detection`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detections: Vec<Detection>,
 }
 
 /// Why a trigger was not accepted.

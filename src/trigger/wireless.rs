@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::button::{ButtonState, Wiring};
-use crate::publish::mqtt::{LinkEvent, Session, Settings};
+use alertclip_mqtt::{LinkEvent, Session, Settings};
 
 /// Whether a message is a press: a JSON object with every `fields` equal (any message when
 /// there are no fields).
@@ -61,7 +61,7 @@ pub fn own_broker(
     wiring: &Wiring,
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
-) -> Result<mpsc::UnboundedReceiver<(String, Bytes)>, crate::publish::mqtt::SettingsError> {
+) -> Result<mpsc::UnboundedReceiver<(String, Bytes)>, alertclip_mqtt::SettingsError> {
     let (session, mut events) = Session::<()>::start(settings, tracker, cancel.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let status = wiring.status.clone();

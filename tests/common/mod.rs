@@ -297,7 +297,7 @@ pub fn check_clip(done: &ClipDone, codec: &str) -> Probe {
         record.duration_ms,
         probe.duration
     );
-    let on_disk: alertclip::events::ClipRecord =
+    let on_disk: alertclip_wire::ClipRecord =
         serde_json::from_slice(&std::fs::read(&done.sidecar).unwrap()).expect("sidecar parses");
     assert_eq!(&on_disk, record);
     assert_eq!(done.mp4.parent(), done.sidecar.parent());
@@ -370,13 +370,12 @@ impl Rig {
     }
 }
 
-/// Checks a payload against its published JSON Schema (docs/schemas/<name>.v1.json), formats
-/// (date-time, uuid) included.
+/// Checks a payload against its published JSON Schema (the wire contract's
+/// `schemas/<name>.v1.json`), formats (date-time, uuid) included.
 pub fn assert_schema(name: &str, value: &serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/schemas")
-        .join(format!("{name}.v1.json"));
-    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let path = format!("crates/wire/schemas/{name}.v1.json");
+    let text = alertclip_wire::schemas::by_name(name).expect("a schema of that name");
+    let schema: serde_json::Value = serde_json::from_str(text).unwrap();
     let validator = jsonschema::options()
         .should_validate_formats(true)
         .build(&schema)
@@ -387,7 +386,6 @@ pub fn assert_schema(name: &str, value: &serde_json::Value) {
         .collect();
     assert!(
         errors.is_empty(),
-        "{name} payload does not match {}: {errors:?}\n{value:#}",
-        path.display()
+        "{name} payload does not match {path}: {errors:?}\n{value:#}"
     );
 }

@@ -43,11 +43,24 @@ impl ReceiverProcess {
         };
         let state = format!("probe-{}", uuid::Uuid::now_v7());
         let payload = format!("{{\"schema\":\"alertclip.status.v1\",\"state\":\"{state}\"}}");
-        let topic = "alertclip/v1/probe/status";
+        // The probe goes where a box of the receiver's layout would publish its status.
+        let template = args
+            .iter()
+            .position(|a| *a == "--topic-prefix")
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or(alertclip_wire::topics::DEFAULT_PREFIX);
+        let site = args
+            .iter()
+            .position(|a| *a == "--site")
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or("probe");
+        let topic = format!("{}/status", template.replace("{site}", site));
         loop {
             let mut extra = vec!["-r"];
             extra.extend_from_slice(probe);
-            super::broker::mosquitto_pub(broker_port, topic, &payload, &extra);
+            super::broker::mosquitto_pub(broker_port, &topic, &payload, &extra);
             let found = tokio::time::timeout(Duration::from_secs(2), async {
                 loop {
                     let line = receiver.next().await;

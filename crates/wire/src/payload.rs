@@ -1,16 +1,15 @@
-//! What goes over MQTT: topic names and the JSON payloads, shared by the daemon that
-//! publishes them and the receiver that reads them. docs/mqtt.md describes them for people
-//! and docs/schemas/ as JSON Schemas; a test checks each payload against its schema.
+//! The JSON payloads of the alert channel. docs/mqtt.md describes them for people and
+//! [`crate::schemas`] as JSON Schemas; the tests check real payloads against them. Members are
+//! only ever added (with a default, so an older reader ignores them and a newer one reads an
+//! older payload); anything else is a new schema version.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::clock::MapRecord;
-use crate::events::ClipRecord;
-use crate::evidence::SignatureInfo;
-use crate::trigger::{TriggerKind, TriggerRecord};
+use crate::sidecar::ClipRecord;
+use crate::signature::SignatureInfo;
 
 /// `schema` of an alert.
 pub const ALERT_SCHEMA: &str = "alertclip.alert.v1";
@@ -20,126 +19,6 @@ pub const MANIFEST_SCHEMA: &str = "alertclip.manifest.v1";
 pub const STATUS_SCHEMA: &str = "alertclip.status.v1";
 /// `schema` of a health alert.
 pub const HEALTH_SCHEMA: &str = "alertclip.health.v1";
-
-/// The topics of one device, under its prefix (`alertclip/v1/<site_id>` by default).
-#[derive(Debug, Clone)]
-pub struct Topics {
-    prefix: String,
-}
-
-impl Topics {
-    /// Topics under `prefix`.
-    pub fn new(prefix: impl Into<String>) -> Topics {
-        Topics {
-            prefix: prefix.into(),
-        }
-    }
-
-    /// `<prefix>/status`: retained device status, and the last will.
-    pub fn status(&self) -> String {
-        format!("{}/status", self.prefix)
-    }
-
-    /// `<prefix>/alerts`: health alerts.
-    pub fn health(&self) -> String {
-        format!("{}/alerts", self.prefix)
-    }
-
-    /// `<prefix>/events/<event_id>`: the alert.
-    pub fn alert(&self, event: Uuid) -> String {
-        format!("{}/events/{event}", self.prefix)
-    }
-
-    /// `<prefix>/events/<event_id>/snapshot/<camera>`: a JPEG.
-    pub fn snapshot(&self, event: Uuid, camera: &str) -> String {
-        format!("{}/events/{event}/snapshot/{camera}", self.prefix)
-    }
-
-    /// `<prefix>/events/<event_id>/clip/<camera>`: the manifest; chunk `n` is at
-    /// `<that>/<n>`.
-    pub fn clip(&self, event: Uuid, camera: &str) -> String {
-        format!("{}/events/{event}/clip/{camera}", self.prefix)
-    }
-}
-
-/// Whether `topic` matches the subscription `filter` (with `+` and `#` wildcards).
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let mut topic_levels = topic.split('/');
-    for level in filter.split('/') {
-        match (level, topic_levels.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (want, Some(got)) if want == got => {}
-            _ => return false,
-        }
-    }
-    topic_levels.next().is_none()
-}
-
-/// What a topic under `alertclip/v1/` carries, as the receiver sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TopicKind {
-    /// `<site>/status`
-    Status { site: String },
-    /// `<site>/alerts`
-    Health { site: String },
-    /// `<site>/events/<event>`
-    Alert { site: String, event: Uuid },
-    /// `<site>/events/<event>/snapshot/<camera>`
-    Snapshot {
-        site: String,
-        event: Uuid,
-        camera: String,
-    },
-    /// `<site>/events/<event>/clip/<camera>`
-    Manifest {
-        site: String,
-        event: Uuid,
-        camera: String,
-    },
-    /// `<site>/events/<event>/clip/<camera>/<n>`
-    Chunk {
-        site: String,
-        event: Uuid,
-        camera: String,
-        index: u32,
-    },
-}
-
-impl TopicKind {
-    /// Reads a topic of the default layout (`alertclip/v1/<site>/...`).
-    pub fn parse(topic: &str) -> Option<TopicKind> {
-        let rest = topic.strip_prefix("alertclip/v1/")?;
-        let parts: Vec<&str> = rest.split('/').collect();
-        let site = (*parts.first()?).to_owned();
-        let event = || parts.get(2).and_then(|e| Uuid::parse_str(e).ok());
-        Some(match parts.as_slice() {
-            [_, "status"] => TopicKind::Status { site },
-            [_, "alerts"] => TopicKind::Health { site },
-            [_, "events", _] => TopicKind::Alert {
-                site,
-                event: event()?,
-            },
-            [_, "events", _, "snapshot", camera] => TopicKind::Snapshot {
-                site,
-                event: event()?,
-                camera: (*camera).to_owned(),
-            },
-            [_, "events", _, "clip", camera] => TopicKind::Manifest {
-                site,
-                event: event()?,
-                camera: (*camera).to_owned(),
-            },
-            [_, "events", _, "clip", camera, index] => TopicKind::Chunk {
-                site,
-                event: event()?,
-                camera: (*camera).to_owned(),
-                index: index.parse().ok()?,
-            },
-            _ => return None,
-        })
-    }
-}
 
 /// The alert, published the moment a trigger opens an event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +36,7 @@ pub struct Alert {
     /// The cameras being clipped, with how much each clip covers.
     pub cameras: Vec<CameraPlan>,
     /// How far the box's clock can be trusted.
-    pub clock: ClockInfo,
+    pub clock: Provenance,
     /// A test of the path, not a real alarm.
     pub test: bool,
     /// The alertclip version that sent it.
@@ -198,7 +77,7 @@ pub struct TriggerInfo {
     pub note: Option<String>,
     /// What the detector saw, for `detection`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detections: Vec<crate::detect::Detection>,
+    pub detections: Vec<Detection>,
 }
 
 /// One camera's part of an event.
@@ -211,9 +90,6 @@ pub struct CameraPlan {
     /// Seconds after the trigger the clip covers.
     pub post_roll_s: f64,
 }
-
-/// The clock's provenance.
-pub type ClockInfo = crate::clock::Provenance;
 
 /// A clip's manifest, published after its last chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,7 +217,7 @@ pub struct CameraSummary {
     pub buffered_s: f64,
     /// Its detector's state, when it has `[camera.detect]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detect: Option<crate::detect::DetectState>,
+    pub detect: Option<DetectState>,
 }
 
 /// The outbox in the status.
@@ -373,24 +249,177 @@ pub struct Health {
     pub message: String,
 }
 
+/// What raised a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// A staff panic button.
+    Button,
+    /// The on-device detector.
+    Detection,
+    /// A technician, through `alertclip trigger`.
+    Manual,
+    /// A command from the alert channel.
+    Remote,
+    /// A test of the whole path, not a real alarm.
+    Test,
+}
+
+impl TriggerKind {
+    /// The name it is published under, such as `button`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TriggerKind::Button => "button",
+            TriggerKind::Detection => "detection",
+            TriggerKind::Manual => "manual",
+            TriggerKind::Remote => "remote",
+            TriggerKind::Test => "test",
+        }
+    }
+}
+
+/// A trigger as recorded in a clip's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// What raised it.
+    pub kind: TriggerKind,
+    /// Which input raised it.
+    pub source: String,
+    /// When, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// Free text, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What the detector saw, for `detection`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<Detection>,
+}
+
+/// One thing the detector saw, as carried in alerts and clip metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// The class name, such as `person`.
+    pub label: String,
+    /// Objectness times class score, 0 to 1.
+    pub score: f32,
+    /// `[x0, y0, x1, y1]`, fractions of the picture (0,0 top left).
+    #[serde(rename = "box")]
+    pub rect: Rect,
+    /// The zone its bottom centre fell in; none when the camera has no zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// A box in normalised picture coordinates: 0,0 top left, 1,1 bottom right.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(into = "[f32; 4]", from = "[f32; 4]")]
+pub struct Rect {
+    /// Left edge.
+    pub x0: f32,
+    /// Top edge.
+    pub y0: f32,
+    /// Right edge.
+    pub x1: f32,
+    /// Bottom edge.
+    pub y1: f32,
+}
+
+impl From<Rect> for [f32; 4] {
+    fn from(r: Rect) -> [f32; 4] {
+        [r.x0, r.y0, r.x1, r.y1]
+    }
+}
+
+impl From<[f32; 4]> for Rect {
+    fn from([x0, y0, x1, y1]: [f32; 4]) -> Rect {
+        Rect { x0, y0, x1, y1 }
+    }
+}
+
+impl Rect {
+    /// Its area, as a fraction of the picture.
+    pub fn area(&self) -> f32 {
+        (self.x1 - self.x0).max(0.0) * (self.y1 - self.y0).max(0.0)
+    }
+
+    /// Intersection over union.
+    pub fn iou(&self, other: &Rect) -> f32 {
+        let inter = Rect {
+            x0: self.x0.max(other.x0),
+            y0: self.y0.max(other.y0),
+            x1: self.x1.min(other.x1),
+            y1: self.y1.min(other.y1),
+        }
+        .area();
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 { inter / union } else { 0.0 }
+    }
+
+    /// The middle of its bottom edge: where a standing person's feet are.
+    pub fn bottom_centre(&self) -> (f32, f32) {
+        ((self.x0 + self.x1) / 2.0, self.y1)
+    }
+}
+
+/// What a watched camera's detector is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectState {
+    /// Waiting for the camera's first frames.
+    #[default]
+    Starting,
+    /// Decoding and looking.
+    Watching,
+    /// Outside its schedule: nothing is decoded.
+    OffSchedule,
+    /// The decode branch failed; it is retried.
+    Failed,
+    /// Stopped with the daemon.
+    Stopped,
+}
+
+/// How far the box's wall clock can be trusted, as recorded in alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Whether the kernel reports the clock synchronised (by NTP, chrony, systemd-timesyncd or
+    /// PTP); `None` when it cannot be asked.
+    pub synchronized: Option<bool>,
+    /// The time service found running: `systemd-timesyncd`, `chrony` or `ntpd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The kernel's estimate of the clock's error, in microseconds, when synchronised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_error_us: Option<i64>,
+}
+
+/// A reading of the box's monotonic and wall clocks taken together, as recorded in metadata:
+/// the monotonic reading in nanoseconds and the wall reading in RFC 3339 UTC with
+/// microseconds, so that anyone can redo the arithmetic from frame times to wall times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRecord {
+    /// Monotonic clock, nanoseconds.
+    pub monotonic_ns: u64,
+    /// Wall clock at the same instant.
+    pub wall: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn filters_match_topics_like_a_broker() {
-        assert!(topic_matches("zigbee2mqtt/button", "zigbee2mqtt/button"));
-        assert!(!topic_matches(
-            "zigbee2mqtt/button",
-            "zigbee2mqtt/button/action"
-        ));
-        assert!(topic_matches(
-            "zigbee2mqtt/+/action",
-            "zigbee2mqtt/b1/action"
-        ));
-        assert!(topic_matches("a/#", "a/b/c"));
-        assert!(topic_matches("a/#", "a"));
-        assert!(!topic_matches("a/+", "a/b/c"));
-        assert!(!topic_matches("a/b", "a"));
+    fn trigger_kinds_are_named_as_serialized() {
+        for kind in [
+            TriggerKind::Button,
+            TriggerKind::Detection,
+            TriggerKind::Manual,
+            TriggerKind::Remote,
+            TriggerKind::Test,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+        }
     }
 }

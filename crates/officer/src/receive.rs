@@ -1,4 +1,4 @@
-//! `alertclip receive`: the officer side. Subscribes to the alert channel, prints each alert as
+//! Receiving: the officer side of the alert channel. Subscribes to the alert channel, prints each alert as
 //! it arrives, and reassembles clips from their chunks, verifying every chunk and the whole
 //! file against the manifest before presenting it.
 //!
@@ -17,12 +17,13 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use ed25519_dalek::VerifyingKey;
+use alertclip_wire::chain::{self, ChainState, Link};
+use alertclip_wire::signature::{self, Verdict, VerifyingKey};
+use alertclip_wire::{Alert, Health, Manifest, Status, TopicKind, TopicLayout, id};
 
-use crate::evidence::{self, ChainState, Link, Verdict};
-use crate::publish::message::{Alert, Health, Manifest, Status, TopicKind};
-use crate::publish::mqtt::{LinkEvent, Session, Settings};
-use crate::storage::write_durably;
+use alertclip_mqtt::{LinkEvent, Session, Settings};
+
+use crate::store::write_durably;
 
 /// Largest chunk index accepted: a guard against a hostile or broken sender.
 const MAX_CHUNKS: u32 = 1_000_000;
@@ -32,8 +33,8 @@ const MAX_CHUNKS: u32 = 1_000_000;
 pub struct ReceiveOptions {
     /// The broker and how to log in.
     pub settings: Settings,
-    /// A site id, or `+` for every site.
-    pub site: String,
+    /// Where the devices publish, and which sites to listen to.
+    pub layout: TopicLayout,
     /// Where alerts, snapshots and clips are kept.
     pub out: PathBuf,
     /// One JSON object per line instead of readable lines.
@@ -44,8 +45,10 @@ pub struct ReceiveOptions {
     pub trust_on_first_use: bool,
 }
 
-/// Something the receiver reports, as a line of output.
+/// Something the receiver reports, as a line of output. `site`, `event` and `camera` are
+/// the ids the topic named, checked to be safe names.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
 pub enum Report {
     /// A new alert, with what its signature check found.
     Alert {
@@ -53,15 +56,15 @@ pub enum Report {
         alert: Box<Alert>,
         signature: Verdict,
     },
-    /// A snapshot was saved.
+    /// A snapshot was saved at `path`.
     Snapshot {
         site: String,
         event: Uuid,
         camera: String,
         path: PathBuf,
     },
-    /// A clip was reassembled and verified against its manifest, with what the manifest's
-    /// signature check found.
+    /// A clip was reassembled at `path` and verified against its manifest, with what the
+    /// manifest's signature check found.
     Clip {
         site: String,
         event: Uuid,
@@ -76,7 +79,7 @@ pub enum Report {
         event: Uuid,
         problem: String,
     },
-    /// A clip or chunk failed verification.
+    /// A clip or chunk failed verification, for `reason`.
     Invalid {
         site: String,
         event: Uuid,
@@ -85,7 +88,7 @@ pub enum Report {
     },
     /// A health alert from a device.
     Health { site: String, health: Health },
-    /// A device went online or offline.
+    /// A device went `online` or `offline`.
     Status { site: String, state: String },
 }
 
@@ -96,7 +99,7 @@ pub async fn run(
     mut report: impl FnMut(Report) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     fs::create_dir_all(&options.out)?;
-    let mut receiver = Receiver::new(&options.out);
+    let mut receiver = Receiver::new(&options.out, options.layout.clone());
     if let Some(keys) = &options.keys {
         let count = receiver.trust_keys(keys)?;
         tracing::info!(keys = count, dir = %keys.display(), "trusted device keys loaded");
@@ -107,11 +110,7 @@ pub async fn run(
     }
     let tracker = tokio_util::task::TaskTracker::new();
     let (session, mut events) = Session::<()>::start(&options.settings, &tracker, cancel.clone())?;
-    let filters = [
-        format!("alertclip/v1/{}/events/#", options.site),
-        format!("alertclip/v1/{}/alerts", options.site),
-        format!("alertclip/v1/{}/status", options.site),
-    ];
+    let filters = options.layout.filters();
     let mut failures = 0u32;
     loop {
         let event = tokio::select! {
@@ -156,6 +155,7 @@ pub async fn run(
 /// link included); this only remembers device states to print changes once, and the keys.
 pub struct Receiver {
     out: PathBuf,
+    layout: TopicLayout,
     states: HashMap<String, String>,
     trusted: HashMap<String, VerifyingKey>,
     /// Pin the first key each site signs with.
@@ -163,10 +163,11 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// A receiver keeping its files under `out`.
-    pub fn new(out: &Path) -> Receiver {
+    /// A receiver keeping its files under `out`, reading topics of `layout`.
+    pub fn new(out: &Path, layout: TopicLayout) -> Receiver {
         Receiver {
             out: out.to_owned(),
+            layout,
             states: HashMap::new(),
             trusted: HashMap::new(),
             trust_on_first_use: false,
@@ -181,9 +182,9 @@ impl Receiver {
             let Ok(text) = fs::read_to_string(entry.path()) else {
                 continue;
             };
-            match evidence::parse_public_key(&text) {
+            match signature::parse_public_key(&text) {
                 Some(key) => {
-                    self.trusted.insert(evidence::key_id(&key), key);
+                    self.trusted.insert(signature::key_id(&key), key);
                 }
                 None => tracing::warn!(file = %entry.path().display(), "not a public key; ignored"),
             }
@@ -197,18 +198,18 @@ impl Receiver {
         let pin_path = self.out.join(".pinned").join(format!("{site}.pub"));
         let pinned = fs::read_to_string(&pin_path)
             .ok()
-            .and_then(|t| evidence::parse_public_key(&t));
+            .and_then(|t| signature::parse_public_key(&t));
         let lookup = |id: &str| {
             self.trusted
                 .get(id)
                 .copied()
-                .or_else(|| pinned.filter(|k| evidence::key_id(k) == id))
+                .or_else(|| pinned.filter(|k| signature::key_id(k) == id))
         };
-        let verdict = evidence::verify(payload, &lookup);
+        let verdict = signature::verify(payload, &lookup);
         if let Verdict::Untrusted(_) = &verdict
             && self.trust_on_first_use
             && pinned.is_none()
-            && let Some(signed) = evidence::split(payload)
+            && let Some(signed) = signature::split(payload)
         {
             fs::create_dir_all(pin_path.parent().unwrap_or(&self.out))?;
             write_durably(&pin_path, signed.info.public_key.as_bytes())?;
@@ -231,12 +232,12 @@ impl Receiver {
             .signature
             .as_ref()
             .map_or("unsigned", |s| s.key_id.as_str());
-        let key = if safe_name(key) { key } else { "unknown" };
+        let key = if id::is_valid(key) { key } else { "unknown" };
         let path = self.out.join(".chain").join(format!("{site}-{key}.json"));
         let last: Option<ChainState> = fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let (link, head) = evidence::follow(
+        let (link, head) = chain::follow(
             last.as_ref(),
             alert.sequence,
             alert.previous_alert_sha256.as_deref(),
@@ -248,11 +249,9 @@ impl Receiver {
         }
         Ok(match link {
             Link::First | Link::Continues => (None, false),
-            Link::Gap { expected, got } => (
+            Link::Gap { last, got, missing } => (
                 Some(format!(
-                    "alert {got} follows alert {}: {} alert(s) from this device missing or suppressed",
-                    expected - 1,
-                    got - expected
+                    "alert {got} follows alert {last}: {missing} alert(s) from this device missing or suppressed"
                 )),
                 false,
             ),
@@ -297,7 +296,7 @@ impl Receiver {
 
     /// Stores one received message; returns what is worth reporting.
     pub fn handle(&mut self, topic: &str, payload: &[u8]) -> io::Result<Vec<Report>> {
-        let Some(kind) = TopicKind::parse(topic) else {
+        let Some(kind) = self.layout.parse(topic) else {
             tracing::debug!(%topic, "ignoring an unknown topic");
             return Ok(Vec::new());
         };
@@ -349,7 +348,7 @@ impl Receiver {
                 let Some(dir) = self.event_dir(&site, event)? else {
                     return Ok(Vec::new());
                 };
-                if !safe_name(&camera) {
+                if !id::is_valid(&camera) {
                     return Ok(Vec::new());
                 }
                 let path = dir.join(format!("snapshot-{camera}.jpg"));
@@ -373,7 +372,7 @@ impl Receiver {
                 let Some(dir) = self.event_dir(&site, event)? else {
                     return Ok(Vec::new());
                 };
-                if !safe_name(&camera)
+                if !id::is_valid(&camera)
                     || index >= MAX_CHUNKS
                     || dir.join(format!("{camera}.mp4")).exists()
                 {
@@ -392,7 +391,7 @@ impl Receiver {
                 let Some(dir) = self.event_dir(&site, event)? else {
                     return Ok(Vec::new());
                 };
-                if !safe_name(&camera) {
+                if !id::is_valid(&camera) {
                     return Ok(Vec::new());
                 }
                 if serde_json::from_slice::<Manifest>(payload).is_err() {
@@ -429,7 +428,7 @@ impl Receiver {
 
     /// The directory of an event, created; `None` for a site id that is not a safe name.
     fn event_dir(&self, site: &str, event: Uuid) -> io::Result<Option<PathBuf>> {
-        if !safe_name(site) {
+        if !id::is_valid(site) {
             tracing::warn!(%site, "ignoring a site id that is not a safe file name");
             return Ok(None);
         }
@@ -501,16 +500,6 @@ impl Receiver {
     }
 }
 
-/// Site and camera ids come from topics: only names that cannot leave their directory.
-fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 fn read_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(fs::read_dir(dir)?
         .flatten()
@@ -580,7 +569,7 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                     signature_note(signature),
                     site,
                     alert.site.name,
-                    crate::serde_name(alert.trigger.kind),
+                    alert.trigger.kind.as_str(),
                     alert.trigger.source,
                     cameras.join(", "),
                     alert.event_id
@@ -638,10 +627,11 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alertclip_wire::signature::SigningKey;
 
     fn manifest(event: Uuid, data: &[u8], chunk: usize) -> Manifest {
         Manifest {
-            schema: crate::publish::message::MANIFEST_SCHEMA.into(),
+            schema: alertclip_wire::payload::MANIFEST_SCHEMA.into(),
             event_id: event,
             site_id: "s".into(),
             camera: "cam".into(),
@@ -663,7 +653,7 @@ mod tests {
             partial: false,
             partial_reason: None,
             triggers: Vec::new(),
-            clock_map: crate::clock::MapRecord {
+            clock_map: alertclip_wire::MapRecord {
                 monotonic_ns: 1,
                 wall: "2026-01-01T00:00:00.000000Z".into(),
             },
@@ -673,22 +663,22 @@ mod tests {
 
     fn alert(event: Uuid, sequence: u64, previous: Option<String>, note: &str) -> Alert {
         Alert {
-            schema: crate::publish::message::ALERT_SCHEMA.into(),
+            schema: alertclip_wire::payload::ALERT_SCHEMA.into(),
             event_id: event,
-            site: crate::publish::message::SiteInfo {
+            site: alertclip_wire::SiteInfo {
                 id: "s".into(),
                 name: "Store".into(),
                 address: None,
             },
-            trigger: crate::publish::message::TriggerInfo {
-                kind: crate::trigger::TriggerKind::Button,
+            trigger: alertclip_wire::TriggerInfo {
+                kind: alertclip_wire::TriggerKind::Button,
                 source: "b1".into(),
                 note: Some(note.into()),
                 detections: Vec::new(),
             },
             triggered_at: "2026-01-01T00:00:00.000Z".into(),
             cameras: Vec::new(),
-            clock: crate::clock::Provenance {
+            clock: alertclip_wire::Provenance {
                 synchronized: Some(true),
                 source: None,
                 estimated_error_us: None,
@@ -701,41 +691,48 @@ mod tests {
         }
     }
 
-    /// A device: its key (trusted by the receiver through a keys directory) and its chain.
+    /// A device: its key (trusted by the receiver through a keys directory) and the head of
+    /// its chain.
     struct Device {
-        key: evidence::DeviceKey,
-        chain: evidence::Chain,
-        _dir: tempfile::TempDir,
+        key: SigningKey,
+        head: std::cell::RefCell<ChainState>,
     }
 
     impl Device {
         fn new() -> Device {
-            let dir = tempfile::tempdir().unwrap();
-            let key = evidence::DeviceKey::load_or_create(dir.path()).unwrap();
-            let chain = evidence::Chain::open(dir.path()).unwrap();
+            let mut seed = [0u8; 32];
+            seed[..16].copy_from_slice(Uuid::now_v7().as_bytes());
+            seed[16..].copy_from_slice(Uuid::now_v7().as_bytes());
             Device {
-                key,
-                chain,
-                _dir: dir,
+                key: SigningKey::from_bytes(&seed),
+                head: Default::default(),
             }
+        }
+
+        fn sign(&self, unsigned: &[u8]) -> Vec<u8> {
+            signature::sign(&self.key, unsigned)
         }
 
         /// The next alert, signed and chained, as published.
         fn alert(&self, event: Uuid, note: &str) -> Vec<u8> {
-            self.chain
-                .append(|seq, prev| {
-                    self.key
-                        .sign(&serde_json::to_vec(&alert(event, seq, prev, note)).unwrap())
-                })
-                .unwrap()
+            let mut head = self.head.borrow_mut();
+            let sequence = head.sequence + 1;
+            let unsigned = alert(event, sequence, head.last_alert_sha256.clone(), note);
+            let payload = self.sign(&serde_json::to_vec(&unsigned).unwrap());
+            *head = ChainState::after(sequence, &payload);
+            payload
         }
 
         /// A receiver in `out` with this device's key registered.
         fn trusted_by(&self, out: &Path) -> Receiver {
             let keys = out.join("registered-keys");
             fs::create_dir_all(&keys).unwrap();
-            fs::write(keys.join("device.pub"), self.key.public_pem()).unwrap();
-            let mut receiver = Receiver::new(out);
+            fs::write(
+                keys.join("device.pub"),
+                signature::public_pem(&self.key.verifying_key()),
+            )
+            .unwrap();
+            let mut receiver = Receiver::new(out, TopicLayout::default());
             receiver.trust_keys(&keys).unwrap();
             receiver
         }
@@ -836,9 +833,7 @@ mod tests {
         let event = Uuid::now_v7();
         let data = vec![5u8; 300];
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
-        let signed = device
-            .key
-            .sign(&serde_json::to_vec(&manifest(event, &data, 100)).unwrap());
+        let signed = device.sign(&serde_json::to_vec(&manifest(event, &data, 100)).unwrap());
         let tampered = String::from_utf8(signed.clone())
             .unwrap()
             .replace("\"frames\":15", "\"frames\":16");
@@ -866,7 +861,7 @@ mod tests {
     fn trust_on_first_use_pins_the_first_key_of_a_site() {
         let out = tempfile::tempdir().unwrap();
         let (first, second) = (Device::new(), Device::new());
-        let mut receiver = Receiver::new(out.path());
+        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
         let e1 = Uuid::now_v7();
         assert_eq!(
             words(
@@ -904,7 +899,7 @@ mod tests {
     #[test]
     fn chunks_in_any_order_with_duplicates_reassemble_once() {
         let out = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::new(out.path());
+        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
         let event = Uuid::now_v7();
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
@@ -954,7 +949,7 @@ mod tests {
     #[test]
     fn a_corrupt_chunk_is_refused_and_replaced_by_the_retransmission() {
         let out = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::new(out.path());
+        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
         let event = Uuid::now_v7();
         let data = vec![7u8; 500];
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
@@ -984,7 +979,7 @@ mod tests {
     #[test]
     fn a_manifest_that_disagrees_with_verified_chunks_is_reported() {
         let out = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::new(out.path());
+        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
         let event = Uuid::now_v7();
         let data = vec![1u8; 100];
         let mut wrong = manifest(event, &data, 100);
@@ -1013,7 +1008,7 @@ mod tests {
         let data = vec![3u8; 200];
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
         {
-            let mut receiver = Receiver::new(out.path());
+            let mut receiver = Receiver::new(out.path(), TopicLayout::default());
             receiver.handle(&format!("{base}/0"), &data[..100]).unwrap();
             receiver.handle(&format!("{base}/1"), &data[100..]).unwrap();
             // The manifest is written, then the process dies before reassembling.
@@ -1026,14 +1021,16 @@ mod tests {
             )
             .unwrap();
         }
-        let reports = Receiver::new(out.path()).resume().unwrap();
+        let reports = Receiver::new(out.path(), TopicLayout::default())
+            .resume()
+            .unwrap();
         assert!(matches!(reports.as_slice(), [Report::Clip { .. }]));
     }
 
     #[test]
     fn hostile_names_are_ignored() {
         let out = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::new(out.path());
+        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
         let event = Uuid::now_v7();
         assert!(
             receiver

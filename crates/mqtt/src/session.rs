@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BrokerUrl, Protocol};
+use crate::url::{BrokerUrl, Protocol};
 
 /// Largest number of publishes rumqttc keeps unacknowledged; [`Session`] users stay below it.
 const RUMQTTC_INFLIGHT: u16 = 100;
@@ -54,13 +54,52 @@ pub struct Settings {
     pub will: Option<(String, Vec<u8>)>,
 }
 
-/// Why settings could not be turned into a client.
+impl Settings {
+    /// Settings for `url` under `client_id`: MQTT 3.1.1, plain login (none), the system's
+    /// certificate authorities for TLS, 30 s keep-alive, 1 MiB packets in and 64 KiB out, no
+    /// last will. Callers change what they need.
+    pub fn new(url: BrokerUrl, client_id: impl Into<String>) -> Settings {
+        Settings {
+            url,
+            protocol: Protocol::V311,
+            ca_file: None,
+            client_auth: None,
+            credentials: None,
+            client_id: client_id.into(),
+            keepalive: Duration::from_secs(30),
+            max_incoming: 1 << 20,
+            max_outgoing: 64 << 10,
+            will: None,
+        }
+    }
+
+    /// Logs in as `username`, with the password read from `password_file` (none without
+    /// one).
+    pub fn login(
+        mut self,
+        username: Option<&str>,
+        password_file: Option<&Path>,
+    ) -> Result<Settings, crate::SecretError> {
+        self.credentials = match (username, password_file) {
+            (Some(user), Some(path)) => Some((user.to_owned(), crate::read_secret(path)?)),
+            (Some(user), None) => Some((user.to_owned(), String::new())),
+            (None, _) => None,
+        };
+        Ok(self)
+    }
+}
+
+/// Why settings could not be turned into a client: a TLS file that cannot be read.
 #[derive(Debug, thiserror::Error)]
-#[error("mqtt.{key} {path}: {source}")]
+#[error("{key} {path}: {source}")]
 pub struct SettingsError {
-    key: &'static str,
-    path: PathBuf,
-    source: std::io::Error,
+    /// Which setting named the file: `ca_file`, `cert_file` or `key_file`.
+    pub key: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// What reading it said.
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// What a publish is, so that its acknowledgement can be routed back.
@@ -86,8 +125,11 @@ pub enum LinkEvent<K> {
     /// A message arrived on a subscribed topic; `retained` when the broker replayed its last
     /// retained message on subscribing rather than relaying a new one.
     Incoming {
+        /// The topic it was published on.
         topic: String,
+        /// Its payload, as received: untrusted.
         payload: Bytes,
+        /// Replayed from the broker's retained store.
         retained: bool,
     },
     /// The connection was lost or could not be made; every unacknowledged publish is void.
@@ -538,5 +580,165 @@ fn describe_v5(error: &rumqttc::v5::ConnectionError) -> String {
             format!("TLS with the broker failed: {e} (check mqtt.ca_file, cert_file and key_file)")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One thing the scripted event loop does when polled.
+    enum Step {
+        /// What `Session::publish` does: a tag queued behind rumqttc's queue.
+        Queue(&'static str),
+        /// What the event loop reports.
+        Poll(Result<Raw, Failure>),
+    }
+
+    /// An event loop that plays a script, then waits forever.
+    struct Scripted {
+        steps: VecDeque<Step>,
+        link: Arc<Mutex<Link<&'static str>>>,
+        resets: usize,
+    }
+
+    impl EventLoop for Scripted {
+        async fn poll(&mut self) -> Result<Raw, Failure> {
+            loop {
+                match self.steps.pop_front() {
+                    Some(Step::Queue(key)) => lock(&self.link).fifo.push_back(Tag::Message(key)),
+                    Some(Step::Poll(result)) => return result,
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        }
+
+        fn reset(&mut self) {
+            self.resets += 1;
+        }
+    }
+
+    fn ack(pkid: u16) -> Step {
+        Step::Poll(Ok(Raw::PubAck {
+            pkid,
+            failure: None,
+        }))
+    }
+
+    fn out(pkid: u16) -> Step {
+        Step::Poll(Ok(Raw::OutgoingPublish(pkid)))
+    }
+
+    fn failure(too_large: bool) -> Step {
+        Step::Poll(Err(Failure {
+            message: "connection reset".into(),
+            too_large,
+        }))
+    }
+
+    /// Runs `steps` through the pump; returns every event it reported, as words.
+    async fn run(steps: Vec<Step>, expected: usize) -> Vec<String> {
+        let link = Arc::new(Mutex::new(Link {
+            connected: false,
+            fifo: VecDeque::new(),
+        }));
+        let scripted = Scripted {
+            steps: steps.into(),
+            link: link.clone(),
+            resets: 0,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let pump = tokio::spawn(pump(scripted, link, tx, cancel.clone()));
+        let mut words = Vec::new();
+        while words.len() < expected {
+            let Some(event) = rx.recv().await else { break };
+            words.push(match event {
+                LinkEvent::Connected => "connected".to_owned(),
+                LinkEvent::Acked(key) => format!("acked {key}"),
+                LinkEvent::Refused(key, why) => format!("refused {key}: {why}"),
+                LinkEvent::TooLarge(key, _) => format!("too large {key}"),
+                LinkEvent::Incoming { topic, .. } => format!("incoming {topic}"),
+                LinkEvent::Disconnected(_) => "disconnected".to_owned(),
+            });
+        }
+        cancel.cancel();
+        let _ = pump.await;
+        words
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acknowledgements_out_of_order_reach_the_message_that_was_sent() {
+        let words = run(
+            vec![
+                Step::Poll(Ok(Raw::ConnAck)),
+                Step::Queue("alert"),
+                Step::Queue("chunk-0"),
+                Step::Queue("chunk-1"),
+                out(7),
+                out(8),
+                out(9),
+                ack(9),
+                ack(7),
+                // Status publishes nobody waits for, and acknowledgements of nothing.
+                ack(42),
+                Step::Poll(Ok(Raw::PubAck {
+                    pkid: 8,
+                    failure: Some("NotAuthorized".into()),
+                })),
+            ],
+            4,
+        )
+        .await;
+        assert_eq!(
+            words,
+            [
+                "connected",
+                "acked chunk-1",
+                "acked alert",
+                "refused chunk-0: NotAuthorized"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_connection_voids_every_packet_id_and_a_reused_one_finds_its_new_message() {
+        let words = run(
+            vec![
+                Step::Poll(Ok(Raw::ConnAck)),
+                Step::Queue("old"),
+                out(1),
+                failure(false),
+                // The acknowledgement of the old packet 1 can never count after reconnecting.
+                Step::Poll(Ok(Raw::ConnAck)),
+                ack(1),
+                Step::Queue("new"),
+                out(1),
+                ack(1),
+            ],
+            4,
+        )
+        .await;
+        assert_eq!(
+            words,
+            ["connected", "disconnected", "connected", "acked new"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publish_over_the_packet_limit_is_named_as_the_one_too_large() {
+        let words = run(
+            vec![
+                Step::Poll(Ok(Raw::ConnAck)),
+                Step::Queue("small"),
+                out(1),
+                Step::Queue("huge"),
+                Step::Queue("after"),
+                failure(true),
+            ],
+            3,
+        )
+        .await;
+        assert_eq!(words, ["connected", "too large huge", "disconnected"]);
     }
 }

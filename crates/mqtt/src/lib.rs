@@ -1,0 +1,50 @@
+//! The MQTT session both sides of alertclip use: the box to deliver its outbox and to hear
+//! wireless buttons, the officer side to receive. It owns everything rumqttc-specific, so that
+//! neither side reasons about packet ids, and the one way a broker login is read from files.
+
+pub mod session;
+pub mod url;
+
+pub use session::{LinkEvent, NotConnected, Session, Settings, SettingsError, Tag};
+pub use url::{BrokerUrl, Protocol};
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a secret file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct SecretError {
+    /// The file.
+    pub path: PathBuf,
+    /// What reading it said.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Reads a one-line secret (a broker or camera password) from its own file, without the
+/// trailing newline an editor leaves. Secrets live in files of their own (mode 0600) so that
+/// configurations can be shown and logged without them.
+pub fn read_secret(path: &Path) -> Result<String, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_loses_its_trailing_newline_and_a_missing_file_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mqtt.password");
+        std::fs::write(&path, "s3cret \r\n").unwrap();
+        assert_eq!(read_secret(&path).unwrap(), "s3cret ");
+        let missing = dir.path().join("none");
+        let error = read_secret(&missing).unwrap_err().to_string();
+        assert!(error.starts_with(&missing.display().to_string()), "{error}");
+    }
+}

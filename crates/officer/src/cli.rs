@@ -1,0 +1,175 @@
+//! The `receive` command: its flags, turned into [`ReceiveOptions`], and its run until a
+//! signal. `alertclip-receive` and the box's `alertclip receive` are this same command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use alertclip_mqtt::{BrokerUrl, Protocol, Settings};
+use alertclip_wire::TopicLayout;
+use alertclip_wire::topics::DEFAULT_PREFIX;
+use tokio_util::sync::CancellationToken;
+
+use crate::receive::{self, ReceiveOptions};
+
+/// Exit status for options that cannot be used.
+const EXIT_USAGE: u8 = 2;
+
+/// How to log in to a broker: TLS files and credentials.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokerLogin {
+    /// PEM certificate authorities for mqtts:// (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// User name for the broker.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the broker password.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// What `receive` takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReceiveArgs {
+    /// Broker URL: mqtt://host[:port] or mqtts://host[:port].
+    #[arg(long)]
+    pub broker: String,
+    /// MQTT protocol version: 3.1.1 or 5.
+    #[arg(long, default_value = "3.1.1")]
+    pub protocol: String,
+    /// TLS files and credentials.
+    #[command(flatten)]
+    pub login: BrokerLogin,
+    /// Client id; the broker keeps messages for it while the receiver is down.
+    /// Default: alertclip-receive-<hostname>.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// One site's id, or + for every site.
+    #[arg(long, default_value = "+")]
+    pub site: String,
+    /// The boxes' topic prefix (their `[mqtt] topic_prefix`), with {site} standing for the
+    /// site id; a prefix without {site} is one box's, and needs --site.
+    #[arg(long, value_name = "TEMPLATE", default_value = DEFAULT_PREFIX)]
+    pub topic_prefix: String,
+    /// Directory for alerts, snapshots and verified clips.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory of trusted device public keys (PEM files, as `alertclip key show` prints).
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
+    /// Trust the first key each site signs with, and only that key afterwards.
+    #[arg(long)]
+    pub trust_on_first_use: bool,
+}
+
+impl ReceiveArgs {
+    /// The options these flags describe; the error names the flag and what it expected.
+    pub fn options(self) -> Result<ReceiveOptions, String> {
+        let url = BrokerUrl::parse(&self.broker).map_err(|e| format!("--broker: {e}"))?;
+        let protocol = match self.protocol.as_str() {
+            "3.1.1" => Protocol::V311,
+            "5" => Protocol::V5,
+            other => {
+                return Err(format!(
+                    "--protocol: expected 3.1.1 or 5, found \"{other}\""
+                ));
+            }
+        };
+        let site = Some(self.site.as_str()).filter(|s| *s != "+");
+        if let Some(site) = site {
+            alertclip_wire::id::check(site).map_err(|e| format!("--site: {e}, or +"))?;
+        }
+        let layout = TopicLayout::new(&self.topic_prefix, site)
+            .map_err(|e| format!("--topic-prefix: {e}"))?;
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let client_id = self
+            .client_id
+            .unwrap_or_else(|| format!("alertclip-receive-{}", hostname.trim()));
+        let mut settings = Settings::new(url, client_id)
+            .login(
+                self.login.username.as_deref(),
+                self.login.password_file.as_deref(),
+            )
+            .map_err(|e| format!("--password-file {e}"))?;
+        settings.protocol = protocol;
+        settings.ca_file = self.login.ca;
+        settings.client_auth = self.login.cert.zip(self.login.key);
+        // Clips arrive in chunks of up to a few MiB; the receiver only publishes nothing.
+        settings.max_incoming = 64 << 20;
+        Ok(ReceiveOptions {
+            settings,
+            layout,
+            out: self.out,
+            json: self.json,
+            keys: self.keys,
+            trust_on_first_use: self.trust_on_first_use,
+        })
+    }
+}
+
+/// Runs `receive` until SIGTERM or SIGINT, printing each report to standard output. Exit
+/// status: 0 after a signal, 1 when receiving failed, 2 for options that cannot be used.
+pub async fn receive(args: ReceiveArgs) -> ExitCode {
+    let options = match args.options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("alertclip receive: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    let json = options.json;
+    let mut out = std::io::stdout();
+    let print = move |report| receive::print(&mut out, &report, json);
+    match receive::run(options, cancel, print).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("alertclip receive: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The first SIGTERM or SIGINT ends the session cleanly; a second exits at once.
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for count in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if count == 0 {
+            cancel.cancel();
+        } else {
+            std::process::exit(130);
+        }
+    }
+}
+
+/// Logs to standard error at `info` (`RUST_LOG` to change it), reports going to standard
+/// output.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

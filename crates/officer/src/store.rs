@@ -1,0 +1,29 @@
+//! How the officer side keeps what it received on disk: every file written durably, so a
+//! report printed is a file that survives a power cut.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Writes `bytes` to `path` durably: a hidden temporary beside it, fsync, rename, fsync of
+/// the directory. A crash leaves the old file or the new one, never half of either.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.partial"));
+    let context =
+        |e: io::Error, p: &Path| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    let mut file = File::create(&temp).map_err(|e| context(e, &temp))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| context(e, &temp))?;
+    fs::rename(&temp, path).map_err(|e| context(e, path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| context(e, dir))?;
+    }
+    Ok(())
+}

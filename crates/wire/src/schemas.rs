@@ -1,0 +1,22 @@
+//! The JSON Schemas of the payloads, as published for people and tools (`schemas/` beside
+//! this crate, installed with the package). The tests check real payloads against them.
+
+/// `<prefix>/events/<event_id>`: [`crate::Alert`].
+pub const ALERT: &str = include_str!("../schemas/alert.v1.json");
+/// `<prefix>/events/<event_id>/clip/<camera>`: [`crate::Manifest`].
+pub const MANIFEST: &str = include_str!("../schemas/manifest.v1.json");
+/// `<prefix>/status`: [`crate::Status`].
+pub const STATUS: &str = include_str!("../schemas/status.v1.json");
+/// `<prefix>/alerts`: [`crate::Health`].
+pub const HEALTH: &str = include_str!("../schemas/health.v1.json");
+
+/// The schema of a payload by its short name (`alert`, `manifest`, `status`, `health`).
+pub fn by_name(name: &str) -> Option<&'static str> {
+    match name {
+        "alert" => Some(ALERT),
+        "manifest" => Some(MANIFEST),
+        "status" => Some(STATUS),
+        "health" => Some(HEALTH),
+        _ => None,
+    }
+}
