@@ -15,10 +15,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alertclip::Daemon;
+use alertclip::clip::{ClipDone, Spool};
 use alertclip::config::{BrokerUrl, Config};
-use alertclip::events::ClipDone;
-use alertclip::localbroker::LocalBroker;
-use alertclip::teststream::{TestServer, TestStream};
+use alertclip::demo::localbroker::LocalBroker;
+use alertclip::demo::teststream::{TestServer, TestStream};
 use alertclip::trigger::{Trigger, TriggerKind};
 use alertclip_mqtt::{LinkEvent, Session, Settings};
 use alertclip_wire::Manifest;
@@ -175,7 +175,7 @@ async fn throughput(daemon: &Daemon, broker: &LocalBroker, work: &Path) -> anyho
         let done = synthetic_clip(event, mp4, digests);
         let started = Instant::now();
         let spooling = publisher.clone();
-        tokio::task::spawn_blocking(move || spooling.clip(&done, false)).await??;
+        tokio::task::spawn_blocking(move || spooling.clip(&done)).await??;
         let spooled = started.elapsed();
         while !drained() {
             tokio::time::sleep(Duration::from_millis(1)).await;

@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use alertclip::demo::teststream::{TestServer, TestStream};
 use alertclip::detect::Model;
 use alertclip::detect::frames;
 use alertclip::detect::yolox::{Found, Wanted};
-use alertclip::teststream::{TestServer, TestStream};
 use anyhow::{Context, bail};
 use common::{KillOnDrop, cpu_seconds};
 

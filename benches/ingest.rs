@@ -21,7 +21,7 @@ use std::time::Duration;
 
 mod common;
 
-use alertclip::teststream::{TestServer, TestStream};
+use alertclip::demo::teststream::{TestServer, TestStream};
 use anyhow::{Context, bail};
 use common::{KillOnDrop, cpu_seconds, status};
 
@@ -228,7 +228,7 @@ fn four_cameras(work: &Path, server: &Server) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(3));
     let rss_empty = rss_kib(child.0.id())? as f64 / 1024.0;
     std::thread::sleep(Duration::from_secs(40));
-    let status = status(&socket)?;
+    let status: Vec<_> = status(&socket)?.into_iter().map(|r| r.ingest).collect();
     let rss_full = rss_kib(child.0.id())? as f64 / 1024.0;
     let peak = peak_rss_kib(child.0.id())? as f64 / 1024.0;
     let buffered: f64 =

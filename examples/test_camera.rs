@@ -3,7 +3,7 @@
 //! `cargo run --release --example test_camera -- [--codec h264|h265] [--size 1920x1080]
 //! [--fps 15] [--gop 30] [--kbps 3000] [--bframes 0] [--pattern smpte] [--clock]`
 
-use alertclip::teststream::{TestCodec, TestServer, TestStream};
+use alertclip::demo::teststream::{TestCodec, TestServer, TestStream};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut stream = TestStream::h264("/cam");

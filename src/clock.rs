@@ -114,12 +114,7 @@ impl StreamClock {
 
 /// The wall clock's provenance now.
 pub fn provenance() -> Provenance {
-    // SAFETY: adjtimex with `modes == 0` only reads the kernel's clock state into the zeroed
-    // struct it is given.
-    let mut state: libc::timex = unsafe { std::mem::zeroed() };
-    let result = unsafe { libc::adjtimex(&mut state) };
-    let synchronized = (result != -1)
-        .then_some(result != libc::TIME_ERROR && state.status & libc::STA_UNSYNC == 0);
+    let (synchronized, estimated_error_us) = crate::sys::clock_state();
     let source = [
         ("/run/systemd/timesync/synchronized", "systemd-timesyncd"),
         ("/run/chrony", "chrony"),
@@ -132,7 +127,7 @@ pub fn provenance() -> Provenance {
     Provenance {
         synchronized,
         source,
-        estimated_error_us: (synchronized == Some(true)).then_some(state.esterror as i64),
+        estimated_error_us: (synchronized == Some(true)).then_some(estimated_error_us),
     }
 }
 

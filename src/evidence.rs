@@ -12,12 +12,12 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use alertclip_wire::ChainState;
 use alertclip_wire::signature::{self, SigningKey, VerifyingKey};
+use alertclip_wire::{Alert, ChainState, Manifest};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 
-use crate::storage::write_durably;
+use crate::sys::write_durably;
 
 /// Why the device key or chain could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +165,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .open(&temp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    crate::storage::rename_durably(&temp, path)
+    crate::sys::rename_durably(&temp, path)
 }
 
 /// The device side of the hash chain: the last sequence number used and the SHA-256 of the
@@ -217,6 +217,48 @@ impl Chain {
         write_durably(&self.path, &json).map_err(io_error(&self.path))?;
         *state = next;
         Ok(payload)
+    }
+}
+
+/// What the box signs with: its key, and the chain its alerts are linked in. Every payload
+/// the box signs is signed here.
+#[derive(Debug)]
+pub struct Evidence {
+    key: DeviceKey,
+    chain: Chain,
+}
+
+impl Evidence {
+    /// The key and chain in `dir`, the key created on first use.
+    pub fn open(dir: &Path) -> Result<Evidence, EvidenceError> {
+        Ok(Evidence {
+            key: DeviceKey::load_or_create(dir)?,
+            chain: Chain::open(dir)?,
+        })
+    }
+
+    /// The device key.
+    pub fn key(&self) -> &DeviceKey {
+        &self.key
+    }
+
+    /// Makes `alert` the next link of the chain and signs it: returns the payload as it is to
+    /// be published, the chain's head already saved.
+    pub fn sign_alert(&self, alert: &mut Alert) -> Result<Vec<u8>, EvidenceError> {
+        self.chain.append(|sequence, previous| {
+            alert.sequence = sequence;
+            alert.previous_alert_sha256 = previous;
+            // A struct of plain data always serialises.
+            self.key
+                .sign(&serde_json::to_vec(&*alert).unwrap_or_default())
+        })
+    }
+
+    /// Signs a clip's manifest: the payload as written beside the clip and published.
+    pub fn sign_manifest(&self, manifest: &Manifest) -> Vec<u8> {
+        // A struct of plain data always serialises.
+        self.key
+            .sign(&serde_json::to_vec(manifest).unwrap_or_default())
     }
 }
 

@@ -6,8 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use alertclip::check::{Outcome, Report};
-use alertclip::teststream::{TestServer, TestStream};
+use alertclip::demo::teststream::{TestServer, TestStream};
+use alertclip::setup::check::{Outcome, Report};
 use common::broker::Broker;
 use common::{alertclip_command, skip_without_onnx_runtime};
 
@@ -50,7 +50,7 @@ fn base(dir: &Path) -> String {
     )
 }
 
-fn finding<'a>(report: &'a Report, subject: &str) -> &'a alertclip::check::Finding {
+fn finding<'a>(report: &'a Report, subject: &str) -> &'a alertclip::setup::check::Finding {
     report
         .findings
         .iter()

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use alertclip::Daemon;
-use alertclip::teststream::{TestServer, TestStream};
+use alertclip::demo::teststream::{TestServer, TestStream};
 use common::*;
 
 /// Runs `alertclip run` on a configuration expected to be refused; returns its stderr.
@@ -227,10 +227,11 @@ async fn sigterm_during_a_clip_persists_it_and_exits_cleanly() {
     }
     let socket = dir.path().join("c.sock");
     loop {
-        let status = alertclip::control::call(&socket, &alertclip::control::Request::Status)
-            .await
-            .unwrap();
-        if status.cameras.unwrap()["cam"].buffered_s >= 2.5 {
+        let status =
+            alertclip::daemon::control::call(&socket, &alertclip::daemon::control::Request::Status)
+                .await
+                .unwrap();
+        if status.cameras.unwrap()["cam"].ingest.buffered_s >= 2.5 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

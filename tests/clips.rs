@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use alertclip::camera::CameraState;
-use alertclip::teststream::TestStream;
+use alertclip::demo::teststream::TestStream;
+use alertclip::ingest::camera::CameraState;
 use alertclip::trigger::{Trigger, TriggerKind};
 use common::*;
 
@@ -345,7 +345,8 @@ async fn camera_without_h264_or_h265_is_reported() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_camera_does_not_disturb_another() {
     let dir = tempfile::tempdir().unwrap();
-    let server = alertclip::teststream::TestServer::start(&[TestStream::h264("/cam")]).unwrap();
+    let server =
+        alertclip::demo::teststream::TestServer::start(&[TestStream::h264("/cam")]).unwrap();
     // A port nothing listens on: bind one, note it, free it.
     let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

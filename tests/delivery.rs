@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use alertclip::teststream::TestStream;
+use alertclip::demo::teststream::TestStream;
 use alertclip::trigger::{Trigger, TriggerKind};
 use common::broker::{Broker, mosquitto_pub};
 use common::receiver::ReceiverProcess;
@@ -134,7 +134,7 @@ fn ffprobe_image(path: &std::path::Path) -> (u64, u64) {
 async fn deliver_one(
     rig: &mut Rig,
     receiver: &mut ReceiverProcess,
-) -> (alertclip::events::ClipDone, serde_json::Value) {
+) -> (alertclip::clip::ClipDone, serde_json::Value) {
     wait_buffered(rig.camera(0), 2.5).await;
     let event = rig.fire(Trigger::now(TriggerKind::Manual, "test")).await;
     let local = rig.next_clip().await;
@@ -498,7 +498,7 @@ async fn broker_stopped_during_a_clip_transfer_and_started_again_delivers_it_who
 async fn daemon_killed_mid_transfer_resumes_after_restart() {
     let broker = Broker::start("");
     let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
-    let server = alertclip::teststream::TestServer::start(&[busy_stream()]).unwrap();
+    let server = alertclip::demo::teststream::TestServer::start(&[busy_stream()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("alertclip.toml");
     std::fs::write(
@@ -526,15 +526,15 @@ async fn daemon_killed_mid_transfer_resumes_after_restart() {
     // Buffered once the status says so.
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(status) = alertclip::control::call(
+        let Ok(status) = alertclip::daemon::control::call(
             &dir.path().join("c.sock"),
-            &alertclip::control::Request::Status,
+            &alertclip::daemon::control::Request::Status,
         )
         .await
         else {
             continue;
         };
-        if status.cameras.unwrap()["cam"].buffered_s >= 4.5 {
+        if status.cameras.unwrap()["cam"].ingest.buffered_s >= 4.5 {
             break;
         }
     }
@@ -807,7 +807,7 @@ async fn a_wireless_button_press_raises_a_button_alert_with_its_location() {
     let button = rig.daemon.buttons()[0].clone();
     assert_eq!(
         button.status.borrow().state,
-        alertclip::trigger::button::ButtonState::Ready
+        alertclip::trigger::buttons::button::ButtonState::Ready
     );
     // Reports that are not presses, then a press.
     publish(r#"{"battery":96,"linkquality":120}"#, false);

@@ -7,11 +7,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use alertclip::demo::teststream::TestStream;
 use alertclip::detect::Rect;
 use alertclip::detect::frames;
 use alertclip::detect::yolox::{Found, Wanted};
 use alertclip::detect::{DetectState, DetectStatus, Model, ModelError};
-use alertclip::teststream::TestStream;
 use alertclip::trigger::TriggerKind;
 use common::broker::Broker;
 use common::receiver::ReceiverProcess;
@@ -197,11 +197,11 @@ fn scene(path: &str, image_name: Option<&str>) -> TestStream {
 }
 
 async fn wait_detect(
-    camera: &alertclip::camera::Camera,
+    detector: Option<&tokio::sync::watch::Receiver<DetectStatus>>,
     what: &str,
     mut done: impl FnMut(&DetectStatus) -> bool,
 ) -> DetectStatus {
-    let mut status = camera.detect.clone().expect("the camera is watched");
+    let mut status = detector.cloned().expect("the camera is watched");
     let found = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let now = status.borrow_and_update().clone();
@@ -297,14 +297,14 @@ async fn a_person_on_camera_triggers_an_alert_with_boxes_and_a_clip_and_an_empty
     assert_eq!(clip["verified"], true);
 
     // Meanwhile the empty scene was looked at again and again, and never triggered.
-    let empty = wait_detect(rig.camera(1), "the empty scene looked at", |s| {
+    let empty = wait_detect(rig.detector(1), "the empty scene looked at", |s| {
         s.inferences >= 12
     })
     .await;
     assert_eq!(empty.state, DetectState::Watching);
     assert_eq!(empty.triggers, 0, "{empty:?}");
     assert_eq!(empty.decoder.as_deref(), Some("avdec_h264"));
-    let person = rig.camera(0).detect.as_ref().unwrap().borrow().clone();
+    let person = rig.detector(0).unwrap().borrow().clone();
     assert_eq!(
         person.triggers, 1,
         "one trigger, then the cooldown: {person:?}"
@@ -344,13 +344,13 @@ async fn outside_its_schedule_a_camera_is_not_watched() {
     )
     .await;
     wait_buffered(rig.camera(0), 2.0).await;
-    let status = wait_detect(rig.camera(0), "off schedule", |s| {
+    let status = wait_detect(rig.detector(0), "off schedule", |s| {
         s.state == DetectState::OffSchedule
     })
     .await;
     // Long enough for a watched camera to have fired several times over.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let status_after = rig.camera(0).detect.as_ref().unwrap().borrow().clone();
+    let status_after = rig.detector(0).unwrap().borrow().clone();
     assert_eq!(status_after.frames, 0, "{status:?} {status_after:?}");
     assert_eq!(status_after.triggers, 0);
     assert_eq!(status_after.state, DetectState::OffSchedule);
@@ -370,7 +370,7 @@ async fn a_substream_is_watched_and_the_main_stream_is_clipped() {
         image: Some(image("camera.png")),
         ..TestStream::h264("/sub")
     };
-    let server = alertclip::teststream::TestServer::start(&[main, sub]).unwrap();
+    let server = alertclip::demo::teststream::TestServer::start(&[main, sub]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let camera = format!(
         "pre_roll = \"2s\"\npost_roll = \"1s\"\n[camera.detect]\nurl = \"{}\"\nfps = 4\nmin_frames = 1\nwindow = 1",
@@ -395,7 +395,7 @@ async fn a_substream_is_watched_and_the_main_stream_is_clipped() {
         (640, 360),
         "the clip is of the main stream"
     );
-    let status = daemon.cameras()[0]
+    let status = daemon.watched()[0]
         .detect
         .as_ref()
         .unwrap()

@@ -3,8 +3,8 @@
 
 mod common;
 
-use alertclip::control::Response;
-use alertclip::teststream::TestStream;
+use alertclip::daemon::control::Response;
+use alertclip::demo::teststream::TestStream;
 use common::broker::Broker;
 use common::receiver::ReceiverProcess;
 use common::*;
@@ -61,8 +61,14 @@ async fn a_test_alert_goes_all_the_way_marked_test_and_status_shows_it() {
     assert!(ok, "{stderr}");
     let status: Response = serde_json::from_str(&stdout).unwrap();
     let front = &status.cameras.as_ref().unwrap()["front"];
-    assert_eq!(front.state, alertclip::camera::CameraState::Streaming);
-    assert!(front.fps > 5.0 && front.buffered_s > 1.0, "{front:?}");
+    assert_eq!(
+        front.ingest.state,
+        alertclip::ingest::camera::CameraState::Streaming
+    );
+    assert!(
+        front.ingest.fps > 5.0 && front.ingest.buffered_s > 1.0,
+        "{front:?}"
+    );
     assert!(front.last_frame_age_s.unwrap() < 2.0, "{front:?}");
     assert_eq!(status.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     assert!(status.broker.as_ref().unwrap().connected);
@@ -74,7 +80,7 @@ async fn a_test_alert_goes_all_the_way_marked_test_and_status_shows_it() {
     assert_eq!(events[0].clips, 1);
     assert_eq!(
         events[0].delivery,
-        alertclip::history::Delivery::AlertAcknowledged
+        alertclip::daemon::history::Delivery::AlertAcknowledged
     );
 
     // status, for people.

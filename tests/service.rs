@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use alertclip::teststream::{TestServer, TestStream};
+use alertclip::demo::teststream::{TestServer, TestStream};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/alertclip.service");
 
@@ -52,8 +52,19 @@ fn the_unit_is_valid_and_hardened() {
     assert!(score <= 2.0, "exposure {score} > 2.0:\n{out}");
 }
 
-/// Reads datagrams until one equals a line of `wanted`'s, failing after `limit`.
+/// Reads datagrams until one has a line equal to `wanted`, failing after `limit`.
 fn expect(socket: &UnixDatagram, wanted: &str, limit: Duration, seen: &mut Vec<String>) {
+    expect_line(socket, |l| l == wanted, wanted, limit, seen)
+}
+
+/// Reads datagrams until one has a line `accept` takes, failing (naming `what`) after `limit`.
+fn expect_line(
+    socket: &UnixDatagram,
+    accept: impl Fn(&str) -> bool,
+    what: &str,
+    limit: Duration,
+    seen: &mut Vec<String>,
+) {
     let deadline = Instant::now() + limit;
     let mut buffer = [0u8; 4096];
     while Instant::now() < deadline {
@@ -68,13 +79,13 @@ fn expect(socket: &UnixDatagram, wanted: &str, limit: Duration, seen: &mut Vec<S
             break;
         };
         let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
-        let found = message.lines().any(|l| l == wanted);
+        let found = message.lines().any(&accept);
         seen.push(message);
         if found {
             return;
         }
     }
-    panic!("no {wanted} from the daemon; got {seen:?}");
+    panic!("no {what} from the daemon; got {seen:?}");
 }
 
 #[test]
@@ -137,21 +148,25 @@ impl Drop for Reaped {
 }
 
 /// The daemon's status, or `None` while its socket does not answer (starting, reloading).
-fn status(socket: &Path) -> Option<alertclip::control::Response> {
+fn status(socket: &Path) -> Option<alertclip::daemon::control::Response> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime
-        .block_on(alertclip::control::call(
+        .block_on(alertclip::daemon::control::call(
             socket,
-            &alertclip::control::Request::Status,
+            &alertclip::daemon::control::Request::Status,
         ))
         .ok()
 }
 
-fn buffered(response: &alertclip::control::Response, camera: &str) -> Option<f64> {
-    response.cameras.as_ref()?.get(camera).map(|c| c.buffered_s)
+fn buffered(response: &alertclip::daemon::control::Response, camera: &str) -> Option<f64> {
+    response
+        .cameras
+        .as_ref()?
+        .get(camera)
+        .map(|c| c.ingest.buffered_s)
 }
 
 fn signal(pid: u32, name: &str) {
@@ -184,12 +199,17 @@ fn sighup_applies_a_new_config_and_unchanged_cameras_keep_their_buffers() {
     };
     // Camera "cam" (on /a) and "b".
     std::fs::write(&path, format!("{head}{}", camera("b", "10s"))).unwrap();
+    // The daemon says what it made of each reload, as it tells systemd.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
     let daemon = common::alertclip_command()
         .args(["run", "--config"])
         .arg(&path)
+        .env("NOTIFY_SOCKET", &notify_path)
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
+    let mut seen = Vec::new();
     let daemon = Reaped(daemon);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -210,7 +230,17 @@ fn sighup_applies_a_new_config_and_unchanged_cameras_keep_their_buffers() {
     )
     .unwrap();
     signal(daemon.0.id(), "HUP");
-    std::thread::sleep(Duration::from_millis(500));
+    expect_line(
+        &notify,
+        |l| {
+            l.starts_with("STATUS=")
+                && l.contains("reload refused: ")
+                && l.contains("alertclip.toml")
+        },
+        "STATUS=...reload refused",
+        Duration::from_secs(30),
+        &mut seen,
+    );
     let after_bad = status(&socket).expect("still answering");
     assert!(buffered(&after_bad, "b").unwrap() >= 4.0, "{after_bad:?}");
 

@@ -22,11 +22,11 @@ pub fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
-pub fn status(socket: &Path) -> anyhow::Result<Vec<alertclip::camera::CameraStatus>> {
+pub fn status(socket: &Path) -> anyhow::Result<Vec<alertclip::daemon::control::CameraReport>> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let response = runtime.block_on(alertclip::control::call(
+    let response = runtime.block_on(alertclip::daemon::control::call(
         socket,
-        &alertclip::control::Request::Status,
+        &alertclip::daemon::control::Request::Status,
     ))?;
     Ok(response
         .cameras

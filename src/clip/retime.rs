@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use crate::clock::MonoNs;
-use crate::ring::Frame;
+use crate::ingest::ring::Frame;
 
 /// Frames whose rank is kept open: more than any camera reorders by.
 const WINDOW: usize = 16;

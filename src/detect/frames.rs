@@ -8,7 +8,7 @@
 //!
 //! The encoded frames are the ring's own buffers: pushing one shares its memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -17,7 +17,8 @@ use gstreamer_video as gst_video;
 
 use super::yolox::Picture;
 use crate::clock::MonoNs;
-use crate::ring::Frame;
+use crate::elements::{MissingElement, make};
+use crate::ingest::ring::Frame;
 
 /// Decoders to try per codec, best first: the hardware ones exist only on boxes that have
 /// them.
@@ -38,12 +39,44 @@ pub fn fitted_size(width: u32, height: u32, par: gst::Fraction, fit: (usize, usi
     (w, h)
 }
 
-fn make(factory: &str) -> Result<gst::Element, String> {
-    gst::ElementFactory::make(factory).build().map_err(|_| {
-        format!(
-            "GStreamer element `{factory}` is missing: run scripts/setup.sh to install the plugins"
-        )
-    })
+/// Why the decode branch, or a still picture, gave no picture.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// A GStreamer element is not installed.
+    #[error(transparent)]
+    Missing(#[from] MissingElement),
+    /// The ring holds something other than H.264 or H.265.
+    #[error("cannot decode {0} for detection")]
+    Unsupported(String),
+    /// None of the decoders for the codec is installed.
+    #[error("no decoder for detection ({0}): run scripts/setup.sh to install gstreamer1.0-libav")]
+    NoDecoder(String),
+    /// The configured detection rate cannot be a frame rate.
+    #[error("{0} frames per second is not a usable rate")]
+    Rate(f64),
+    /// The branch's elements could not be put together.
+    #[error("the decode branch could not be built: {0}")]
+    Build(#[from] gst::glib::BoolError),
+    /// The branch could not start.
+    #[error("the decode branch could not start: {0}")]
+    Start(#[from] gst::StateChangeError),
+    /// The decoder took no more frames.
+    #[error("the decoder refused a frame: {0:?}")]
+    Refused(gst::FlowError),
+    /// The decoder reported an error.
+    #[error("decoding for detection failed: {0}")]
+    Failed(String),
+    /// A picture the model cannot take.
+    #[error("{0}")]
+    Picture(String),
+    /// An image file gave no picture.
+    #[error("{path}: {what}")]
+    Still {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        what: String,
+    },
 }
 
 /// Adds `[videorate ! capsfilter] ! videoscale ! videoconvert ! capsfilter` to `pipeline`,
@@ -52,19 +85,13 @@ fn add_scaler(
     pipeline: &gst::Pipeline,
     fps: Option<f64>,
     fit: (usize, usize),
-) -> Result<(gst::Element, gst::Element), String> {
+) -> Result<(gst::Element, gst::Element), DecodeError> {
     let mut chain = Vec::new();
     if let Some(fps) = fps {
-        let rate = gst::Fraction::approximate_f64(fps)
-            .ok_or_else(|| format!("{fps} frames per second is not a usable rate"))?;
-        chain.push(
-            gst::ElementFactory::make("videorate")
-                .property("drop-only", true)
-                .build()
-                .map_err(|_| {
-                    "GStreamer element `videorate` is missing: run scripts/setup.sh".to_owned()
-                })?,
-        );
+        let rate = gst::Fraction::approximate_f64(fps).ok_or(DecodeError::Rate(fps))?;
+        let videorate = make("videorate")?;
+        videorate.set_property("drop-only", true);
+        chain.push(videorate);
         let capsfilter = make("capsfilter")?;
         capsfilter.set_property(
             "caps",
@@ -88,7 +115,7 @@ fn add_scaler(
     let filter = output.clone();
     let sink = scale
         .static_pad("sink")
-        .ok_or_else(|| "videoscale without a sink pad".to_owned())?;
+        .ok_or_else(|| DecodeError::Picture("videoscale without a sink pad".to_owned()))?;
     sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
         if let Some(gst::PadProbeData::Event(event)) = &info.data
             && let gst::EventView::Caps(caps) = event.view()
@@ -108,8 +135,8 @@ fn add_scaler(
         gst::PadProbeReturn::Ok
     });
     chain.extend([scale, convert, output]);
-    pipeline.add_many(&chain).map_err(|e| e.to_string())?;
-    gst::Element::link_many(&chain).map_err(|e| e.to_string())?;
+    pipeline.add_many(&chain)?;
+    gst::Element::link_many(&chain)?;
     Ok((chain[0].clone(), chain[chain.len() - 1].clone()))
 }
 
@@ -117,14 +144,14 @@ fn add_appsink(
     pipeline: &gst::Pipeline,
     after: &gst::Element,
     on_picture: Option<Box<dyn FnMut(gst::Sample) + Send>>,
-) -> Result<gst_app::AppSink, String> {
+) -> Result<gst_app::AppSink, DecodeError> {
     let appsink = gst_app::AppSink::builder()
         .sync(false)
         .max_buffers(1)
         .drop(true)
         .build();
-    pipeline.add(&appsink).map_err(|e| e.to_string())?;
-    after.link(&appsink).map_err(|e| e.to_string())?;
+    pipeline.add(&appsink)?;
+    after.link(&appsink)?;
     if let Some(mut on_picture) = on_picture {
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -159,23 +186,20 @@ impl DecodeBranch {
         fps: f64,
         fit: (usize, usize),
         on_picture: impl FnMut(gst::Sample) + Send + 'static,
-    ) -> Result<DecodeBranch, String> {
+    ) -> Result<DecodeBranch, DecodeError> {
         let candidates: &[&str] = match caps.structure(0).map(|s| s.name().as_str()) {
             Some("video/x-h264") => &H264_DECODERS,
             Some("video/x-h265") => &H265_DECODERS,
             other => {
-                return Err(format!(
-                    "cannot decode {} for detection",
-                    other.unwrap_or("unknown caps")
+                return Err(DecodeError::Unsupported(
+                    other.unwrap_or("unknown caps").to_owned(),
                 ));
             }
         };
         let decoder_name = candidates
             .iter()
             .find(|name| gst::ElementFactory::find(name).is_some())
-            .ok_or_else(|| {
-                format!("no decoder for detection ({}): run scripts/setup.sh to install gstreamer1.0-libav", candidates.join(", "))
-            })?;
+            .ok_or_else(|| DecodeError::NoDecoder(candidates.join(", ")))?;
         let decoder = make(decoder_name)?;
         let pipeline = gst::Pipeline::with_name("detect");
         let appsrc = gst_app::AppSrc::builder()
@@ -183,16 +207,12 @@ impl DecodeBranch {
             .format(gst::Format::Time)
             .is_live(true)
             .build();
-        pipeline
-            .add_many([appsrc.upcast_ref(), &decoder])
-            .map_err(|e| e.to_string())?;
-        appsrc.link(&decoder).map_err(|e| e.to_string())?;
+        pipeline.add_many([appsrc.upcast_ref(), &decoder])?;
+        appsrc.link(&decoder)?;
         let (first, last) = add_scaler(&pipeline, Some(fps), fit)?;
-        decoder.link(&first).map_err(|e| e.to_string())?;
+        decoder.link(&first)?;
         add_appsink(&pipeline, &last, Some(Box::new(on_picture)))?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("the decode branch could not start: {e}"))?;
+        pipeline.set_state(gst::State::Playing)?;
         Ok(DecodeBranch {
             pipeline,
             appsrc,
@@ -207,7 +227,7 @@ impl DecodeBranch {
     }
 
     /// Queues one encoded frame, in decode order. Shares the payload.
-    pub fn push(&mut self, frame: &Frame) -> Result<(), String> {
+    pub fn push(&mut self, frame: &Frame) -> Result<(), DecodeError> {
         let base = *self.base.get_or_insert(frame.time);
         let mut buffer = frame.buffer.clone();
         {
@@ -220,7 +240,7 @@ impl DecodeBranch {
         self.appsrc
             .push_buffer(buffer)
             .map(|_| ())
-            .map_err(|e| format!("the decoder refused a frame: {e:?}"))
+            .map_err(DecodeError::Refused)
     }
 
     /// Encoded frames waiting to be decoded.
@@ -229,11 +249,11 @@ impl DecodeBranch {
     }
 
     /// The first error the branch reported, if any.
-    pub fn error(&self) -> Option<String> {
+    pub fn error(&self) -> Option<DecodeError> {
         let bus = self.pipeline.bus()?;
         while let Some(message) = bus.pop_filtered(&[gst::MessageType::Error]) {
             if let gst::MessageView::Error(e) = message.view() {
-                return Some(e.error().to_string());
+                return Some(DecodeError::Failed(e.error().to_string()));
             }
         }
         None
@@ -247,14 +267,25 @@ impl Drop for DecodeBranch {
 }
 
 /// Runs `f` on the BGR picture in `sample`.
-pub fn with_picture<R>(sample: &gst::Sample, f: impl FnOnce(&Picture) -> R) -> Result<R, String> {
-    let caps = sample.caps().ok_or("a picture without caps")?;
-    let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
+pub fn with_picture<R>(
+    sample: &gst::Sample,
+    f: impl FnOnce(&Picture) -> R,
+) -> Result<R, DecodeError> {
+    let bad = |what: String| DecodeError::Picture(what);
+    let caps = sample
+        .caps()
+        .ok_or_else(|| bad("a picture without caps".into()))?;
+    let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| bad(e.to_string()))?;
     if info.format() != gst_video::VideoFormat::Bgr {
-        return Err(format!("expected BGR pictures, got {:?}", info.format()));
+        return Err(bad(format!(
+            "expected BGR pictures, got {:?}",
+            info.format()
+        )));
     }
-    let buffer = sample.buffer().ok_or("a picture without a buffer")?;
-    let map = buffer.map_readable().map_err(|e| e.to_string())?;
+    let buffer = sample
+        .buffer()
+        .ok_or_else(|| bad("a picture without a buffer".into()))?;
+    let map = buffer.map_readable().map_err(|e| bad(e.to_string()))?;
     let picture = Picture {
         data: map.as_slice(),
         width: info.width() as usize,
@@ -266,20 +297,20 @@ pub fn with_picture<R>(sample: &gst::Sample, f: impl FnOnce(&Picture) -> R) -> R
 
 /// Decodes an image file (PNG, JPEG ...) and scales it as the decode branch scales camera
 /// pictures: for tests, and for checking a model on a known picture.
-pub fn load_still(path: &Path, fit: (usize, usize)) -> Result<gst::Sample, String> {
+pub fn load_still(path: &Path, fit: (usize, usize)) -> Result<gst::Sample, DecodeError> {
+    let still = |what: &str| DecodeError::Still {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    };
     if !path.is_file() {
-        return Err(format!("{}: no such file", path.display()));
+        return Err(still("no such file"));
     }
     let pipeline = gst::Pipeline::with_name("still");
-    let source = gst::ElementFactory::make("filesrc")
-        .property("location", path.to_string_lossy().as_ref())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let source = make("filesrc")?;
+    source.set_property("location", path.to_string_lossy().as_ref());
     let decode = make("decodebin")?;
-    pipeline
-        .add_many([&source, &decode])
-        .map_err(|e| e.to_string())?;
-    source.link(&decode).map_err(|e| e.to_string())?;
+    pipeline.add_many([&source, &decode])?;
+    source.link(&decode)?;
     let (first, last) = add_scaler(&pipeline, None, fit)?;
     let appsink = add_appsink(&pipeline, &last, None)?;
     decode.connect_pad_added(move |_, pad| {
@@ -291,11 +322,11 @@ pub fn load_still(path: &Path, fit: (usize, usize)) -> Result<gst::Sample, Strin
     });
     let result = pipeline
         .set_state(gst::State::Playing)
-        .map_err(|e| format!("{}: cannot decode: {e}", path.display()))
+        .map_err(|e| still(&format!("cannot decode: {e}")))
         .and_then(|_| {
             appsink
                 .try_pull_preroll(gst::ClockTime::from_seconds(10))
-                .ok_or_else(|| format!("{}: no picture decoded", path.display()))
+                .ok_or_else(|| still("no picture decoded"))
         });
     let _ = pipeline.set_state(gst::State::Null);
     result

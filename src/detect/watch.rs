@@ -20,16 +20,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::frames::{self, DecodeBranch, MAX_BACKLOG};
+use super::frames::{self, DecodeBranch, DecodeError, MAX_BACKLOG};
 use super::motion::{Gate, MotionGate};
 use super::rules::Rules;
 use super::yolox::{Found, Wanted};
 use super::{Detection, Model};
-use crate::camera::CameraFeed;
 use crate::clock::{self, ClockMap, MonoNs};
 use crate::config::detect::CameraDetect;
 use crate::config::{self, HumanDuration, SecretUrl};
-use crate::ring::{Cursor, Frame, ReadEnd};
+use crate::ingest::camera::CameraFeed;
+use crate::ingest::ring::{Cursor, Frame, ReadEnd};
 use crate::trigger::{Trigger, TriggerKind, Triggers};
 
 /// How often the schedule is looked at, and the longest a quiet camera waits between reads.
@@ -244,16 +244,16 @@ impl Feeder {
         self.status.send_modify(|s| s.state = DetectState::Stopped);
     }
 
-    fn failed(&self, message: String) {
-        tracing::warn!(camera = %self.camera, error = %message, "detection");
+    fn failed(&self, error: DecodeError) {
+        tracing::warn!(camera = %self.camera, %error, "detection");
         self.status.send_modify(|s| {
             s.state = DetectState::Failed;
-            s.last_error = Some(message);
+            s.last_error = Some(error.to_string());
         });
     }
 
     /// A new branch from the newest keyframe, or `None` while nothing is buffered.
-    fn start_reading(&self) -> Result<Option<Reading>, String> {
+    fn start_reading(&self) -> Result<Option<Reading>, DecodeError> {
         let now = clock::mono_now();
         let Some(cut) = self.feed.ring().start_cut(now, now) else {
             return Ok(None);
@@ -281,9 +281,9 @@ impl Feeder {
     }
 
     /// Pushes what arrived since the last call. `Ok(false)` when the branch must start over.
-    fn feed_branch(&self, r: &mut Reading, frames: &mut Vec<Frame>) -> Result<bool, String> {
+    fn feed_branch(&self, r: &mut Reading, frames: &mut Vec<Frame>) -> Result<bool, DecodeError> {
         if let Some(error) = r.branch.error() {
-            return Err(format!("decoding for detection failed: {error}"));
+            return Err(error);
         }
         if r.branch.backlog() > MAX_BACKLOG {
             tracing::warn!(camera = %self.camera, "detection decoding fell behind; skipping to the newest keyframe");
@@ -367,11 +367,11 @@ impl Looker {
                     rules.observe_unchanged(time)
                 }
                 Ok(Err(e)) => {
-                    self.report(e.to_string());
+                    self.report(&e);
                     None
                 }
                 Err(e) => {
-                    self.report(e);
+                    self.report(&e);
                     None
                 }
             };
@@ -390,9 +390,10 @@ impl Looker {
         }
     }
 
-    fn report(&self, message: String) {
-        tracing::warn!(camera = %self.camera, error = %message, "detection");
-        self.status.send_modify(|s| s.last_error = Some(message));
+    fn report(&self, error: &dyn std::fmt::Display) {
+        tracing::warn!(camera = %self.camera, %error, "detection");
+        self.status
+            .send_modify(|s| s.last_error = Some(error.to_string()));
     }
 
     fn fire(&self, detections: Vec<Detection>, time: MonoNs) {
@@ -412,7 +413,7 @@ impl Looker {
         };
         match self.runtime.block_on(self.triggers.fire(trigger)) {
             Ok(_) => self.status.send_modify(|s| s.triggers += 1),
-            Err(e) => self.report(format!("the detection trigger was not taken: {e}")),
+            Err(e) => self.report(&format!("the detection trigger was not taken: {e}")),
         }
     }
 }

@@ -3,11 +3,7 @@
 
 use std::time::SystemTime;
 
-pub mod button;
 pub mod buttons;
-pub mod gpio;
-pub mod keyboard;
-pub mod wireless;
 
 pub use alertclip_wire::{TriggerKind, TriggerRecord};
 use tokio::sync::{mpsc, oneshot};

@@ -1,8 +1,8 @@
-//! A real mosquitto for tests, in a temporary directory (see `alertclip::localbroker`).
+//! A real mosquitto for tests, in a temporary directory (see `alertclip::demo::localbroker`).
 
 use std::path::PathBuf;
 
-use alertclip::localbroker::LocalBroker;
+use alertclip::demo::localbroker::LocalBroker;
 
 pub struct Broker {
     pub port: u16,

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use alertclip::camera::{Camera, CameraState, CameraStatus};
+use alertclip::clip::ClipDone;
 use alertclip::config::Config;
-use alertclip::events::ClipDone;
+use alertclip::detect::DetectStatus;
+use alertclip::ingest::camera::{Camera, CameraState, CameraStatus};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
@@ -313,7 +314,7 @@ pub fn event_dir(root: &Path, done: &ClipDone) -> PathBuf {
 /// ids are the streams' paths without the leading `/`.
 pub struct Rig {
     pub dir: tempfile::TempDir,
-    pub server: alertclip::teststream::TestServer,
+    pub server: alertclip::demo::teststream::TestServer,
     pub daemon: alertclip::Daemon,
     pub clips: broadcast::Receiver<ClipDone>,
 }
@@ -321,12 +322,12 @@ pub struct Rig {
 impl Rig {
     /// Starts cameras for `streams`, each with `camera_extra` in its table and `tail` after.
     pub async fn start(
-        streams: &[alertclip::teststream::TestStream],
+        streams: &[alertclip::demo::teststream::TestStream],
         camera_extra: &str,
         tail: &str,
     ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let server = alertclip::teststream::TestServer::start(streams).unwrap();
+        let server = alertclip::demo::teststream::TestServer::start(streams).unwrap();
         let cameras: Vec<(&str, String)> = streams
             .iter()
             .map(|s| (s.path.trim_start_matches('/'), server.url(&s.path)))
@@ -346,6 +347,11 @@ impl Rig {
     /// The i-th camera.
     pub fn camera(&self, i: usize) -> &Camera {
         &self.daemon.cameras()[i]
+    }
+
+    /// Camera `i`'s detector status, when it is watched.
+    pub fn detector(&self, i: usize) -> Option<&tokio::sync::watch::Receiver<DetectStatus>> {
+        self.daemon.watched()[i].detect.as_ref()
     }
 
     /// Fires a trigger and returns its event id.

@@ -3,10 +3,24 @@
 //! neither side reasons about packet ids, and the one way a broker login is read from files.
 
 pub mod session;
+pub mod subscriptions;
 pub mod url;
 
 pub use session::{LinkEvent, NotConnected, Session, Settings, SettingsError, Tag};
+pub use subscriptions::{Messages, Subscriptions};
 pub use url::{BrokerUrl, Protocol};
+
+/// A session's connection to its broker, for status reports and for whoever shows it (a
+/// box's feedback lights blink fast while it is down).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkStatus {
+    /// Connected now.
+    pub connected: bool,
+    /// Why the last connection ended or failed, with a hint where one is known.
+    pub last_error: Option<String>,
+    /// When the broker last acknowledged a message, RFC 3339 UTC.
+    pub last_ack: Option<String>,
+}
 
 use std::io;
 use std::path::{Path, PathBuf};

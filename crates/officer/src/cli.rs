@@ -127,7 +127,7 @@ pub async fn receive(args: ReceiveArgs) -> ExitCode {
         }
     };
     let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(cancel.clone()));
+    tokio::spawn(cancel_on_signal(cancel.clone(), "closing the session"));
     let json = options.json;
     let mut out = std::io::stdout();
     let print = move |report| receive::print(&mut out, &report, json);
@@ -140,8 +140,9 @@ pub async fn receive(args: ReceiveArgs) -> ExitCode {
     }
 }
 
-/// The first SIGTERM or SIGINT ends the session cleanly; a second exits at once.
-async fn cancel_on_signal(cancel: CancellationToken) {
+/// Cancels `cancel` on the first SIGTERM or SIGINT, saying it is `finishing` (what a clean
+/// stop still does); a second signal exits at once. Both binaries stop this way.
+pub async fn cancel_on_signal(cancel: CancellationToken, finishing: &'static str) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -156,8 +157,10 @@ async fn cancel_on_signal(cancel: CancellationToken) {
             _ = int.recv() => {}
         }
         if count == 0 {
+            tracing::info!("signal received: {finishing} (signal again to exit at once)");
             cancel.cancel();
         } else {
+            tracing::warn!("second signal: exiting now");
             std::process::exit(130);
         }
     }

@@ -378,6 +378,19 @@ pub enum DetectState {
     Stopped,
 }
 
+impl DetectState {
+    /// Its name in status reports, as serialized.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DetectState::Starting => "starting",
+            DetectState::Watching => "watching",
+            DetectState::OffSchedule => "off_schedule",
+            DetectState::Failed => "failed",
+            DetectState::Stopped => "stopped",
+        }
+    }
+}
+
 /// How far the box's wall clock can be trusted, as recorded in alerts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {

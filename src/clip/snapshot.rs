@@ -11,10 +11,11 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::camera::{CameraFeed, codec_name};
 use crate::clock::MonoNs;
 use crate::detect::Detection;
-use crate::ring::Frame;
+use crate::elements::{MissingElement, make};
+use crate::ingest::camera::{CameraFeed, codec_name};
+use crate::ingest::ring::Frame;
 
 /// Widths and JPEG qualities tried in turn until the picture fits.
 const ATTEMPTS: [(i32, i32); 5] = [(1280, 85), (1280, 70), (960, 70), (640, 60), (480, 50)];
@@ -28,11 +29,14 @@ pub enum SnapshotError {
     #[error("no video buffered")]
     NoVideo,
     /// A GStreamer element is not installed.
-    #[error("GStreamer element `{0}` is missing: run scripts/setup.sh to install the plugins")]
-    MissingElement(&'static str),
+    #[error(transparent)]
+    MissingElement(#[from] MissingElement),
     /// Decoding or encoding failed.
     #[error("{0}")]
     Pipeline(String),
+    /// Delivery could not take it.
+    #[error("cannot spool the snapshot: {0}")]
+    Spool(#[source] std::io::Error),
     /// Even the smallest picture is larger than allowed.
     #[error("even a {0}-byte JPEG is over the {1}-byte limit")]
     TooLarge(usize, usize),
@@ -50,7 +54,7 @@ pub fn capture(
     let mut raw = decode_last(&caps, &frames)?;
     if !detections.is_empty() {
         // A snapshot without boxes is better than none.
-        match crate::annotate::draw(&raw, detections) {
+        match crate::clip::annotate::draw(&raw, detections) {
             Ok(drawn) => raw = drawn,
             Err(error) => tracing::warn!(%error, "detections not drawn on the snapshot"),
         }
@@ -162,20 +166,16 @@ fn encode(
         .format(gst::Format::Time)
         .build();
     let scale = make("videoscale")?;
-    let size = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", width)
-                .field("height", height)
-                .build(),
-        )
-        .build()
-        .map_err(|_| SnapshotError::MissingElement("capsfilter"))?;
-    let jpeg = gst::ElementFactory::make("jpegenc")
-        .property("quality", quality)
-        .build()
-        .map_err(|_| SnapshotError::MissingElement("jpegenc"))?;
+    let size = make("capsfilter")?;
+    size.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", width)
+            .field("height", height)
+            .build(),
+    );
+    let jpeg = make("jpegenc")?;
+    jpeg.set_property("quality", quality);
     let sink = gst_app::AppSink::builder()
         .sync(false)
         .wait_on_eos(false)
@@ -203,12 +203,6 @@ fn encode(
         .map_readable()
         .map_err(|e| SnapshotError::Pipeline(e.to_string()))?;
     Ok(map.as_slice().to_vec())
-}
-
-fn make(factory: &'static str) -> Result<gst::Element, SnapshotError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| SnapshotError::MissingElement(factory))
 }
 
 fn add_and_link(pipeline: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(), SnapshotError> {
@@ -254,7 +248,7 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::FrameRing;
+    use crate::ingest::ring::FrameRing;
 
     /// A feed holding `seconds` of a real encoded stream (320x240, 15 fps, a keyframe a
     /// second), timed from 0.

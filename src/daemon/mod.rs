@@ -6,6 +6,10 @@
 //! most of the grace period, then finishes them with what they have, and stops the cameras
 //! last.
 
+pub mod control;
+pub mod history;
+pub mod service;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,21 +17,23 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::camera::Camera;
-use crate::cameras::Cameras;
+use crate::clip::clipper::{Clipper, Outputs};
+use crate::clip::storage::Storage;
+use crate::clip::{ClipDone, Spool};
 use crate::config::Config;
-use crate::control;
+use crate::delivery::{self, Publisher};
 use crate::detect::Model;
 use crate::detect::watch::{self, Detector, Watcher};
-use crate::events::{ClipDone, Clipper, Outputs};
-use crate::evidence::{Chain, DeviceKey};
-use crate::history::EventLog;
-use crate::publish::{self, Publisher};
-use crate::service::Supervisor;
-use crate::storage::Storage;
+use crate::evidence::Evidence;
+use crate::health::{self, Watched};
+use crate::ingest::CameraPool;
+use crate::ingest::camera::Camera;
 use crate::trigger::Triggers;
-use crate::trigger::buttons::{self, Button};
-use alertclip_mqtt::Session;
+use crate::trigger::buttons::light::Confirmations;
+use crate::trigger::buttons::{self, Button, ButtonSetupError, DeliveryLink};
+use alertclip_mqtt::{Session, Subscriptions};
+use history::EventLog;
+use service::Supervisor;
 
 /// How long shutdown waits for clips in progress before finishing them as partial.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -56,16 +62,19 @@ pub enum StartError {
     Storage(std::io::Error),
     /// The device key or its chain could not be used.
     #[error("evidence.dir: {0}")]
-    Evidence(crate::evidence::EvidenceError),
+    Evidence(#[source] crate::evidence::EvidenceError),
     /// The outbox could not be used.
     #[error("outbox.dir: {0}")]
-    Outbox(std::io::Error),
-    /// The broker settings name a file that cannot be read.
-    #[error("{0}")]
-    Mqtt(String),
+    Outbox(#[source] std::io::Error),
+    /// The broker password file cannot be read.
+    #[error("mqtt.password_file {0}")]
+    MqttPassword(#[source] alertclip_mqtt::SecretError),
+    /// A TLS file of `[mqtt]` cannot be read.
+    #[error("mqtt.{0}")]
+    MqttTls(#[source] alertclip_mqtt::SettingsError),
     /// A button could not be set up.
-    #[error("{0}")]
-    Buttons(String),
+    #[error(transparent)]
+    Buttons(#[from] ButtonSetupError),
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] control::ControlError),
@@ -80,7 +89,8 @@ impl StartError {
         matches!(
             self,
             StartError::Secret { .. }
-                | StartError::Mqtt(_)
+                | StartError::MqttPassword(_)
+                | StartError::MqttTls(_)
                 | StartError::Evidence(_)
                 | StartError::Detect(_)
         )
@@ -90,8 +100,9 @@ impl StartError {
 /// A running daemon.
 pub struct Daemon {
     config: Config,
-    pool: Cameras,
+    pool: CameraPool,
     cameras: Vec<Camera>,
+    watched: Vec<Watched>,
     buttons: Vec<Button>,
     triggers: Triggers,
     clips: broadcast::Sender<ClipDone>,
@@ -112,7 +123,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts every camera, the clipper and the control socket.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
-        Daemon::start_with(config, Cameras::default())
+        Daemon::start_with(config, CameraPool::default())
             .await
             .map_err(|(error, _)| error)
     }
@@ -121,8 +132,8 @@ impl Daemon {
     /// they keep their buffers. On failure the pool comes back, for another attempt.
     async fn start_with(
         config: Config,
-        mut pool: Cameras,
-    ) -> Result<Daemon, (StartError, Cameras)> {
+        mut pool: CameraPool,
+    ) -> Result<Daemon, (StartError, CameraPool)> {
         match Daemon::start_parts(&config, &mut pool).await {
             Ok(mut daemon) => {
                 daemon.pool = pool;
@@ -134,7 +145,7 @@ impl Daemon {
     }
 
     /// Everything but the camera pool, which the caller hands over.
-    async fn start_parts(config: &Config, pool: &mut Cameras) -> Result<Daemon, StartError> {
+    async fn start_parts(config: &Config, pool: &mut CameraPool) -> Result<Daemon, StartError> {
         gstreamer::init().map_err(|e| StartError::GStreamer(e.to_string()))?;
         let storage = Storage::open(&config.storage.dir, config.storage.max_bytes.0)
             .map_err(StartError::Storage)?;
@@ -155,23 +166,29 @@ impl Daemon {
 
         // The device key, and delivery, are set up before anything starts, so that a bad key,
         // TLS or password file stops the daemon at once.
-        let key = Arc::new(
-            DeviceKey::load_or_create(&config.evidence.dir).map_err(StartError::Evidence)?,
-        );
-        tracing::info!(key_id = %key.key_id(), "device key loaded");
+        let evidence =
+            Arc::new(Evidence::open(&config.evidence.dir).map_err(StartError::Evidence)?);
+        tracing::info!(key_id = %evidence.key().key_id(), "device key loaded");
         let delivery = match &config.mqtt {
             Some(mqtt) => {
-                let chain = Chain::open(&config.evidence.dir).map_err(StartError::Evidence)?;
-                let publisher = Arc::new(
-                    Publisher::open(config, mqtt, key.clone(), chain)
-                        .map_err(StartError::Outbox)?,
-                );
-                let settings = publish::daemon_settings(config, mqtt, publisher.topics())
-                    .map_err(|e| StartError::Mqtt(e.to_string()))?;
+                let publisher =
+                    Arc::new(Publisher::open(config, mqtt).map_err(StartError::Outbox)?);
+                let settings = delivery::settings(config, mqtt, publisher.topics())
+                    .map_err(StartError::MqttPassword)?;
                 Some((publisher, settings, mqtt.status_interval.0))
             }
             None => None,
         };
+        // What buttons and lights hear of delivery: wireless buttons subscribe on the delivery
+        // broker through `subscriptions`, which the delivery task serves.
+        let subscriptions = Arc::new(Subscriptions::default());
+        let link = delivery.as_ref().map(|(publisher, _, _)| DeliveryLink {
+            confirmations: Confirmations {
+                acked: publisher.acked_alerts(),
+                link: publisher.link(),
+            },
+            subscriptions: subscriptions.clone(),
+        });
         let detector = load_detector(config)?;
         let listener = control::bind(&config.control.socket).await?;
 
@@ -182,9 +199,10 @@ impl Daemon {
         let delivery_cancel = CancellationToken::new();
         let (triggers, requests) = Triggers::channel(TRIGGER_QUEUE);
         let mut cameras = Vec::new();
+        let mut watched = Vec::new();
         pool.begin();
         for (camera, password) in config.cameras.iter().zip(passwords) {
-            let (mut running, kept) = pool.get(camera, config.ring_bytes(camera), password.clone());
+            let (running, kept) = pool.get(camera, config.ring_bytes(camera), password.clone());
             if kept {
                 tracing::info!(camera = %camera.id, "camera unchanged: its buffer is kept");
             }
@@ -212,7 +230,15 @@ impl Daemon {
                     &tracker,
                     cameras_cancel.child_token(),
                 );
-                running.detect = Some(watcher.status);
+                watched.push(Watched {
+                    camera: running.clone(),
+                    detect: Some(watcher.status),
+                });
+            } else {
+                watched.push(Watched {
+                    camera: running.clone(),
+                    detect: None,
+                });
             }
             cameras.push(running);
         }
@@ -223,29 +249,29 @@ impl Daemon {
         let buttons = buttons::start(
             config,
             &triggers,
-            delivery.as_ref().map(|(publisher, _, _)| publisher),
+            link.as_ref(),
             &tracker,
             &intake,
             &delivery_cancel,
-        )
-        .map_err(|e| StartError::Buttons(e.to_string()))?;
+        )?;
 
         let publisher = match delivery {
             Some((publisher, settings, status_interval)) => {
                 let link_cancel = CancellationToken::new();
                 let (session, events) =
                     Session::start(&settings, &delivery_tracker, link_cancel.clone())
-                        .map_err(|e| StartError::Mqtt(e.to_string()))?;
+                        .map_err(StartError::MqttTls)?;
                 let started_at = SystemTime::now();
                 let status = {
-                    let (cameras, buttons, publisher) =
-                        (cameras.clone(), buttons.clone(), publisher.clone());
-                    move || publish::status(&cameras, &buttons, publisher.outbox(), started_at)
+                    let (watched, buttons, publisher) =
+                        (watched.clone(), buttons.clone(), publisher.clone());
+                    move || health::status(&watched, &buttons, publisher.outbox(), started_at)
                 };
-                let deliver = publish::deliver(
+                let deliver = delivery::deliver(
                     publisher.clone(),
                     session,
                     events,
+                    subscriptions.clone(),
                     status,
                     status_interval,
                     delivery_cancel.clone(),
@@ -255,7 +281,7 @@ impl Daemon {
                     link_cancel.cancel();
                 });
                 let dirs = vec![config.storage.dir.clone(), config.outbox.dir.clone()];
-                delivery_tracker.spawn(publish::monitor(
+                delivery_tracker.spawn(health::monitor(
                     publisher.clone(),
                     cameras.clone(),
                     buttons.clone(),
@@ -277,8 +303,8 @@ impl Daemon {
         let outputs = Outputs {
             storage,
             done: clips.clone(),
-            publisher: publisher.clone(),
-            key,
+            spool: publisher.clone().map(|p| p as Arc<dyn Spool>),
+            evidence,
             chunk_size: config.chunk_size(),
             log: log.clone(),
         };
@@ -308,7 +334,7 @@ impl Daemon {
         }
         let context = control::Context {
             triggers: triggers.clone(),
-            cameras: cameras.clone(),
+            cameras: watched.clone(),
             buttons: buttons.clone(),
             publisher: publisher.clone(),
             log,
@@ -323,8 +349,9 @@ impl Daemon {
         tracing::info!(site = %config.site.id, cameras = cameras.len(), socket = %config.control.socket.display(), "alertclip running");
         Ok(Daemon {
             config: config.clone(),
-            pool: Cameras::default(),
+            pool: CameraPool::default(),
             cameras,
+            watched,
             buttons,
             triggers,
             clips,
@@ -357,6 +384,11 @@ impl Daemon {
     /// The cameras, with their rings and status.
     pub fn cameras(&self) -> &[Camera] {
         &self.cameras
+    }
+
+    /// The cameras with their detectors, as status reports see them.
+    pub fn watched(&self) -> &[Watched] {
+        &self.watched
     }
 
     /// Every clip written from now on.
@@ -402,7 +434,7 @@ impl Daemon {
     }
 
     /// Stops everything but the cameras, in order, and hands the cameras back.
-    async fn stop_parts(self, grace: Duration) -> Cameras {
+    async fn stop_parts(self, grace: Duration) -> CameraPool {
         self.intake.cancel();
         self.jobs_tracker.close();
         if tokio::time::timeout(grace, self.jobs_tracker.wait())

@@ -4,19 +4,18 @@
 //! `confirm_for` once the broker has acknowledged it, and blinks fast while delivery is failing
 //! (the alert is safe on disk, but the broker cannot be reached). Without delivery configured,
 //! a press is confirmed as soon as the box has taken it. [`FeedbackLogic`] is the pure state
-//! machine; [`run`] drives a [`Light`].
+//! machine; [`run`] drives a [`Light`] from presses and delivery's [`Confirmations`].
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use alertclip_mqtt::LinkStatus;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::publish::Publisher;
-use crate::trigger::button::InputError;
+use crate::trigger::buttons::button::InputError;
 
 /// Slow blink: waiting for the broker.
 const SLOW_HALF_PERIOD: Duration = Duration::from_millis(500);
@@ -129,24 +128,45 @@ impl FeedbackLogic {
     }
 }
 
-/// Drives a light until `cancel`: from presses (event ids), and from the publisher's
-/// acknowledgements and connection when delivery is configured. A light that cannot be opened
-/// is retried; presses meanwhile are not lost, only not shown.
+/// What a light learns from delivery: each alert the broker acknowledges, and whether the
+/// broker is reachable. Delivery sends them; the light only listens.
+#[derive(Debug)]
+pub struct Confirmations {
+    /// Every alert the broker acknowledges, by event.
+    pub acked: broadcast::Receiver<Uuid>,
+    /// The broker link.
+    pub link: watch::Receiver<LinkStatus>,
+}
+
+impl Clone for Confirmations {
+    fn clone(&self) -> Confirmations {
+        Confirmations {
+            acked: self.acked.resubscribe(),
+            link: self.link.clone(),
+        }
+    }
+}
+
+/// Drives a light until `cancel`: from presses (event ids), and from delivery's
+/// `confirmations` when delivery is configured. A light that cannot be opened is retried;
+/// presses meanwhile are not lost, only not shown.
 pub async fn run<L: Light>(
     name: String,
     open: impl Fn() -> Result<L, InputError> + Send,
     confirm_for: Duration,
     mut presses: mpsc::UnboundedReceiver<Uuid>,
-    publisher: Option<Arc<Publisher>>,
+    confirmations: Option<Confirmations>,
     cancel: CancellationToken,
 ) {
     let mut logic = FeedbackLogic::new(confirm_for);
-    let mut acks = publisher.as_ref().map(|p| p.acked_alerts());
+    let delivering = confirmations.is_some();
+    let (mut acks, mut link) = match confirmations {
+        Some(c) => (Some(c.acked), Some(c.link)),
+        None => (None, None),
+    };
     let mut light: Option<L> = None;
     let mut retry_at = Instant::now();
     let mut shown: Option<bool> = None;
-    // The broker's reachability is polled: often enough to switch the blink rate promptly.
-    let mut poll = tokio::time::interval(Duration::from_millis(250));
     loop {
         let now = Instant::now();
         if light.is_none() && now >= retry_at {
@@ -161,7 +181,9 @@ pub async fn run<L: Light>(
                 }
             }
         }
-        let connected = publisher.as_ref().is_none_or(|p| p.link_status().connected);
+        let connected = link
+            .as_mut()
+            .is_none_or(|l| l.borrow_and_update().connected);
         let (on, next) = logic.level(now, connected);
         if let Some(device) = light.as_mut()
             && shown != Some(on)
@@ -182,7 +204,7 @@ pub async fn run<L: Light>(
         tokio::select! {
             _ = cancel.cancelled() => break,
             press = presses.recv() => match press {
-                Some(event) if publisher.is_some() => logic.pressed(event, Instant::now()),
+                Some(event) if delivering => logic.pressed(event, Instant::now()),
                 Some(_) => logic.taken(Instant::now()),
                 None => break,
             },
@@ -191,8 +213,8 @@ pub async fn run<L: Light>(
                     logic.acked(event, Instant::now());
                 }
             }
+            _ = link_changed(&mut link) => {}
             _ = sleep_until(wake) => {}
-            _ = poll.tick() => {}
         }
     }
     if let Some(device) = light.as_mut() {
@@ -200,13 +222,24 @@ pub async fn run<L: Light>(
     }
 }
 
-async fn recv_ack(acks: &mut Option<tokio::sync::broadcast::Receiver<Uuid>>) -> Option<Uuid> {
+/// Resolves when the broker link changes; never without delivery, or once delivery is gone.
+async fn link_changed(link: &mut Option<watch::Receiver<LinkStatus>>) {
+    let open = match link {
+        Some(receiver) => receiver.changed().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn recv_ack(acks: &mut Option<broadcast::Receiver<Uuid>>) -> Option<Uuid> {
     match acks {
         Some(receiver) => match receiver.recv().await {
             Ok(event) => Some(event),
             // Missed some: none of them can be ours for long; carry on.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+            Err(broadcast::error::RecvError::Lagged(_)) => None,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         },
         None => std::future::pending().await,
     }

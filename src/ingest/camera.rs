@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{self, MonoNs, StreamClock};
 use crate::config::{self, Transport};
-use crate::ring::{Frame, FrameRing};
+use crate::elements::{MissingElement, make};
+use crate::ingest::ring::{Frame, FrameRing};
 
 /// How often the supervising task checks for stalls and refreshes the status.
 const TICK: Duration = Duration::from_millis(250);
@@ -53,6 +54,19 @@ pub enum CameraState {
     Stopped,
 }
 
+impl CameraState {
+    /// Its name in status reports, as serialized.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::Stalled => "stalled",
+            CameraState::Failed => "failed",
+            CameraState::Stopped => "stopped",
+        }
+    }
+}
+
 /// One camera's status, refreshed a few times a second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CameraStatus {
@@ -80,12 +94,6 @@ pub struct CameraStatus {
     pub frames_dropped: u64,
     /// Times a single GOP exceeded the byte cap.
     pub overflows: u64,
-    /// Seconds since the newest frame arrived (filled in by `status`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_frame_age_s: Option<f64>,
-    /// Its detector, when it has `[camera.detect]` (filled in by `status`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detect: Option<crate::detect::DetectStatus>,
 }
 
 impl Default for CameraStatus {
@@ -103,18 +111,31 @@ impl Default for CameraStatus {
             buffered_bytes: 0,
             frames_dropped: 0,
             overflows: 0,
-            last_frame_age_s: None,
-            detect: None,
         }
     }
 }
 
-/// Why one connection attempt ended.
+/// Why one connection attempt to a camera ended, with the camera and its URL (the password
+/// replaced by `***`) to find it by.
 #[derive(Debug, thiserror::Error)]
-pub enum CameraError {
+#[error("camera \"{camera}\" ({url}): {fault}")]
+pub struct CameraError {
+    /// The camera's id.
+    pub camera: String,
+    /// Its URL, without the password.
+    pub url: String,
+    /// What went wrong.
+    #[source]
+    pub fault: Fault,
+}
+
+/// What ended a connection attempt. Anything quoted from GStreamer has the camera's password
+/// removed when the fault is made.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
     /// A GStreamer element is not installed.
-    #[error("GStreamer element `{0}` is missing: run scripts/setup.sh to install the plugins")]
-    MissingElement(&'static str),
+    #[error(transparent)]
+    MissingElement(#[from] MissingElement),
     /// The pipeline reported an error (connection refused, unauthorized, bad stream ...).
     #[error("{0}")]
     Stream(String),
@@ -203,8 +224,6 @@ pub struct Camera {
     pub feed: Arc<CameraFeed>,
     /// Its status, refreshed a few times a second.
     pub status: watch::Receiver<CameraStatus>,
-    /// Its detector's status, when it has `[camera.detect]`.
-    pub detect: Option<watch::Receiver<crate::detect::DetectStatus>>,
 }
 
 impl Camera {
@@ -232,7 +251,6 @@ impl Camera {
             config,
             feed,
             status,
-            detect: None,
         }
     }
 }
@@ -262,13 +280,19 @@ impl Ingest {
             let result = self.connect_once(&cancel).await;
             let streamed = match result {
                 Ok(()) => break,
-                Err((error, streamed)) => {
-                    let message = self.redact(&error.to_string());
-                    let state = match error {
-                        CameraError::Stalled(_) => CameraState::Stalled,
+                Err((fault, streamed)) => {
+                    let state = match fault {
+                        Fault::Stalled(_) => CameraState::Stalled,
                         _ => CameraState::Failed,
                     };
-                    tracing::warn!(camera = %id, %url, error = %message, "camera connection ended");
+                    // Status lists the camera already: its last error is the fault alone.
+                    let message = fault.to_string();
+                    let error = CameraError {
+                        camera: id.clone(),
+                        url: url.clone(),
+                        fault,
+                    };
+                    tracing::warn!(%error, "camera connection ended");
                     self.status.send_modify(|s| {
                         s.state = state;
                         s.last_error = Some(message);
@@ -293,10 +317,7 @@ impl Ingest {
 
     /// One connection: runs until cancelled (`Ok`) or until the connection fails, returning
     /// the error and how long frames were flowing.
-    async fn connect_once(
-        &self,
-        cancel: &CancellationToken,
-    ) -> Result<(), (CameraError, Duration)> {
+    async fn connect_once(&self, cancel: &CancellationToken) -> Result<(), (Fault, Duration)> {
         let retired = Arc::new(AtomicBool::new(false));
         let (pipeline, offered) = self
             .build_pipeline(retired.clone())
@@ -307,14 +328,14 @@ impl Ingest {
         };
         let Some(bus) = pipeline.bus() else {
             return Err((
-                CameraError::Start("pipeline without a bus".into()),
+                Fault::Start("pipeline without a bus".into()),
                 Duration::ZERO,
             ));
         };
         let mut messages = bus.stream();
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             guard.stop().await;
-            return Err((CameraError::Start(e.to_string()), Duration::ZERO));
+            return Err((Fault::Start(e.to_string()), Duration::ZERO));
         }
 
         let stall = self.config.stall_timeout.0;
@@ -340,20 +361,20 @@ impl Ingest {
                     return Ok(());
                 }
                 message = messages.next() => {
-                    let Some(message) = message else { break CameraError::Start("bus closed".into()) };
+                    let Some(message) = message else { break Fault::Start("bus closed".into()) };
                     match message.view() {
                         gst::MessageView::Error(e) => {
                             if let Some(offers) = offered.nothing_taken() {
-                                break CameraError::Unsupported(offers);
+                                break Fault::Unsupported(offers);
                             }
                             // GStreamer's details span lines; status and check show one.
                             let debug = e
                                 .debug()
                                 .map(|d| format!(" ({})", d.replace('\n', " ")))
                                 .unwrap_or_default();
-                            break CameraError::Stream(format!("{}{debug}", e.error()));
+                            break Fault::Stream(self.redact(&format!("{}{debug}", e.error())));
                         }
-                        gst::MessageView::Eos(_) => break CameraError::Eos,
+                        gst::MessageView::Eos(_) => break Fault::Eos,
                         _ => {}
                     }
                 }
@@ -366,7 +387,7 @@ impl Ingest {
                     }
                     let silent = match streaming_since {
                         None if now.saturating_sub(started) > first_frame_timeout.as_nanos() as u64 => {
-                            break CameraError::NoVideo(first_frame_timeout);
+                            break Fault::NoVideo(first_frame_timeout);
                         }
                         None => false,
                         Some(_) => {
@@ -375,7 +396,7 @@ impl Ingest {
                         }
                     };
                     if silent {
-                        break CameraError::Stalled(stall);
+                        break Fault::Stalled(stall);
                     }
                     if let Some(update) = meter.sample(now) {
                         let ring = self.feed.ring().status();
@@ -401,10 +422,7 @@ impl Ingest {
 
     /// Builds the camera's pipeline. Also returns the encodings the camera offered, filled in
     /// as the session is set up, to explain a camera with nothing alertclip can take.
-    fn build_pipeline(
-        &self,
-        retired: Arc<AtomicBool>,
-    ) -> Result<(gst::Pipeline, Offered), CameraError> {
+    fn build_pipeline(&self, retired: Arc<AtomicBool>) -> Result<(gst::Pipeline, Offered), Fault> {
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.config.id));
         pipeline.use_clock(Some(&clock::pipeline_clock()));
 
@@ -438,7 +456,7 @@ impl Ingest {
 
         pipeline
             .add_many([&src, sink.upcast_ref()])
-            .map_err(|e| CameraError::Start(e.to_string()))?;
+            .map_err(|e| Fault::Start(e.to_string()))?;
 
         // Set up only the first H.264 or H.265 video stream; say what was offered otherwise.
         let chosen = Arc::new(AtomicBool::new(false));
@@ -469,7 +487,8 @@ impl Ingest {
         Ok((pipeline, offered))
     }
 
-    /// Removes the camera's password from a message, wherever GStreamer may have quoted it.
+    /// Removes the camera's password from a message, wherever GStreamer may have quoted it:
+    /// done once, when the fault that quotes it is made.
     fn redact(&self, message: &str) -> String {
         let mut message = message.replace(self.config.url.expose(), &self.config.url.to_string());
         if let Some(password) = self.password.as_deref().filter(|p| !p.is_empty()) {
@@ -554,12 +573,6 @@ fn link_video(
     pad.link(&depay_sink)
         .map_err(|e| format!("cannot link the camera's video: {e:?}"))?;
     Ok(())
-}
-
-fn make(factory: &'static str) -> Result<gst::Element, CameraError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| CameraError::MissingElement(factory))
 }
 
 /// The appsink callback: times each access unit and pushes it into the ring.

@@ -5,21 +5,21 @@
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::camera::Camera;
 use crate::config;
+use crate::ingest::camera::Camera;
 
 /// What a camera's ingest depends on: a change in any of it means a new connection.
 #[derive(Debug, Clone, PartialEq)]
-struct Ingest {
+struct IngestSettings {
     /// The camera's table without what only clips and detection use.
     config: config::Camera,
     ring_bytes: usize,
     password: Option<String>,
 }
 
-impl Ingest {
-    fn of(camera: &config::Camera, ring_bytes: usize, password: Option<String>) -> Ingest {
-        Ingest {
+impl IngestSettings {
+    fn of(camera: &config::Camera, ring_bytes: usize, password: Option<String>) -> IngestSettings {
+        IngestSettings {
             config: config::Camera {
                 post_roll: config::HumanDuration(std::time::Duration::ZERO),
                 detect: None,
@@ -32,30 +32,30 @@ impl Ingest {
 }
 
 struct Running {
-    ingest: Ingest,
+    ingest: IngestSettings,
     camera: Camera,
     cancel: CancellationToken,
-    /// Asked for since the last [`Cameras::begin`].
+    /// Asked for since the last [`CameraPool::begin`].
     wanted: bool,
 }
 
 /// The cameras ingesting now.
-pub struct Cameras {
+pub struct CameraPool {
     running: Vec<Running>,
     tracker: TaskTracker,
 }
 
-impl Default for Cameras {
+impl Default for CameraPool {
     fn default() -> Self {
-        Cameras {
+        CameraPool {
             running: Vec::new(),
             tracker: TaskTracker::new(),
         }
     }
 }
 
-impl Cameras {
-    /// Starts a round of [`Cameras::get`] calls; [`Cameras::end`] stops the cameras the
+impl CameraPool {
+    /// Starts a round of [`CameraPool::get`] calls; [`CameraPool::end`] stops the cameras the
     /// round did not ask for.
     pub fn begin(&mut self) {
         self.running.iter_mut().for_each(|r| r.wanted = false);
@@ -69,12 +69,11 @@ impl Cameras {
         ring_bytes: usize,
         password: Option<String>,
     ) -> (Camera, bool) {
-        let ingest = Ingest::of(config, ring_bytes, password.clone());
+        let ingest = IngestSettings::of(config, ring_bytes, password.clone());
         if let Some(running) = self.running.iter_mut().find(|r| r.ingest == ingest) {
             running.wanted = true;
             let mut camera = running.camera.clone();
             camera.config = config.clone();
-            camera.detect = None;
             return (camera, true);
         }
         if let Some(i) = self
@@ -101,7 +100,7 @@ impl Cameras {
         (camera, false)
     }
 
-    /// Stops the cameras not asked for since [`Cameras::begin`].
+    /// Stops the cameras not asked for since [`CameraPool::begin`].
     pub fn end(&mut self) {
         self.running.retain(|r| {
             if !r.wanted {

@@ -25,6 +25,17 @@ pub enum Delivery {
     AlertAcknowledged,
 }
 
+impl Delivery {
+    /// Its name in status reports, as serialized.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Delivery::Local => "local",
+            Delivery::Queued => "queued",
+            Delivery::AlertAcknowledged => "alert_acknowledged",
+        }
+    }
+}
+
 /// One recent event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventSummary {

@@ -1,5 +1,5 @@
 //! GPIO lines through the Linux GPIO character device (uAPI v2, `gpiocdev`): a panic button's
-//! contact as an [`EdgeSource`], and a feedback light as a [`Light`](crate::feedback::Light).
+//! contact as an [`EdgeSource`], and a feedback light as a [`Light`](crate::trigger::buttons::light::Light).
 //!
 //! Edges are reported relative to the line's active level, so an active-low button (to ground,
 //! with the pull-up the bias provides) reports a press as a rising edge. The kernel debounces
@@ -181,7 +181,7 @@ impl GpioOutput {
     }
 }
 
-impl crate::feedback::Light for GpioOutput {
+impl crate::trigger::buttons::light::Light for GpioOutput {
     fn set(&mut self, on: bool) -> Result<(), InputError> {
         let value = if on { Value::Active } else { Value::Inactive };
         self.request

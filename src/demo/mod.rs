@@ -6,6 +6,9 @@
 //! broker carries the alert, snapshot and clip to an in-process `alertclip receive`, and the
 //! demo ends with the verified clip the officer side reassembled.
 
+pub mod localbroker;
+pub mod teststream;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,11 +17,11 @@ use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::camera::CameraState;
 use crate::config::{BrokerUrl, Config};
 use crate::daemon::{Daemon, SHUTDOWN_GRACE};
-use crate::localbroker::LocalBroker;
-use crate::teststream::{TestCodec, TestServer, TestStream};
+use crate::demo::localbroker::LocalBroker;
+use crate::demo::teststream::{TestCodec, TestServer, TestStream};
+use crate::ingest::camera::CameraState;
 use crate::trigger::{Trigger, TriggerKind};
 use alertclip_mqtt::Settings;
 use alertclip_officer::receive::{self, ReceiveOptions, Report};

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::camera::{Camera, CameraState};
 use crate::config::{self, ButtonKind, Config};
+use crate::ingest::camera::{Camera, CameraState};
 use alertclip_mqtt::{LinkEvent, Session, Tag};
 use alertclip_wire::payload::{HEALTH_SCHEMA, Health};
 use alertclip_wire::topics::Topics;
@@ -283,9 +283,12 @@ async fn probe_broker(config: &Config) -> Option<Finding> {
     let mqtt = config.mqtt.as_ref()?;
     let subject = "broker";
     let topics = Topics::new(mqtt.prefix(&config.site));
-    let mut settings = match crate::publish::daemon_settings(config, mqtt, &topics) {
+    let mut settings = match crate::delivery::settings(config, mqtt, &topics) {
         Ok(settings) => settings,
-        Err(e) => return Some(Finding::new(subject, Outcome::Fail, e.to_string())),
+        Err(e) => {
+            let message = format!("mqtt.password_file {e}");
+            return Some(Finding::new(subject, Outcome::Fail, message));
+        }
     };
     // Its own client id, so that a running daemon's session is left alone.
     settings.client_id = format!("{}-check", settings.client_id);
@@ -294,7 +297,7 @@ async fn probe_broker(config: &Config) -> Option<Finding> {
     let cancel = CancellationToken::new();
     let (session, mut events) = match Session::<()>::start(&settings, &tracker, cancel.clone()) {
         Ok(started) => started,
-        Err(e) => return Some(Finding::new(subject, Outcome::Fail, e.to_string())),
+        Err(e) => return Some(Finding::new(subject, Outcome::Fail, format!("mqtt.{e}"))),
     };
     let finding = broker_exchange(
         &settings.url.to_string(),
@@ -444,7 +447,7 @@ fn probe_button(button: &crate::config::Button) -> Finding {
     let subject = format!("button {}", button.id);
     let result = match button.kind {
         ButtonKind::Gpio => match &button.line {
-            Some(line) => crate::trigger::gpio::GpioInput::open(
+            Some(line) => crate::trigger::buttons::gpio::GpioInput::open(
                 &button.id,
                 button.chip.as_deref(),
                 line,
@@ -458,7 +461,7 @@ fn probe_button(button: &crate::config::Button) -> Finding {
         },
         ButtonKind::Evdev => match (&button.device, &button.key) {
             (Some(device), Some(key)) => {
-                crate::trigger::keyboard::KeyInput::open(device, key, false)
+                crate::trigger::buttons::keyboard::KeyInput::open(device, key, false)
                     .map(|_| format!("{} has {key}", device.display()))
                     .map_err(|e| e.to_string())
             }
@@ -530,14 +533,7 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
-    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
-        .map_err(std::io::Error::other)?;
-    // SAFETY: statvfs writes into the zeroed struct it is given and reads the C string.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut stats) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
+    crate::sys::free_space(existing).map(|(free, _)| free)
 }
 
 fn human(bytes: u64) -> String {

@@ -1,5 +1,15 @@
-//! Starts every configured panic button and feedback light, and hands back each button's
-//! status for status reports and health alerts.
+//! Panic buttons and the lights beside them.
+//!
+//! [`button`] is the debounce, hold and stuck-detection logic every input shares; its inputs
+//! are [`gpio`] lines, [`keyboard`] (evdev) keys and [`wireless`] buttons bridged to MQTT;
+//! [`light`] shows staff whether help was called. This module starts every configured button
+//! and light, and hands back each button's status for status reports and health alerts.
+
+pub mod button;
+pub mod gpio;
+pub mod keyboard;
+pub mod light;
+pub mod wireless;
 
 use std::sync::Arc;
 
@@ -8,15 +18,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use self::button::{ButtonStatus, InputError, Timing, Wiring};
+use self::gpio::{GpioInput, GpioOutput};
+use self::keyboard::KeyInput;
 use super::Triggers;
-use super::button::{self, ButtonStatus, InputError, Timing, Wiring};
-use super::gpio::{GpioInput, GpioOutput};
-use super::keyboard::KeyInput;
-use super::wireless;
 use crate::config::{self, ButtonKind, Config};
-use crate::feedback;
-use crate::publish::Publisher;
-use alertclip_mqtt::Settings;
+use alertclip_mqtt::{Settings, Subscriptions};
+use light::Confirmations;
 
 /// A running button.
 #[derive(Debug, Clone)]
@@ -36,25 +44,36 @@ pub struct ButtonSetupError {
     message: String,
 }
 
+/// What buttons and lights hear of delivery, when it is configured.
+#[derive(Debug, Clone)]
+pub struct DeliveryLink {
+    /// What the lights show.
+    pub confirmations: Confirmations,
+    /// The delivery broker's topics, where wireless buttons without a broker of their own
+    /// subscribe.
+    pub subscriptions: Arc<Subscriptions>,
+}
+
 /// Starts the buttons of `config` and their lights, and the box's light, on `tracker` until
 /// the tokens are cancelled: `buttons_cancel` stops taking presses, `lights_cancel` turns the
-/// lights off. Wireless buttons on the delivery broker subscribe through `publisher`, so call
-/// this before delivery starts.
+/// lights off. Wireless buttons on the delivery broker subscribe through `delivery`'s
+/// subscriptions, so call this before delivery connects.
 pub fn start(
     config: &Config,
     triggers: &Triggers,
-    publisher: Option<&Arc<Publisher>>,
+    delivery: Option<&DeliveryLink>,
     tracker: &TaskTracker,
     buttons_cancel: &CancellationToken,
     lights_cancel: &CancellationToken,
 ) -> Result<Vec<Button>, ButtonSetupError> {
+    let confirmations = delivery.map(|d| &d.confirmations);
     let box_light = config.feedback.as_ref().map(|light| {
         let (tx, rx) = mpsc::unbounded_channel();
         spawn_light(
             "box".into(),
             light.clone(),
             rx,
-            publisher,
+            confirmations,
             tracker,
             lights_cancel,
         );
@@ -74,7 +93,7 @@ pub fn start(
                 spec.id.clone(),
                 light.clone(),
                 rx,
-                publisher,
+                confirmations,
                 tracker,
                 lights_cancel,
             );
@@ -125,13 +144,13 @@ pub fn start(
                 let Some(topic) = spec.topic.clone() else {
                     return Err(setup_error("no topic".into()));
                 };
-                let messages = match (&spec.broker, publisher) {
+                let messages = match (&spec.broker, delivery) {
                     (Some(url), _) => {
                         let settings = button_broker(config, spec, url).map_err(setup_error)?;
                         wireless::own_broker(&settings, topic, &wiring, tracker, cancel.clone())
                             .map_err(|e| setup_error(e.to_string()))?
                     }
-                    (None, Some(publisher)) => publisher.subscribe(&topic),
+                    (None, Some(delivery)) => delivery.subscriptions.subscribe(&topic),
                     (None, None) => return Err(setup_error("needs [mqtt] or a broker".into())),
                 };
                 tracker.spawn(wireless::run(
@@ -172,7 +191,7 @@ fn spawn_light(
     name: String,
     light: config::Light,
     presses: mpsc::UnboundedReceiver<Uuid>,
-    publisher: Option<&Arc<Publisher>>,
+    confirmations: Option<&Confirmations>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) {
@@ -181,12 +200,12 @@ fn spawn_light(
     let open = move || -> Result<GpioOutput, InputError> {
         GpioOutput::open(&id, light.chip.as_deref(), &light.line, light.active_low)
     };
-    tracker.spawn(feedback::run(
+    tracker.spawn(light::run(
         name,
         open,
         confirm_for,
         presses,
-        publisher.cloned(),
+        confirmations.cloned(),
         cancel.clone(),
     ));
 }

@@ -147,6 +147,5 @@ impl Drop for LocalBroker {
 }
 
 fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::running_as_root()
 }

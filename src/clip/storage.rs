@@ -1,14 +1,16 @@
-//! The clip directory on disk: where each event's files go, durable writes, and retention.
+//! The clip directory on disk: where each event's files go, and retention.
 //!
 //! Layout: `<dir>/<event_id>/<camera>.mp4` beside `<camera>.json`. Event ids are UUIDv7, so
 //! directory names sort by time. Files are written under a hidden temporary name (a leading
 //! `.`) and renamed once synced, so a visible name is always a whole file.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
+
+use crate::sys::annotate;
 
 /// The clip directory.
 #[derive(Debug, Clone)]
@@ -96,56 +98,10 @@ impl Storage {
     }
 }
 
-/// Writes `bytes` to `path` durably: a hidden temporary, fsync, rename, fsync of the directory.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = hidden_temp(path);
-    let mut file = File::create(&temp).map_err(|e| annotate(e, &temp))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| annotate(e, &temp))?;
-    rename_durably(&temp, path)
-}
-
-/// Renames a synced file into place and syncs the directory, so the name survives power loss.
-pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
-    fs::rename(from, to).map_err(|e| annotate(e, to))?;
-    if let Some(dir) = to.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| annotate(e, dir))?;
-    }
-    Ok(())
-}
-
-/// Free and total bytes of the file system holding `path`, for unprivileged writers.
-pub fn free_space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct it is given; `path` is a valid C string.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
-        return None;
-    }
-    let block = stats.f_frsize as u64;
-    Some((stats.f_bavail as u64 * block, stats.f_blocks as u64 * block))
-}
-
-fn hidden_temp(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial"))
-}
-
-/// Adds the path to an I/O error, which otherwise says only "No such file or directory".
-fn annotate(error: io::Error, path: &Path) -> io::Error {
-    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::write_durably;
 
     fn event(storage: &Storage, bytes: usize) -> Uuid {
         let id = Uuid::now_v7();
@@ -197,13 +153,6 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["cam.mp4".to_owned()]);
-    }
-
-    #[test]
-    fn free_space_is_read() {
-        let (free, total) = free_space(Path::new("/")).unwrap();
-        assert!(total > 0 && free <= total);
-        assert!(free_space(Path::new("/nonexistent/dir")).is_none());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::check::{self, Finding, Outcome};
 use crate::config::{self, Config};
+use crate::setup::check::{self, Finding, Outcome};
 
 /// What the technician said, by flags or answers.
 #[derive(Debug, Clone, Default)]
@@ -368,20 +368,16 @@ fn write_private(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     file.sync_all().map_err(error)?;
     std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode)).map_err(error)?;
     if let Some(gid) = service_group() {
-        let c = std::ffi::CString::new(temp.as_os_str().as_encoded_bytes())
-            .map_err(|e| e.to_string())?;
-        // SAFETY: chown reads the C string; -1 leaves the owner as it is.
-        unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) };
+        // Best effort: the file is written all the same, and check says if the service
+        // cannot read it.
+        let _ = std::os::unix::fs::chown(&temp, None, Some(gid));
     }
     std::fs::rename(&temp, path).map_err(error)
 }
 
 /// The `alertclip` group's id, when the service's group exists.
 fn service_group() -> Option<u32> {
-    let name = std::ffi::CString::new("alertclip").ok()?;
-    // SAFETY: getgrnam returns a pointer to static storage or null; only gr_gid is read.
-    let group = unsafe { libc::getgrnam(name.as_ptr()) };
-    (!group.is_null()).then(|| unsafe { (*group).gr_gid })
+    crate::sys::group_id("alertclip")
 }
 
 #[cfg(test)]

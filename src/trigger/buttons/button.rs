@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Trigger, TriggerKind, Triggers};
+use crate::trigger::{Trigger, TriggerKind, Triggers};
 
 /// What a button's input reported.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,19 @@ pub enum ButtonState {
     Unavailable,
     /// Stopped on shutdown.
     Stopped,
+}
+
+impl ButtonState {
+    /// Its name in status reports, as serialized.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ButtonState::Opening => "opening",
+            ButtonState::Ready => "ready",
+            ButtonState::Stuck => "stuck",
+            ButtonState::Unavailable => "unavailable",
+            ButtonState::Stopped => "stopped",
+        }
+    }
 }
 
 /// A button's status.
@@ -482,7 +495,7 @@ mod tests {
         presses: mpsc::UnboundedSender<Uuid>,
     ) -> (
         Wiring,
-        mpsc::Receiver<super::super::Request>,
+        mpsc::Receiver<crate::trigger::Request>,
         watch::Receiver<ButtonStatus>,
     ) {
         let (triggers, requests) = Triggers::channel(16);

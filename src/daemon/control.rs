@@ -16,12 +16,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::camera::{Camera, CameraStatus};
-use crate::history::{EventLog, EventSummary};
-use crate::publish::{LinkStatus, Publisher};
-use crate::trigger::button::ButtonStatus;
+use crate::daemon::history::{EventLog, EventSummary};
+use crate::delivery::Publisher;
+use crate::detect::DetectStatus;
+use crate::health::Watched;
+use crate::ingest::CameraStatus;
 use crate::trigger::buttons::Button;
+use crate::trigger::buttons::button::ButtonStatus;
 use crate::trigger::{Trigger, TriggerKind, Triggers};
+use alertclip_mqtt::LinkStatus;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -62,7 +65,7 @@ pub struct Response {
     pub event_id: Option<Uuid>,
     /// Each camera's status, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cameras: Option<BTreeMap<String, CameraStatus>>,
+    pub cameras: Option<BTreeMap<String, CameraReport>>,
     /// Each button's status, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buttons: Option<BTreeMap<String, ButtonStatus>>,
@@ -81,6 +84,20 @@ pub struct Response {
     /// The last events, newest first, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventSummary>>,
+}
+
+/// A camera in `status`: its ingest, how fresh its newest frame is, and its detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraReport {
+    /// What ingest reports.
+    #[serde(flatten)]
+    pub ingest: CameraStatus,
+    /// Seconds since the newest frame arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_frame_age_s: Option<f64>,
+    /// Its detector, when it has `[camera.detect]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<DetectStatus>,
 }
 
 /// The outbox, in `status`.
@@ -103,7 +120,7 @@ pub struct OutboxStatus {
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     pub triggers: Triggers,
-    pub cameras: Vec<Camera>,
+    pub cameras: Vec<Watched>,
     pub buttons: Vec<Button>,
     pub publisher: Option<Arc<Publisher>>,
     pub log: EventLog,
@@ -260,14 +277,17 @@ fn status(context: &Context) -> Response {
             context
                 .cameras
                 .iter()
-                .map(|c| {
-                    let mut status = c.status.borrow().clone();
-                    status.detect = c.detect.as_ref().map(|d| d.borrow().clone());
-                    status.last_frame_age_s = c
-                        .feed
-                        .last_frame()
-                        .map(|t| now.saturating_sub(t) as f64 / 1e9);
-                    (c.config.id.clone(), status)
+                .map(|w| {
+                    let report = CameraReport {
+                        ingest: w.camera.status.borrow().clone(),
+                        last_frame_age_s: w
+                            .camera
+                            .feed
+                            .last_frame()
+                            .map(|t| now.saturating_sub(t) as f64 / 1e9),
+                        detect: w.detect.as_ref().map(|d| d.borrow().clone()),
+                    };
+                    (w.camera.config.id.clone(), report)
                 })
                 .collect(),
         ),
@@ -307,30 +327,30 @@ pub fn render_status(response: &Response) -> String {
             "camera", "state", "fps", "kbps", "buffered", "last frame", "detector"
         );
         for (id, c) in cameras {
-            let state = crate::serde_name(c.state);
+            let state = c.ingest.state.as_str();
             let detector = c
                 .detect
                 .as_ref()
-                .map_or_else(dash, |d| crate::serde_name(d.state));
+                .map_or_else(dash, |d| d.state.as_str().to_owned());
             let _ = writeln!(
                 out,
                 "{:<16} {:<10} {:>5.1} {:>6.0} {:>8.1}s {:>11} {:<13} {}",
                 id,
                 state,
-                c.fps,
-                c.kbps,
-                c.buffered_s,
+                c.ingest.fps,
+                c.ingest.kbps,
+                c.ingest.buffered_s,
                 c.last_frame_age_s
                     .map_or_else(dash, |age| format!("{age:.1}s ago")),
                 detector,
-                c.last_error.as_deref().unwrap_or("-")
+                c.ingest.last_error.as_deref().unwrap_or("-")
             );
         }
     }
     if let Some(buttons) = response.buttons.as_ref().filter(|b| !b.is_empty()) {
         let _ = writeln!(out, "\n{:<16} {:<10} last error", "button", "state");
         for (id, b) in buttons {
-            let state = crate::serde_name(b.state);
+            let state = b.state.as_str();
             let _ = writeln!(
                 out,
                 "{:<16} {:<10} {}",
@@ -381,8 +401,8 @@ pub fn render_status(response: &Response) -> String {
             let _ = writeln!(out, "  none since start");
         }
         for e in events {
-            let kind = crate::serde_name(e.kind);
-            let delivery = crate::serde_name(e.delivery);
+            let kind = e.kind.as_str();
+            let delivery = e.delivery.as_str();
             let _ = writeln!(
                 out,
                 "  {}  {:<9} {:<16} clips {}/{}  {}  {}",

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::storage::write_durably;
+use crate::sys::{annotate, hidden_temp, write_durably};
 
 /// Acknowledged chunks are saved after this many, and at the end.
 const SAVE_PROGRESS_EVERY: u32 = 16;
@@ -278,8 +278,10 @@ impl Outbox {
         bytes.extend_from_slice(&topic_len.to_be_bytes());
         bytes.extend_from_slice(message.topic.as_bytes());
         bytes.extend_from_slice(&message.payload);
-        let mut index = self.index();
+        // Synced before the index knows of it, and outside the lock: delivery reads the index
+        // meanwhile. Stems are unique to one message, so no other writer has this file.
         write_durably(&path, &bytes)?;
+        let mut index = self.index();
         index.bytes += bytes.len() as u64;
         if let Some(Entry::Message { bytes: old, .. }) = index.entries.insert(
             stem,
@@ -297,9 +299,19 @@ impl Outbox {
     }
 
     /// Pins a finished clip and spools its chunks and manifest. Returns what had to be dropped
-    /// to make room, which may be this clip.
+    /// to make room, which may be this clip. A clip already spooled under the same event and
+    /// camera is never replaced: the second is refused (`AlreadyExists`), the first kept whole.
     pub fn push_clip(&self, clip: NewClip) -> io::Result<Vec<Dropped>> {
         let stem = clip.order.stem();
+        if self.index().entries.contains_key(&stem) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "the outbox already holds a clip of camera {} for this event ({stem}); the new one is not spooled",
+                    clip.camera
+                ),
+            ));
+        }
         let mp4 = self.dir.join(format!("{stem}.mp4"));
         let bytes = fs::metadata(&clip.file)
             .map_err(|e| annotate(e, &clip.file))?
@@ -325,8 +337,8 @@ impl Outbox {
             payload: clip.manifest,
             retain: false,
         })?;
-        let mut index = self.index();
         write_durably(&descriptor, &json)?;
+        let mut index = self.index();
         let entry = ClipEntry {
             mp4,
             progress: self.dir.join(format!("{stem}.acked")),
@@ -440,9 +452,12 @@ impl Outbox {
     /// chunks are acknowledged). Keys of entries dropped meanwhile are ignored.
     pub fn ack(&self, key: &Key) -> io::Result<()> {
         let mut index = self.index();
+        // Files are removed, and progress saved, once the lock is released.
+        let mut remove = Vec::new();
+        let mut progress = None;
         let done = match (index.entries.get_mut(&key.stem), key.chunk) {
             (Some(Entry::Message { path, bytes }), None) => {
-                fs::remove_file(&*path).map_err(|e| annotate(e, path))?;
+                remove.push(path.clone());
                 Some(*bytes)
             }
             (Some(Entry::Clip(clip)), Some(n)) if n >= clip.watermark => {
@@ -452,13 +467,15 @@ impl Outbox {
                 }
                 clip.unsaved += 1;
                 if clip.watermark >= clip.chunks {
-                    for path in [&clip.mp4, &clip.descriptor, &clip.progress] {
-                        let _ = fs::remove_file(path);
-                    }
+                    remove.extend([
+                        clip.mp4.clone(),
+                        clip.descriptor.clone(),
+                        clip.progress.clone(),
+                    ]);
                     Some(clip.info.bytes)
                 } else {
                     if clip.unsaved >= SAVE_PROGRESS_EVERY {
-                        save_progress(&clip.progress, clip.watermark)?;
+                        progress = Some((clip.progress.clone(), clip.watermark));
                         clip.unsaved = 0;
                     }
                     None
@@ -469,6 +486,19 @@ impl Outbox {
         if let Some(bytes) = done {
             index.entries.remove(&key.stem);
             index.bytes -= bytes;
+        }
+        drop(index);
+        if let Some((path, watermark)) = progress {
+            save_progress(&path, watermark)?;
+        }
+        for path in &remove {
+            // A delivered message left on disk would go again after a restart: say so. What a
+            // finished clip leaves behind is only space.
+            if let Err(error) = fs::remove_file(path)
+                && key.chunk.is_none()
+            {
+                return Err(annotate(error, path));
+            }
         }
         Ok(())
     }
@@ -569,9 +599,15 @@ fn load_clip(dir: &Path, stem: &str) -> io::Result<ClipEntry> {
 /// lost to a power cut (a missing or empty file) means resending from the start, which
 /// receivers tolerate. The rename keeps a half-written number from ever being read.
 fn save_progress(path: &Path, watermark: u32) -> io::Result<()> {
-    let temp = path.with_extension("acked.tmp");
+    let temp = progress_temp(path);
     fs::write(&temp, watermark.to_string()).map_err(|e| annotate(e, &temp))?;
     fs::rename(&temp, path).map_err(|e| annotate(e, path))
+}
+
+/// The temporary a progress record is written through: hidden, like every temporary, so a
+/// crash leaves it for the next open to remove.
+fn progress_temp(progress: &Path) -> PathBuf {
+    hidden_temp(progress)
 }
 
 /// Pins `from` at `to`: a hard link when possible (same file system, no copy), else a synced
@@ -581,17 +617,12 @@ fn pin(from: &Path, to: &Path) -> io::Result<()> {
     if fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
-    let temp = to.with_file_name(format!(
-        ".{}.tmp",
-        to.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
+    let temp = hidden_temp(to);
     fs::copy(from, &temp).map_err(|e| annotate(e, from))?;
     File::open(&temp)
         .and_then(|f| f.sync_all())
         .map_err(|e| annotate(e, &temp))?;
-    crate::storage::rename_durably(&temp, to)
+    crate::sys::rename_durably(&temp, to)
 }
 
 fn read_message(path: &Path) -> io::Result<(String, Vec<u8>, bool)> {
@@ -620,10 +651,6 @@ fn read_chunk(path: &Path, n: u32, chunk_size: u64, total: u64) -> io::Result<Ve
     let mut chunk = vec![0; len];
     file.read_exact(&mut chunk).map_err(|e| annotate(e, path))?;
     Ok(chunk)
-}
-
-fn annotate(error: io::Error, path: &Path) -> io::Error {
-    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
 #[cfg(test)]
@@ -917,5 +944,81 @@ mod tests {
         outbox.push_clip(new).unwrap();
         fs::remove_file(&original).unwrap();
         assert_eq!(drain(&outbox).len(), 4);
+    }
+
+    /// Acknowledges the next `n` messages, in order.
+    fn ack_next(outbox: &Outbox, n: usize) {
+        for _ in 0..n {
+            let ready = outbox.next(&HashSet::new()).unwrap().unwrap();
+            outbox.ack(&ready.key).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_second_clip_under_the_same_key_is_refused_and_the_first_kept_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("outbox");
+        let outbox = Outbox::open(&dir, u64::MAX).unwrap();
+        let event = Uuid::now_v7();
+        let first = clip(root.path(), event, 1000, 2000, false);
+        outbox.push_clip(first).unwrap();
+        // Nineteen of its twenty chunks acknowledged: its progress is on disk.
+        ack_next(&outbox, 19);
+        assert!(
+            fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .any(|e| e.path().extension() == Some("acked".as_ref()))
+        );
+        let held = outbox.stats().bytes;
+
+        let mut second = clip(root.path(), Uuid::now_v7(), 1000, 500, false);
+        second.order.event = event;
+        let error = outbox.push_clip(second).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists, "{error}");
+        assert_eq!(outbox.stats().bytes, held, "the count is the first clip's");
+
+        // What is still delivered is the rest of the first clip, then its manifest.
+        let rest = drain(&outbox);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[0].0, format!("c/{event}/1000/19"));
+        assert_eq!(rest[1].1, b"manifest");
+        assert_eq!(outbox.stats().bytes, 0);
+        let left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+    }
+
+    #[test]
+    fn a_crash_while_saving_progress_leaves_nothing_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("outbox");
+        let outbox = Outbox::open(&dir, u64::MAX).unwrap();
+        let new = clip(root.path(), Uuid::now_v7(), 1000, 2000, false);
+        let stem = new.order.stem();
+        outbox.push_clip(new).unwrap();
+        ack_next(&outbox, 16);
+        // The temporary a save interrupted by a power cut leaves.
+        let progress = dir.join(format!("{stem}.acked"));
+        fs::write(progress_temp(&progress), b"3").unwrap();
+        drop(outbox);
+        let reopened = Outbox::open(&dir, u64::MAX).unwrap();
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for name in &names {
+            let known = [".msg", ".clip", ".mp4", ".acked"];
+            assert!(
+                !name.starts_with('.') && known.iter().any(|ext| name.ends_with(ext)),
+                "{name} left in the outbox: {names:?}"
+            );
+        }
+        // Delivery resumes after the saved watermark: 4 chunks and the manifest.
+        assert_eq!(drain(&reopened).len(), 5);
     }
 }

@@ -1,0 +1,582 @@
+//! The clipper: turns triggers into events and per-camera clip jobs, and folds a trigger that
+//! comes during a clip into that clip instead of starting a duplicate.
+//!
+//! It is the only reader of the trigger channel and owns the [`EventTable`] of clips in
+//! progress, so deciding "new event or extension" never races. Each clip is then a [`job`] of
+//! its own.
+//!
+//! [`job`]: super::job
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use alertclip_wire::TriggerKind;
+use alertclip_wire::payload::{ALERT_SCHEMA, Alert, CameraPlan, SiteInfo, TriggerInfo};
+use alertclip_wire::sidecar::SiteRecord;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::Spool;
+use super::job::{ClipDone, Job, JobClock, JobContext, record_clip};
+use crate::clip::storage::Storage;
+use crate::clock::{self, MonoNs, rfc3339_ms};
+use crate::config;
+use crate::daemon::history::EventLog;
+use crate::evidence::Evidence;
+use crate::ingest::camera::Camera;
+use crate::trigger::{Request, Trigger, TriggerError};
+
+/// The clipper: the only reader of the trigger channel.
+pub(crate) struct Clipper {
+    context: Arc<JobContext>,
+    /// The store, as alerts carry it.
+    site: SiteInfo,
+    cameras: Vec<Camera>,
+    table: EventTable,
+    tracker: TaskTracker,
+    /// Fires when clips in progress must finish with what they have.
+    jobs_cancel: CancellationToken,
+}
+
+/// Where finished clips go.
+pub(crate) struct Outputs {
+    /// The clip directory.
+    pub storage: Storage,
+    /// Every clip written is announced here.
+    pub done: broadcast::Sender<ClipDone>,
+    /// Delivery, when configured.
+    pub spool: Option<Arc<dyn Spool>>,
+    /// Signs each alert and each clip's manifest.
+    pub evidence: Arc<Evidence>,
+    /// Block size clips are hashed in.
+    pub chunk_size: u64,
+    /// The recent events, for status.
+    pub log: EventLog,
+}
+
+impl Clipper {
+    pub(crate) fn new(
+        site: &config::Site,
+        cameras: Vec<Camera>,
+        outputs: Outputs,
+        tracker: TaskTracker,
+        jobs_cancel: CancellationToken,
+    ) -> Clipper {
+        Clipper {
+            context: Arc::new(JobContext {
+                site: SiteRecord {
+                    id: site.id.clone(),
+                    name: site.name.clone(),
+                },
+                storage: outputs.storage,
+                done: outputs.done,
+                spool: outputs.spool,
+                evidence: outputs.evidence,
+                chunk_size: outputs.chunk_size,
+                log: outputs.log,
+                clock: JobClock::Pipeline,
+            }),
+            site: SiteInfo {
+                id: site.id.clone(),
+                name: site.name.clone(),
+                address: site.address.clone(),
+            },
+            cameras,
+            table: EventTable::default(),
+            tracker,
+            jobs_cancel,
+        }
+    }
+
+    /// Serves triggers until `stop`; triggers still queued then are refused.
+    pub(crate) async fn run(
+        mut self,
+        mut triggers: mpsc::Receiver<Request>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let request = tokio::select! {
+                _ = stop.cancelled() => break,
+                request = triggers.recv() => request,
+            };
+            let Some(Request { trigger, reply }) = request else {
+                break;
+            };
+            let result = self.handle(trigger).await;
+            let _ = reply.send(result);
+        }
+        triggers.close();
+        while let Ok(Request { reply, .. }) = triggers.try_recv() {
+            let _ = reply.send(Err(TriggerError::ShuttingDown));
+        }
+    }
+
+    /// The cameras a trigger names, each once, in the order named (all when it names none).
+    fn cameras_of(&self, trigger: &Trigger) -> Result<Vec<Camera>, TriggerError> {
+        if trigger.cameras.is_empty() {
+            return Ok(self.cameras.clone());
+        }
+        let mut chosen: Vec<Camera> = Vec::new();
+        for id in &trigger.cameras {
+            let camera = self
+                .cameras
+                .iter()
+                .find(|c| &c.config.id == id)
+                .ok_or_else(|| TriggerError::UnknownCamera {
+                    camera: id.clone(),
+                    configured: self
+                        .cameras
+                        .iter()
+                        .map(|c| c.config.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            if !chosen.iter().any(|c| c.config.id == *id) {
+                chosen.push(camera.clone());
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Starts or extends the clips a trigger asks for; returns its event id once the alert of
+    /// every event it opened is durably spooled.
+    async fn handle(&mut self, trigger: Trigger) -> Result<Uuid, TriggerError> {
+        let cameras = self.cameras_of(&trigger)?;
+        let spans: Vec<Span> = cameras.iter().map(|c| Span::of(&c.config)).collect();
+        let assigned = self.table.assign(&trigger, &spans);
+        for (event, ids) in &assigned.opened {
+            let opened: Vec<&Camera> = cameras
+                .iter()
+                .filter(|c| ids.contains(&c.config.id))
+                .collect();
+            self.context.log.opened(
+                *event,
+                &trigger,
+                opened.iter().map(|c| c.config.id.clone()).collect(),
+                self.context.spool.is_some(),
+            );
+            // The alert goes out before any video work starts.
+            if let Some(spool) = &self.context.spool {
+                let alert = alert(&self.site, *event, &trigger, &opened);
+                let (spool, evidence, event) =
+                    (spool.clone(), self.context.evidence.clone(), *event);
+                let spooled = tokio::task::spawn_blocking(move || {
+                    let mut alert = alert;
+                    let payload = evidence
+                        .sign_alert(&mut alert)
+                        .map_err(std::io::Error::other)?;
+                    spool.alert(event, payload)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|spooled| spooled);
+                if let Err(error) = spooled {
+                    tracing::error!(%event, %error, "cannot spool the alert");
+                }
+            }
+        }
+        for id in &assigned.extended {
+            tracing::info!(camera = %id, event = %assigned.event, source = %trigger.source, "trigger extends the clip in progress");
+        }
+        for job in assigned.started {
+            let Some(camera) = cameras.iter().find(|c| c.config.id == job.camera) else {
+                continue;
+            };
+            self.start(camera.clone(), job, &trigger);
+        }
+        Ok(assigned.event)
+    }
+
+    /// Runs a new job: its snapshot, then its clip.
+    fn start(&self, camera: Camera, job: Arc<Job>, trigger: &Trigger) {
+        let event = job.event;
+        tracing::info!(camera = %camera.config.id, %event, kind = ?trigger.kind, source = %trigger.source, "clip started");
+        if let Some(spool) = &self.context.spool {
+            // A detection's own camera shows what was detected, boxed.
+            let detections = if trigger.source == camera.config.id {
+                trigger.detections.clone()
+            } else {
+                Vec::new()
+            };
+            self.tracker.spawn(snapshot(
+                spool.clone(),
+                &camera,
+                event,
+                trigger.at.mono,
+                detections,
+            ));
+        }
+        let context = self.context.clone();
+        let cancel = self.jobs_cancel.clone();
+        self.tracker.spawn(async move {
+            let id = camera.config.id.clone();
+            match record_clip(&job, &camera, &context, &cancel).await {
+                Ok(done) => {
+                    tracing::info!(camera = %id, %event, file = %done.mp4.display(),
+                        duration_ms = done.record.duration_ms, partial = done.record.partial, "clip written");
+                    if let Some(spool) = context.spool.clone() {
+                        let spooled = done.clone();
+                        let result = tokio::task::spawn_blocking(move || spool.clip(&spooled)).await;
+                        match result {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => tracing::error!(camera = %id, %event, %error, "cannot spool the clip"),
+                            Err(error) => tracing::error!(camera = %id, %event, %error, "spooling the clip failed"),
+                        }
+                    }
+                    context.log.clip_written(done.record.event_id);
+                    let _ = context.done.send(done);
+                }
+                Err(error) => tracing::error!(camera = %id, %event, %error, "clip not written"),
+            }
+        });
+    }
+}
+
+/// The alert of a new event, not yet chained or signed.
+fn alert(site: &SiteInfo, event: Uuid, trigger: &Trigger, cameras: &[&Camera]) -> Alert {
+    Alert {
+        schema: ALERT_SCHEMA.to_owned(),
+        event_id: event,
+        site: site.clone(),
+        trigger: TriggerInfo {
+            kind: trigger.kind,
+            source: trigger.source.clone(),
+            note: trigger.note.clone(),
+            detections: trigger.detections.clone(),
+        },
+        triggered_at: rfc3339_ms(trigger.at.wall),
+        cameras: cameras
+            .iter()
+            .map(|c| CameraPlan {
+                id: c.config.id.clone(),
+                pre_roll_s: c.config.pre_roll.0.as_secs_f64(),
+                post_roll_s: c.config.post_roll.0.as_secs_f64(),
+            })
+            .collect(),
+        clock: clock::provenance(),
+        test: trigger.kind == TriggerKind::Test,
+        device_version: env!("CARGO_PKG_VERSION").to_owned(),
+        sequence: 0,
+        previous_alert_sha256: None,
+        signature: None,
+    }
+}
+
+/// What one camera's clip covers around a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Span {
+    camera: String,
+    pre_roll_ns: MonoNs,
+    post_roll_ns: MonoNs,
+}
+
+impl Span {
+    fn of(camera: &config::Camera) -> Span {
+        Span {
+            camera: camera.id.clone(),
+            pre_roll_ns: camera.pre_roll.0.as_nanos() as MonoNs,
+            post_roll_ns: camera.post_roll.0.as_nanos() as MonoNs,
+        }
+    }
+}
+
+/// What a trigger was given.
+#[derive(Debug, Default)]
+struct Assigned {
+    /// The event the trigger answers with: the one it joined, or the one it opened.
+    event: Uuid,
+    /// Events opened for it, with the cameras each clips: one for a trigger that joined
+    /// nothing; a second when it joined an event whose clip of one of its cameras is already
+    /// finished (that camera's footage then goes out as an event of its own).
+    opened: Vec<(Uuid, Vec<String>)>,
+    /// Cameras whose clip in progress now covers this trigger too.
+    extended: Vec<String>,
+    /// New jobs to run.
+    started: Vec<Arc<Job>>,
+}
+
+/// The events with clips in progress, and every job each has started. An event is forgotten
+/// once none of its jobs is open; until then, no camera gets a second clip in it, so a clip
+/// once written is never rewritten under the same name.
+#[derive(Default)]
+struct EventTable {
+    events: HashMap<Uuid, Vec<Arc<Job>>>,
+}
+
+impl EventTable {
+    /// Decides where `trigger` goes, for the cameras of `spans`: a camera with a clip in
+    /// progress has it extended; the trigger joins the newest event among those clips, and a
+    /// camera new to that event starts its clip there; a camera whose clip in that event is
+    /// already finished, and every camera when no clip is in progress, goes to a new event.
+    fn assign(&mut self, trigger: &Trigger, spans: &[Span]) -> Assigned {
+        self.events
+            .retain(|_, jobs| jobs.iter().any(|job| job.is_open()));
+        let joined = spans
+            .iter()
+            .filter_map(|span| self.open_job(&span.camera).map(|job| job.event))
+            .max();
+        let mut assigned = Assigned::default();
+        let mut left = Vec::new();
+        for span in spans {
+            let end = trigger.at.mono.saturating_add(span.post_roll_ns);
+            if let Some(job) = self.open_job(&span.camera)
+                && job.extend(trigger, end)
+            {
+                assigned.extended.push(span.camera.clone());
+                continue;
+            }
+            let Some(event) = joined else {
+                left.push(span);
+                continue;
+            };
+            let jobs = self.events.entry(event).or_default();
+            if jobs.iter().any(|job| job.camera == span.camera) {
+                // Its clip in this event is finished, or finishing: never a second one.
+                left.push(span);
+            } else {
+                let job = new_job(event, trigger, span);
+                jobs.push(job.clone());
+                assigned.started.push(job);
+            }
+        }
+        assigned.event = joined.unwrap_or_default();
+        if !left.is_empty() {
+            let event = Uuid::now_v7();
+            if joined.is_none() {
+                assigned.event = event;
+            }
+            let jobs: Vec<Arc<Job>> = left
+                .iter()
+                .map(|span| new_job(event, trigger, span))
+                .collect();
+            assigned
+                .opened
+                .push((event, left.iter().map(|s| s.camera.clone()).collect()));
+            assigned.started.extend(jobs.iter().cloned());
+            self.events.insert(event, jobs);
+        }
+        assigned
+    }
+
+    /// The open job of `camera` in the newest event that has one.
+    fn open_job(&self, camera: &str) -> Option<&Arc<Job>> {
+        self.events
+            .values()
+            .flatten()
+            .filter(|job| job.camera == camera && job.is_open())
+            .max_by_key(|job| job.event)
+    }
+}
+
+fn new_job(event: Uuid, trigger: &Trigger, span: &Span) -> Arc<Job> {
+    let from = trigger.at.mono.saturating_sub(span.pre_roll_ns);
+    let end = trigger.at.mono.saturating_add(span.post_roll_ns);
+    Arc::new(Job::new(
+        event,
+        span.camera.clone(),
+        trigger.clone(),
+        from,
+        end,
+    ))
+}
+
+/// Decodes the frame nearest the trigger and spools it as the camera's snapshot, with
+/// `detections` drawn on it.
+fn snapshot(
+    spool: Arc<dyn Spool>,
+    camera: &Camera,
+    event: Uuid,
+    at: MonoNs,
+    detections: Vec<crate::detect::Detection>,
+) -> impl Future<Output = ()> + use<> {
+    let feed = camera.feed.clone();
+    let id = camera.config.id.clone();
+    async move {
+        let max = spool.max_payload() as usize;
+        let camera = id.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let jpeg = crate::clip::snapshot::capture(&feed, at, max, &detections)?;
+            let bytes = jpeg.len();
+            spool
+                .snapshot(event, &camera, jpeg)
+                .map_err(crate::clip::snapshot::SnapshotError::Spool)?;
+            Ok::<_, crate::clip::snapshot::SnapshotError>((bytes, started.elapsed()))
+        })
+        .await;
+        match result {
+            Ok(Ok((bytes, took))) => {
+                tracing::info!(camera = %id, %event, bytes, ms = took.as_millis() as u64, "snapshot spooled")
+            }
+            Ok(Err(error)) => tracing::warn!(camera = %id, %event, %error, "no snapshot"),
+            Err(error) => tracing::error!(camera = %id, %event, %error, "snapshot failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::clip::job::JobError;
+    use crate::clock::ClockMap;
+    use crate::ingest::CameraFeed;
+    use crate::ingest::ring::FrameRing;
+
+    const SECOND: MonoNs = 1_000_000_000;
+
+    fn trigger(at_s: u64) -> Trigger {
+        Trigger {
+            kind: TriggerKind::Button,
+            source: "b1".into(),
+            note: None,
+            cameras: Vec::new(),
+            at: ClockMap {
+                mono: 100 * SECOND + at_s * SECOND,
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + at_s),
+            },
+            detections: Vec::new(),
+        }
+    }
+
+    fn span(camera: &str, post_roll_s: u64) -> Span {
+        Span {
+            camera: camera.into(),
+            pre_roll_ns: 10 * SECOND,
+            post_roll_ns: post_roll_s * SECOND,
+        }
+    }
+
+    fn cameras(assigned: &Assigned) -> Vec<(Uuid, String)> {
+        assigned
+            .started
+            .iter()
+            .map(|job| (job.event, job.camera.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_trigger_during_clips_extends_them_in_the_same_event() {
+        let mut table = EventTable::default();
+        let spans = [span("front", 10), span("back", 10)];
+        let first = table.assign(&trigger(0), &spans);
+        assert_eq!(
+            first.opened,
+            vec![(first.event, vec!["front".into(), "back".into()])]
+        );
+        assert_eq!(
+            cameras(&first),
+            vec![(first.event, "front".into()), (first.event, "back".into())]
+        );
+        let second = table.assign(&trigger(5), &spans);
+        assert_eq!(second.event, first.event);
+        assert!(second.opened.is_empty() && second.started.is_empty());
+        assert_eq!(second.extended, vec!["front".to_owned(), "back".to_owned()]);
+    }
+
+    #[test]
+    fn a_camera_whose_clip_is_finished_never_gets_a_second_clip_in_that_event() {
+        let mut table = EventTable::default();
+        let spans = [span("front", 10), span("back", 2)];
+        let first = table.assign(&trigger(0), &spans);
+        // The back camera's shorter post-roll is over (or it stalled): its clip is written.
+        let back = first.started.iter().find(|j| j.camera == "back").unwrap();
+        back.close();
+        let second = table.assign(&trigger(5), &spans);
+        assert_eq!(
+            second.event, first.event,
+            "the trigger joins the event in progress"
+        );
+        assert_eq!(second.extended, vec!["front".to_owned()]);
+        // The back camera's footage around the second trigger goes out as an event of its own.
+        let [(opened, opened_cameras)] = second.opened.as_slice() else {
+            panic!("{:?}", second.opened)
+        };
+        assert_ne!(*opened, first.event);
+        assert_eq!(opened_cameras, &vec!["back".to_owned()]);
+        assert_eq!(cameras(&second), vec![(*opened, "back".into())]);
+        // A job closing while the trigger is being assigned is treated the same.
+        let front = first.started.iter().find(|j| j.camera == "front").unwrap();
+        front.close();
+        let third = table.assign(&trigger(6), &[span("front", 10), span("back", 2)]);
+        assert_eq!(third.event, *opened);
+        assert_eq!(third.extended, vec!["back".to_owned()]);
+        let third_jobs = cameras(&third);
+        assert_eq!(
+            third_jobs,
+            vec![(*opened, "front".into())],
+            "front is new to that event"
+        );
+    }
+
+    #[test]
+    fn once_every_clip_is_finished_a_trigger_opens_a_new_event() {
+        let mut table = EventTable::default();
+        let spans = [span("front", 10)];
+        let first = table.assign(&trigger(0), &spans);
+        first.started.iter().for_each(|job| job.close());
+        let second = table.assign(&trigger(30), &spans);
+        assert_ne!(second.event, first.event);
+        assert_eq!(second.opened.len(), 1);
+        assert!(table.events.len() == 1, "the finished event is forgotten");
+    }
+
+    #[test]
+    fn a_camera_new_to_the_event_starts_its_clip_in_it() {
+        let mut table = EventTable::default();
+        let first = table.assign(&trigger(0), &[span("front", 10)]);
+        let second = table.assign(&trigger(3), &[span("front", 10), span("back", 10)]);
+        assert_eq!(second.event, first.event);
+        assert!(second.opened.is_empty());
+        assert_eq!(second.extended, vec!["front".to_owned()]);
+        assert_eq!(cameras(&second), vec![(first.event, "back".into())]);
+    }
+
+    /// A job whose camera sends nothing gives up at post-roll end plus the camera's
+    /// `stall_timeout` and a second, on paused time: the deadline, without the wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_camera_that_sends_nothing_ends_its_job_at_the_deadline() {
+        gstreamer::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[site]\nid = \"s\"\nname = \"S\"\n[storage]\ndir = \"{}\"\n[[camera]]\nid = \"front\"\nurl = \"rtsp://127.0.0.1:9/x\"\npre_roll = \"2s\"\npost_roll = \"3s\"\nstall_timeout = \"4s\"\n",
+            dir.path().join("clips").display()
+        );
+        let config = config::Config::parse(&text, Path::new("alertclip.toml")).unwrap();
+        let (_status_tx, status) = tokio::sync::watch::channel(Default::default());
+        let camera = Camera {
+            config: config.cameras[0].clone(),
+            feed: Arc::new(CameraFeed::new(FrameRing::new(
+                Duration::from_secs(3),
+                1 << 20,
+            ))),
+            status,
+        };
+        let origin = tokio::time::Instant::now();
+        let context = JobContext {
+            site: SiteRecord {
+                id: "s".into(),
+                name: "S".into(),
+            },
+            storage: Storage::open(&config.storage.dir, u64::MAX).unwrap(),
+            done: broadcast::channel(1).0,
+            spool: None,
+            evidence: Arc::new(Evidence::open(&dir.path().join("evidence")).unwrap()),
+            chunk_size: 1 << 20,
+            log: EventLog::default(),
+            clock: JobClock::Tokio { origin },
+        };
+        let mut at = trigger(0);
+        at.at.mono = 20 * SECOND;
+        let job = new_job(Uuid::now_v7(), &at, &Span::of(&camera.config));
+        let result = record_clip(&job, &camera, &context, &CancellationToken::new()).await;
+        assert!(matches!(result, Err(JobError::NoVideo)), "{result:?}");
+        // Trigger at 20 s, post-roll 3 s, stall timeout 4 s, one second's margin.
+        assert_eq!(origin.elapsed(), Duration::from_secs(20 + 3 + 4 + 1));
+        assert!(!job.is_open());
+    }
+}
