@@ -10,6 +10,9 @@
 //!   outbox to the broker's last acknowledgement, beside `mosquitto_pub` sending the same
 //!   bytes in chunks of the same size at QoS 1 over one connection (`--repeat`).
 
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};

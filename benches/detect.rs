@@ -13,6 +13,9 @@
 //!    buffered but not watched. Two scenes: a still one (an empty shop at night) and a
 //!    moving one (the test pattern's ball).
 
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

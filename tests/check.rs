@@ -2,6 +2,9 @@
 //! and the real detector it passes; a wrong camera password, an unreachable broker and a
 //! missing model each fail with a line that says so.
 
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

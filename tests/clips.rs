@@ -1,5 +1,8 @@
 //! End to end: RTSP test cameras -> ingest -> ring -> trigger -> MP4 checked by ffprobe.
 
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Delivery over MQTT against a real mosquitto: alert, snapshot and clip reach the receiver,
 //! verified, through outages, restarts and limits.
 
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! `models/fetch.sh --test-images`, which `make test` runs): photos, a live RTSP camera
 //! showing a person, an empty scene, schedules, and what a missing runtime or model says.
 
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

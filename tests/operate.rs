@@ -1,6 +1,9 @@
 //! A technician looking after a running box: `alertclip status` and `alertclip test-alert`
 //! against a daemon with a real RTSP camera and a real mosquitto.
 
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use alertclip::daemon::control::Response;

@@ -48,8 +48,11 @@ pub enum ButtonEvent {
     Press,
     /// Held for `stuck_after`: report, do not fire.
     Stuck,
-    /// Released; `after_stuck` when it had been reported stuck.
-    Released { after_stuck: bool },
+    /// Released.
+    Released {
+        /// It had been reported stuck.
+        after_stuck: bool,
+    },
 }
 
 /// Timing of a button's logic.
