@@ -31,6 +31,7 @@ bench:
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	python3 scripts/module-cycles.py
 
 clean:
 	$(CARGO) clean

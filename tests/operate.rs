@@ -83,7 +83,7 @@ async fn a_test_alert_goes_all_the_way_marked_test_and_status_shows_it() {
     assert_eq!(events[0].clips, 1);
     assert_eq!(
         events[0].delivery,
-        alertclip::daemon::history::Delivery::AlertAcknowledged
+        alertclip::clip::history::Delivery::AlertAcknowledged
     );
 
     // status, for people.

@@ -28,11 +28,9 @@ pub async fn provision(args: ProvisionArgs) -> Outcome {
         buttons: args.buttons,
         state_dir: args.state_dir,
     };
-    provision::complete(&mut answers)
-        .await
-        .map_err(Failure::Unusable)?;
+    provision::complete(&mut answers).await.map_err(unusable)?;
     let dir = args.config.parent().unwrap_or(Path::new(".")).to_owned();
-    let (text, secrets) = provision::render(&answers, &dir).map_err(Failure::Unusable)?;
+    let (text, secrets) = provision::render(&answers, &dir).map_err(unusable)?;
     if args.dry_run {
         Config::parse(&text, &args.config).map_err(|error| {
             Failure::Unusable(format!("the configuration would be invalid: {error}"))
@@ -52,8 +50,7 @@ pub async fn provision(args: ProvisionArgs) -> Outcome {
             return Err(Failure::failed("nothing written"));
         }
     }
-    let written =
-        provision::write(&args.config, &text, &secrets, args.force).map_err(Failure::Unusable)?;
+    let written = provision::write(&args.config, &text, &secrets, args.force).map_err(unusable)?;
     println!("wrote {}", written.config.display());
     if let Some(backup) = &written.backup {
         println!("the previous configuration is in {}", backup.display());
@@ -71,4 +68,8 @@ pub async fn provision(args: ProvisionArgs) -> Outcome {
     );
     println!();
     super::check::check(&args.config, false).await
+}
+
+fn unusable(error: provision::ProvisionError) -> Failure {
+    Failure::Unusable(error.to_string())
 }

@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use super::Spool;
 use super::job::{ClipDone, Job, JobClock, JobContext, record_clip};
+use crate::clip::history::EventLog;
 use crate::clip::storage::Storage;
 use crate::clock::{self, MonoNs, rfc3339_ms};
 use crate::config;
-use crate::daemon::history::EventLog;
 use crate::evidence::Evidence;
 use crate::ingest::camera::Camera;
 use crate::trigger::{Request, Trigger, TriggerError};

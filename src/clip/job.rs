@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clip::Spool;
+use crate::clip::history::EventLog;
 use crate::clip::mux::{ClipError, ClipWriter, MuxedClip};
 use crate::clip::storage::Storage;
 use crate::clock::{self, MonoNs, rfc3339_ms};
-use crate::daemon::history::EventLog;
 use crate::evidence::Evidence;
 use crate::ingest::camera::{self, Camera};
 use crate::ingest::ring::ReadEnd;

@@ -9,6 +9,7 @@
 
 pub mod annotate;
 pub mod clipper;
+pub mod history;
 pub mod job;
 pub mod mux;
 pub mod retime;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{HumanDuration, SecretUrl};
-use crate::detect::schedule::Schedule;
+use crate::config::schedule::Schedule;
 
 /// Where the alertclip package installs ONNX Runtime.
 pub const DEFAULT_RUNTIME: &str = "/usr/lib/alertclip/libonnxruntime.so.1.31.1";

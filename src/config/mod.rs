@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 pub mod detect;
+pub mod schedule;
 
 pub use alertclip_mqtt::{BrokerUrl, Protocol};
 
@@ -616,7 +617,7 @@ impl Config {
                 ),
             ));
         }
-        crate::detect::schedule::time_zone(self.site.timezone.as_deref())
+        crate::config::schedule::time_zone(self.site.timezone.as_deref())
             .map_err(|m| ("site.timezone".to_owned(), m))?;
         if self.cameras.iter().any(|c| c.detect.is_some()) {
             self.detect.validate()?;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::daemon::history::{EventLog, EventSummary};
+use crate::clip::history::{EventLog, EventSummary};
 use crate::delivery::Publisher;
 use crate::detect::DetectStatus;
 use crate::health::Watched;

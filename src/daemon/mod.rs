@@ -7,7 +7,6 @@
 //! last.
 
 pub mod control;
-pub mod history;
 pub mod service;
 
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clip::clipper::{Clipper, Outputs};
+use crate::clip::history::EventLog;
 use crate::clip::storage::Storage;
 use crate::clip::{ClipDone, Spool};
 use crate::config::Config;
@@ -32,7 +32,6 @@ use crate::trigger::Triggers;
 use crate::trigger::buttons::light::Confirmations;
 use crate::trigger::buttons::{self, Button, ButtonSetupError, DeliveryLink};
 use alertclip_mqtt::{Session, Subscriptions};
-use history::EventLog;
 use service::Supervisor;
 
 /// How long shutdown waits for clips in progress before finishing them as partial.
@@ -539,7 +538,7 @@ fn load_detector(config: &Config) -> Result<Option<Detector>, StartError> {
         return Ok(None);
     }
     // Checked with the rest of the configuration.
-    let time_zone = crate::detect::schedule::time_zone(config.site.timezone.as_deref())
+    let time_zone = crate::config::schedule::time_zone(config.site.timezone.as_deref())
         .unwrap_or(jiff::tz::TimeZone::UTC);
     let detect = &config.detect;
     let model = Model::load(

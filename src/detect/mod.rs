@@ -6,13 +6,12 @@
 //! low rate in a GStreamer branch ([`frames`]) that also scales and converts to the model's
 //! input, skips unchanged pictures ([`motion`]), runs the shared [`model`] on the rest, and
 //! applies the camera's [`rules`] (zones, N-of-M persistence, cooldown) within its
-//! [`schedule`]. [`yolox`] is the model's own pre- and post-processing.
+//! schedule ([`crate::config::schedule`]). [`yolox`] is the model's own pre- and post-processing.
 
 pub mod frames;
 pub mod model;
 pub mod motion;
 pub mod rules;
-pub mod schedule;
 pub mod watch;
 pub mod yolox;
 

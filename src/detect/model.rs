@@ -80,6 +80,7 @@ impl std::fmt::Debug for Model {
 }
 
 /// The process's ONNX Runtime environment, made on first use from the first library asked for.
+/// A failure is kept as its message, which every later caller is told again.
 static ENVIRONMENT: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock::new();
 
 fn environment(runtime: &Path) -> Result<Environment, ModelError> {

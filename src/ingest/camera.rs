@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use alertclip_mqtt::Backoff;
 use futures_util::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -268,7 +269,7 @@ impl Ingest {
         let id = self.config.id.clone();
         let url = self.config.url.to_string();
         tracing::info!(camera = %id, %url, "camera starting");
-        let mut backoff = BACKOFF_FIRST;
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         let mut attempt = 0u64;
         loop {
             if attempt > 0 {
@@ -303,13 +304,11 @@ impl Ingest {
                 }
             };
             if streamed >= STABLE_AFTER {
-                backoff = BACKOFF_FIRST;
+                backoff.reset();
             }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&cancel).await {
+                break;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         self.status.send_modify(|s| s.state = CameraState::Stopped);
         tracing::info!(camera = %id, "camera stopped");

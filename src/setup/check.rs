@@ -120,7 +120,8 @@ pub async fn run(config: &Config, path: &Path) -> Report {
     for camera in &config.cameras {
         let password = match read_password(camera) {
             Ok(password) => password,
-            Err(message) => {
+            Err(error) => {
+                let message = format!("password_file {error}");
                 let finding = Finding::new(format!("camera {}", camera.id), Outcome::Fail, message);
                 cameras.push(Either::Left(std::future::ready(finding)));
                 continue;
@@ -166,11 +167,13 @@ pub async fn run(config: &Config, path: &Path) -> Report {
 }
 
 /// The camera's password, from its `password_file`.
-pub fn read_password(camera: &config::Camera) -> Result<Option<String>, String> {
+pub fn read_password(
+    camera: &config::Camera,
+) -> Result<Option<String>, alertclip_mqtt::SecretError> {
     camera
         .password_file
-        .as_ref()
-        .map(|path| alertclip_mqtt::read_secret(path).map_err(|e| format!("password_file {e}")))
+        .as_deref()
+        .map(alertclip_mqtt::read_secret)
         .transpose()
 }
 

@@ -11,8 +11,65 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::setup::check::{self, Finding, Outcome};
+
+/// Why a configuration could not be provisioned. Each says which flag (or file) and what was
+/// expected; none echoes a camera URL, which may hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// A value that is needed has no flag, and there is no terminal to ask on.
+    #[error("{flag} is required (or run provision on a terminal to be asked)")]
+    Missing {
+        /// The flag that gives it.
+        flag: &'static str,
+    },
+    /// A flag's value is not what was expected.
+    #[error("{flag}: {expected}")]
+    Flag {
+        /// The flag, with the id of the camera or button it describes where there is one.
+        flag: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// The configuration these answers make would not load.
+    #[error("the configuration would be invalid: {0}")]
+    Invalid(#[source] ConfigError),
+    /// The configuration exists and `--force` was not given.
+    #[error("{0} exists: pass --force to replace it (it is kept as a backup)")]
+    Exists(PathBuf),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--password-file` cannot be read.
+    #[error("--password-file {0}")]
+    Secret(#[source] alertclip_mqtt::SecretError),
+    /// An answer could not be read from the terminal.
+    #[error("cannot read the answer: {0}")]
+    Terminal(#[source] std::io::Error),
+}
+
+impl ProvisionError {
+    fn flag(flag: impl Into<String>, expected: impl Into<String>) -> ProvisionError {
+        ProvisionError::Flag {
+            flag: flag.into(),
+            expected: expected.into(),
+        }
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProvisionError + '_ {
+        move |source| ProvisionError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
 
 /// What the technician said, by flags or answers.
 #[derive(Debug, Clone, Default)]
@@ -60,13 +117,11 @@ pub struct Written {
 /// entered on the terminal is probed at once (codec, resolution, fps, bitrate, keyframe
 /// interval), so a wrong address or password is fixed while the technician is at it; one that
 /// fails is kept only when they say so.
-pub async fn complete(answers: &mut Answers) -> Result<(), String> {
+pub async fn complete(answers: &mut Answers) -> Result<(), ProvisionError> {
     let interactive = std::io::stdin().is_terminal();
-    let ask = |question: &str, flag: &str| -> Result<String, String> {
+    let ask = |question: &str, flag: &'static str| -> Result<String, ProvisionError> {
         if !interactive {
-            return Err(format!(
-                "{flag} is required (or run provision on a terminal to be asked)"
-            ));
+            return Err(ProvisionError::Missing { flag });
         }
         print!("{question}: ");
         let _ = std::io::stdout().flush();
@@ -74,7 +129,7 @@ pub async fn complete(answers: &mut Answers) -> Result<(), String> {
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
+            .map_err(ProvisionError::Terminal)?;
         Ok(line.trim().to_owned())
     };
     if answers.site_id.is_none() {
@@ -143,7 +198,7 @@ const PROBE_RING_BYTES: usize = 16 << 20;
 
 /// `id=URL` as the camera table the configuration will hold, with the password taken out of
 /// the URL.
-fn camera_table(spec: &str) -> Result<(config::Camera, Option<String>), String> {
+fn camera_table(spec: &str) -> Result<(config::Camera, Option<String>), ProvisionError> {
     let (id, url, login) = parse_camera(spec)?;
     let mut table = toml::Table::new();
     table.insert("id".into(), id.into());
@@ -153,20 +208,23 @@ fn camera_table(spec: &str) -> Result<(config::Camera, Option<String>), String> 
         password
     });
     let camera = config::Camera::deserialize(table)
-        .map_err(|e| format!("--camera {id}: {}", e.message()))?;
+        .map_err(|e| ProvisionError::flag(format!("--camera {id}"), e.message()))?;
     Ok((camera, password))
 }
 
 /// Splits `id=rtsp://user:password@host/path` into the id, the URL without its login, and the
 /// login.
-fn parse_camera(spec: &str) -> Result<(&str, String, Option<Login>), String> {
+fn parse_camera(spec: &str) -> Result<(&str, String, Option<Login>), ProvisionError> {
     // Not echoed in errors: the URL may hold a password.
     let (id, url) = spec
         .split_once('=')
         .map(|(id, url)| (id.trim(), url))
         .filter(|(id, _)| !id.is_empty() && !id.contains("://"))
-        .ok_or("--camera: expected id=rtsp://..., the camera's id first")?;
-    let (url, login) = split_credentials(url.trim()).map_err(|e| format!("--camera {id}: {e}"))?;
+        .ok_or_else(|| {
+            ProvisionError::flag("--camera", "expected id=rtsp://..., the camera's id first")
+        })?;
+    let (url, login) = split_credentials(url.trim())
+        .map_err(|expected| ProvisionError::flag(format!("--camera {id}"), expected))?;
     Ok((id, url, login))
 }
 
@@ -179,13 +237,16 @@ fn quoted(text: &str) -> String {
 }
 
 /// The configuration text, and the password files it names (path, contents).
-pub fn render(answers: &Answers, dir: &Path) -> Result<(String, Vec<(PathBuf, String)>), String> {
+pub fn render(
+    answers: &Answers,
+    dir: &Path,
+) -> Result<(String, Vec<(PathBuf, String)>), ProvisionError> {
     let mut secrets = Vec::new();
-    let required = |value: &Option<String>, flag: &str| {
+    let required = |value: &Option<String>, flag: &'static str| {
         value
             .clone()
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{flag} is required"))
+            .ok_or(ProvisionError::Missing { flag })
     };
     let mut text = String::from(
         "# Written by alertclip provision. Every key: alertclip.example.toml.\n\n[site]\n",
@@ -217,7 +278,7 @@ pub fn render(answers: &Answers, dir: &Path) -> Result<(String, Vec<(PathBuf, St
         }
     }
     if answers.cameras.is_empty() {
-        return Err("--camera is required: at least one camera, as id=rtsp://...".into());
+        return Err(ProvisionError::Missing { flag: "--camera" });
     }
     for camera in &answers.cameras {
         let (id, url, login) = parse_camera(camera)?;
@@ -251,8 +312,7 @@ pub fn render(answers: &Answers, dir: &Path) -> Result<(String, Vec<(PathBuf, St
             text.push_str(&format!("username = {}\n", quoted(user)));
         }
         if let Some(source) = &answers.password_file {
-            let password =
-                alertclip_mqtt::read_secret(source).map_err(|e| format!("--password-file {e}"))?;
+            let password = alertclip_mqtt::read_secret(source).map_err(ProvisionError::Secret)?;
             let file = dir.join("mqtt.password");
             text.push_str(&format!(
                 "password_file = {}\n",
@@ -268,9 +328,13 @@ pub fn render(answers: &Answers, dir: &Path) -> Result<(String, Vec<(PathBuf, St
 }
 
 /// `id=gpio:LINE`, `id=evdev:DEVICE:KEY` or `id=mqtt:TOPIC` as a `[[button]]` table.
-fn render_button(spec: &str) -> Result<String, String> {
-    let bad =
-        || format!("--button {spec}: expected id=gpio:LINE, id=evdev:DEVICE:KEY or id=mqtt:TOPIC");
+fn render_button(spec: &str) -> Result<String, ProvisionError> {
+    let bad = || {
+        ProvisionError::flag(
+            format!("--button {spec}"),
+            "expected id=gpio:LINE, id=evdev:DEVICE:KEY or id=mqtt:TOPIC",
+        )
+    };
     let (id, rest) = spec.split_once('=').ok_or_else(bad)?;
     let (kind, rest) = rest.split_once(':').ok_or_else(bad)?;
     let mut table = format!(
@@ -319,21 +383,17 @@ pub fn write(
     text: &str,
     secrets: &[(PathBuf, String)],
     force: bool,
-) -> Result<Written, String> {
-    Config::parse(text, config_path)
-        .map_err(|e| format!("the configuration would be invalid: {e}"))?;
+) -> Result<Written, ProvisionError> {
+    Config::parse(text, config_path).map_err(ProvisionError::Invalid)?;
     let dir = config_path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(ProvisionError::io(dir))?;
     let backup = if config_path.exists() {
         if !force {
-            return Err(format!(
-                "{} exists: pass --force to replace it (it is kept as a backup)",
-                config_path.display()
-            ));
+            return Err(ProvisionError::Exists(config_path.to_owned()));
         }
         let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
         let backup = config_path.with_extension(format!("toml.{stamp}.bak"));
-        std::fs::copy(config_path, &backup).map_err(|e| format!("{}: {e}", backup.display()))?;
+        std::fs::copy(config_path, &backup).map_err(ProvisionError::io(&backup))?;
         Some(backup)
     } else {
         None
@@ -353,9 +413,12 @@ pub fn write(
 
 /// Writes `text` to `path` with `mode`, group `alertclip` when that group exists, through a
 /// temporary file so a crash never leaves half a file.
-fn write_private(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+fn write_private(path: &Path, text: &str, mode: u32) -> Result<(), ProvisionError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let error = |e: std::io::Error| format!("{}: {e}", path.display());
+    let error = |source: std::io::Error| ProvisionError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let temp = path.with_extension("partial");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -430,7 +493,9 @@ mod tests {
             .unwrap()
             .pre_roll
         );
-        let error = camera_table("rtsp://admin:pw@10.0.0.6/cam?channel=1").unwrap_err();
+        let error = camera_table("rtsp://admin:pw@10.0.0.6/cam?channel=1")
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("the camera's id first") && !error.contains("pw"),
             "{error}"
@@ -438,13 +503,16 @@ mod tests {
         assert!(
             camera_table("rtsp://10.0.0.6/live")
                 .unwrap_err()
+                .to_string()
                 .contains("expected id=rtsp://")
         );
     }
 
     #[test]
     fn missing_answers_name_their_flag() {
-        let error = render(&Answers::default(), Path::new("/etc/alertclip")).unwrap_err();
+        let error = render(&Answers::default(), Path::new("/etc/alertclip"))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("--site-id"), "{error}");
         let answers = Answers {
             site_id: Some("s".into()),
@@ -454,6 +522,7 @@ mod tests {
         assert!(
             render(&answers, Path::new("/x"))
                 .unwrap_err()
+                .to_string()
                 .contains("--camera")
         );
         let answers = Answers {
@@ -464,6 +533,7 @@ mod tests {
         assert!(
             render(&answers, Path::new("/x"))
                 .unwrap_err()
+                .to_string()
                 .contains("--button x=usb")
         );
     }

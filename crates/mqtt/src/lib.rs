@@ -2,10 +2,12 @@
 //! wireless buttons, the officer side to receive. It owns everything rumqttc-specific, so that
 //! neither side reasons about packet ids, and the one way a broker login is read from files.
 
+pub mod backoff;
 pub mod session;
 pub mod subscriptions;
 pub mod url;
 
+pub use backoff::Backoff;
 pub use session::{LinkEvent, NotConnected, Session, Settings, SettingsError, Tag};
 pub use subscriptions::{Messages, Subscriptions};
 pub use url::{BrokerUrl, Protocol};

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::url::{BrokerUrl, Protocol};
 
 /// Largest number of publishes rumqttc keeps unacknowledged; [`Session`] users stay below it.
@@ -465,7 +466,7 @@ async fn pump<L: EventLoop, K: Send>(
     cancel: CancellationToken,
 ) {
     let mut pkids: HashMap<u16, Tag<K>> = HashMap::new();
-    let mut backoff = RECONNECT_FIRST;
+    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     loop {
         let polled = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -476,7 +477,7 @@ async fn pump<L: EventLoop, K: Send>(
                 let mut link = lock(&link);
                 link.connected = true;
                 link.fifo.clear();
-                backoff = RECONNECT_FIRST;
+                backoff.reset();
                 LinkEvent::Connected
             }
             Ok(Raw::OutgoingPublish(pkid)) => {
@@ -528,11 +529,9 @@ async fn pump<L: EventLoop, K: Send>(
                 {
                     return;
                 }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&cancel).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(RECONNECT_MAX);
                 continue;
             }
         };

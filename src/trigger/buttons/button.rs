@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use alertclip_mqtt::Backoff;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -247,7 +248,7 @@ pub async fn run<S: EdgeSource>(
     open: impl Fn() -> Result<S, InputError> + Send,
     cancel: CancellationToken,
 ) {
-    let mut retry = RETRY_FIRST;
+    let mut retry = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
         let error = match open() {
             Ok(source) => {
@@ -256,7 +257,7 @@ pub async fn run<S: EdgeSource>(
                     s.last_error = None;
                 });
                 tracing::info!(button = %wiring.id, "button ready");
-                retry = RETRY_FIRST;
+                retry.reset();
                 match watch_presses(&wiring, timing, source, &cancel).await {
                     Ok(()) => break,
                     Err(error) => error,
@@ -272,11 +273,9 @@ pub async fn run<S: EdgeSource>(
             s.state = ButtonState::Unavailable;
             s.last_error = Some(message);
         });
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(retry) => {}
+        if !retry.wait(&cancel).await {
+            break;
         }
-        retry = (retry * 2).min(RETRY_MAX);
     }
     wiring
         .status
