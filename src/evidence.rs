@@ -48,6 +48,9 @@ pub enum EvidenceError {
         /// The chain file.
         path: PathBuf,
     },
+    /// An alert was to be signed by evidence opened without its chain.
+    #[error("alerts are chained only when the box delivers them ([mqtt])")]
+    Unchained,
     /// The key file is readable by others.
     #[error("{path}: mode {mode:o} lets others read the device key: chmod 600 it")]
     Exposed {
@@ -158,6 +161,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = path.with_file_name(format!(".{name}.partial"));
+    // What a crash during an earlier attempt left: never a key anyone used.
+    let _ = fs::remove_file(&temp);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -225,15 +230,16 @@ impl Chain {
 #[derive(Debug)]
 pub struct Evidence {
     key: DeviceKey,
-    chain: Chain,
+    chain: Option<Chain>,
 }
 
 impl Evidence {
-    /// The key and chain in `dir`, the key created on first use.
-    pub fn open(dir: &Path) -> Result<Evidence, EvidenceError> {
+    /// The key in `dir`, created on first use, and with `chained` the alert chain beside it
+    /// (a box without delivery signs manifests only).
+    pub fn open(dir: &Path, chained: bool) -> Result<Evidence, EvidenceError> {
         Ok(Evidence {
             key: DeviceKey::load_or_create(dir)?,
-            chain: Chain::open(dir)?,
+            chain: chained.then(|| Chain::open(dir)).transpose()?,
         })
     }
 
@@ -245,7 +251,8 @@ impl Evidence {
     /// Makes `alert` the next link of the chain and signs it: returns the payload as it is to
     /// be published, the chain's head already saved.
     pub fn sign_alert(&self, alert: &mut Alert) -> Result<Vec<u8>, EvidenceError> {
-        self.chain.append(|sequence, previous| {
+        let chain = self.chain.as_ref().ok_or(EvidenceError::Unchained)?;
+        chain.append(|sequence, previous| {
             alert.sequence = sequence;
             alert.previous_alert_sha256 = previous;
             // A struct of plain data always serialises.

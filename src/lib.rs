@@ -6,7 +6,7 @@
 //! [`detect`]or and the control socket, cuts, muxes and stores) -> [`delivery`] (the durable
 //! outbox, drained to the broker). [`health`] watches it all for status and health alerts;
 //! [`daemon`] wires it together and holds what runs beside it (control socket, systemd,
-//! history, reload); [`setup`] is for technicians (`check`, `provision`). What passes to the
+//! reload); [`setup`] is for technicians (`check`, `provision`). What passes to the
 //! officer side is the `alertclip-wire` crate's; the officer side is `alertclip-officer`.
 
 pub mod clip;

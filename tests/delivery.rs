@@ -177,7 +177,7 @@ async fn a_box_with_its_own_topic_prefix_is_received_under_that_prefix() {
     let mut rig = Rig::start(
         &[TestStream::h264("/cam")],
         ROLLS,
-        &mqtt(&broker, "topic_prefix = \"acme/stores/test-site\""),
+        &mqtt(&broker, "topic_prefix = \"acme/stores/{site}\""),
     )
     .await;
     let (_, clip) = deliver_one(&mut rig, &mut receiver).await;

@@ -177,8 +177,8 @@ impl Clipper {
                 }
             }
         }
-        for id in &assigned.extended {
-            tracing::info!(camera = %id, event = %assigned.event, source = %trigger.source, "trigger extends the clip in progress");
+        for (id, event) in &assigned.extended {
+            tracing::info!(camera = %id, %event, source = %trigger.source, "trigger extends the clip in progress");
         }
         for job in assigned.started {
             let Some(camera) = cameras.iter().find(|c| c.config.id == job.camera) else {
@@ -212,6 +212,8 @@ impl Clipper {
         let cancel = self.jobs_cancel.clone();
         self.tracker.spawn(async move {
             let id = camera.config.id.clone();
+            // However the task ends, its job stops taking triggers, which then clip anew.
+            let _closed = CloseOnDrop(job.clone());
             match record_clip(&job, &camera, &context, &cancel).await {
                 Ok(done) => {
                     tracing::info!(camera = %id, %event, file = %done.mp4.display(),
@@ -231,6 +233,15 @@ impl Clipper {
                 Err(error) => tracing::error!(camera = %id, %event, %error, "clip not written"),
             }
         });
+    }
+}
+
+/// Closes its job when dropped.
+struct CloseOnDrop(Arc<Job>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -287,12 +298,12 @@ impl Span {
 struct Assigned {
     /// The event the trigger answers with: the one it joined, or the one it opened.
     event: Uuid,
-    /// Events opened for it, with the cameras each clips: one for a trigger that joined
-    /// nothing; a second when it joined an event whose clip of one of its cameras is already
-    /// finished (that camera's footage then goes out as an event of its own).
+    /// The event opened for it, with the cameras it clips, if any: for a trigger that joined
+    /// nothing, or for the cameras whose clip in the joined event is already finished (their
+    /// footage then goes out as an event of its own).
     opened: Vec<(Uuid, Vec<String>)>,
-    /// Cameras whose clip in progress now covers this trigger too.
-    extended: Vec<String>,
+    /// Cameras whose clip in progress now covers this trigger too, with that clip's event.
+    extended: Vec<(String, Uuid)>,
     /// New jobs to run.
     started: Vec<Arc<Job>>,
 }
@@ -324,7 +335,7 @@ impl EventTable {
             if let Some(job) = self.open_job(&span.camera)
                 && job.extend(trigger, end)
             {
-                assigned.extended.push(span.camera.clone());
+                assigned.extended.push((span.camera.clone(), job.event));
                 continue;
             }
             let Some(event) = joined else {
@@ -475,7 +486,13 @@ mod tests {
         let second = table.assign(&trigger(5), &spans);
         assert_eq!(second.event, first.event);
         assert!(second.opened.is_empty() && second.started.is_empty());
-        assert_eq!(second.extended, vec!["front".to_owned(), "back".to_owned()]);
+        assert_eq!(
+            second.extended,
+            vec![
+                ("front".to_owned(), first.event),
+                ("back".to_owned(), first.event)
+            ]
+        );
     }
 
     #[test]
@@ -491,7 +508,7 @@ mod tests {
             second.event, first.event,
             "the trigger joins the event in progress"
         );
-        assert_eq!(second.extended, vec!["front".to_owned()]);
+        assert_eq!(second.extended, vec![("front".to_owned(), first.event)]);
         // The back camera's footage around the second trigger goes out as an event of its own.
         let [(opened, opened_cameras)] = second.opened.as_slice() else {
             panic!("{:?}", second.opened)
@@ -504,7 +521,7 @@ mod tests {
         front.close();
         let third = table.assign(&trigger(6), &[span("front", 10), span("back", 2)]);
         assert_eq!(third.event, *opened);
-        assert_eq!(third.extended, vec!["back".to_owned()]);
+        assert_eq!(third.extended, vec![("back".to_owned(), *opened)]);
         let third_jobs = cameras(&third);
         assert_eq!(
             third_jobs,
@@ -532,7 +549,7 @@ mod tests {
         let second = table.assign(&trigger(3), &[span("front", 10), span("back", 10)]);
         assert_eq!(second.event, first.event);
         assert!(second.opened.is_empty());
-        assert_eq!(second.extended, vec!["front".to_owned()]);
+        assert_eq!(second.extended, vec![("front".to_owned(), first.event)]);
         assert_eq!(cameras(&second), vec![(first.event, "back".into())]);
     }
 
@@ -565,7 +582,7 @@ mod tests {
             storage: Storage::open(&config.storage.dir, u64::MAX).unwrap(),
             done: broadcast::channel(1).0,
             spool: None,
-            evidence: Arc::new(Evidence::open(&dir.path().join("evidence")).unwrap()),
+            evidence: Arc::new(Evidence::open(&dir.path().join("evidence"), false).unwrap()),
             chunk_size: 1 << 20,
             log: EventLog::default(),
             clock: JobClock::Tokio { origin },

@@ -274,8 +274,9 @@ pub struct Mqtt {
     /// Keep-alive interval. Default: `"30s"`.
     #[serde(default = "default_keepalive")]
     pub keepalive: HumanDuration,
-    /// Prefix of every topic. Default: `"alertclip/v1/<site.id>"`, so one broker ACL line per
-    /// device confines it to its own prefix.
+    /// Prefix of every topic, where `{site}` stands for `site.id` (as one whole level). Default:
+    /// `"alertclip/v1/{site}"`, so one broker ACL line per device confines it to its own
+    /// prefix; the officer side reads the same template (`alertclip receive --topic-prefix`).
     #[serde(default)]
     pub topic_prefix: Option<String>,
     /// Largest payload published: clips go out in chunks of this size, and snapshots are
@@ -313,9 +314,11 @@ impl Default for Outbox {
 impl Mqtt {
     /// The topic prefix in force.
     pub fn prefix(&self, site: &Site) -> String {
-        self.topic_prefix
-            .clone()
-            .unwrap_or_else(|| alertclip_wire::topics::default_prefix(&site.id))
+        let template = self
+            .topic_prefix
+            .as_deref()
+            .unwrap_or(alertclip_wire::topics::DEFAULT_PREFIX);
+        alertclip_wire::topics::prefix_of(template, &site.id)
     }
 
     /// The client id in force.
@@ -801,14 +804,11 @@ impl Mqtt {
         if self.status_interval.0 < Duration::from_secs(1) {
             return Err((key("status_interval"), "expected at least \"1s\"".into()));
         }
-        let prefix = self.prefix(site);
-        if prefix.is_empty() || prefix.ends_with('/') || prefix.contains(['+', '#']) {
-            return Err((
-                key("topic_prefix"),
-                format!(
-                    "expected topic levels without wildcards or a trailing '/', found \"{prefix}\""
-                ),
-            ));
+        // The rule the officer side reads prefixes by, so that what is published is received.
+        if let Some(template) = &self.topic_prefix
+            && let Err(expected) = alertclip_wire::TopicLayout::new(template, Some(&site.id))
+        {
+            return Err((key("topic_prefix"), expected));
         }
         if self.client_id(site).is_empty() {
             return Err((key("client_id"), "must not be empty".into()));
@@ -1179,7 +1179,7 @@ url = "rtsp://10.0.0.5/stream1"
         assert!(error(&text).contains("mqtt.protocol: unknown variant `4`"));
         let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\ntopic_prefix = \"a/#\"\n");
         assert!(
-            error(&text).contains("mqtt.topic_prefix: expected topic levels without wildcards")
+            error(&text).contains("mqtt.topic_prefix: level \"#\" of \"a/#\": expected plain text")
         );
     }
 

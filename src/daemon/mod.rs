@@ -165,8 +165,11 @@ impl Daemon {
 
         // The device key, and delivery, are set up before anything starts, so that a bad key,
         // TLS or password file stops the daemon at once.
-        let evidence =
-            Arc::new(Evidence::open(&config.evidence.dir).map_err(StartError::Evidence)?);
+        // The alert chain is only kept by a box that delivers alerts.
+        let evidence = Arc::new(
+            Evidence::open(&config.evidence.dir, config.mqtt.is_some())
+                .map_err(StartError::Evidence)?,
+        );
         tracing::info!(key_id = %evidence.key().key_id(), "device key loaded");
         let delivery = match &config.mqtt {
             Some(mqtt) => {
@@ -314,7 +317,9 @@ impl Daemon {
             jobs_tracker.clone(),
             jobs.clone(),
         );
-        tracker.spawn(clipper.run(requests, intake.clone()));
+        // On the jobs' tracker: shutdown waits for the clipper to finish the trigger it is
+        // answering (and to start that trigger's clips) before it waits for the clips.
+        jobs_tracker.spawn(clipper.run(requests, intake.clone()));
         if let Some(publisher) = &publisher {
             let (mut acked, log) = (publisher.acked_alerts(), log.clone());
             let cancel = intake.clone();

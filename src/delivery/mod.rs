@@ -114,8 +114,40 @@ impl Publisher {
         self.outbox.clone()
     }
 
-    /// Spools a health alert, and logs it.
-    pub fn health(&self, kind: &str, camera: Option<&str>, event: Option<Uuid>, message: String) {
+    /// Logs a health alert and spools it on a blocking thread: for async callers, which must
+    /// not wait on the disk. Its place in the outbox is taken now.
+    pub fn health(
+        self: &Arc<Self>,
+        kind: &str,
+        camera: Option<&str>,
+        event: Option<Uuid>,
+        message: String,
+    ) {
+        let message = self.health_message(kind, camera, event, message);
+        let publisher = self.clone();
+        tokio::task::spawn_blocking(move || publisher.spool_health(message));
+    }
+
+    /// Logs and spools a health alert, blocking on the disk.
+    fn health_now(&self, kind: &str, camera: Option<&str>, event: Option<Uuid>, message: String) {
+        let message = self.health_message(kind, camera, event, message);
+        self.spool_health(message);
+    }
+
+    fn spool_health(&self, message: io::Result<NewMessage>) {
+        if let Err(error) = message.and_then(|m| self.spool(m)) {
+            tracing::error!(%error, "could not spool a health alert");
+        }
+    }
+
+    /// A health alert as an outbox message, logged.
+    fn health_message(
+        &self,
+        kind: &str,
+        camera: Option<&str>,
+        event: Option<Uuid>,
+        message: String,
+    ) -> io::Result<NewMessage> {
         tracing::warn!(%kind, camera = camera.unwrap_or("-"), %message, "health alert");
         let health = Health {
             schema: HEALTH_SCHEMA.to_owned(),
@@ -125,23 +157,17 @@ impl Publisher {
             event_id: event,
             message,
         };
-        let result = serde_json::to_vec(&health)
-            .map_err(io::Error::other)
-            .and_then(|payload| {
-                self.spool(NewMessage {
-                    order: Order {
-                        class: Class::Health,
-                        event: Uuid::now_v7(),
-                        rank: 0,
-                    },
-                    topic: self.topics.health(),
-                    payload,
-                    retain: false,
-                })
-            });
-        if let Err(error) = result {
-            tracing::error!(%error, "could not spool a health alert");
-        }
+        let payload = serde_json::to_vec(&health).map_err(io::Error::other)?;
+        Ok(NewMessage {
+            order: Order {
+                class: Class::Health,
+                event: Uuid::now_v7(),
+                rank: 0,
+            },
+            topic: self.topics.health(),
+            payload,
+            retain: false,
+        })
     }
 
     fn spool(&self, message: NewMessage) -> io::Result<()> {
@@ -154,7 +180,7 @@ impl Publisher {
     fn after_push(&self, dropped: Vec<Dropped>) {
         for drop in dropped {
             let kind = if drop.detection { "detection" } else { "panic" };
-            self.health(
+            self.health_now(
                 "outbox_dropped",
                 Some(&drop.camera),
                 Some(drop.event),
@@ -167,7 +193,7 @@ impl Publisher {
         let stats = self.outbox.stats();
         let share = stats.bytes as f64 / self.outbox.max_bytes().max(1) as f64;
         if share > FILLING_ABOVE && !self.filling.swap(true, Ordering::Relaxed) {
-            self.health(
+            self.health_now(
                 "outbox_filling",
                 None,
                 None,
@@ -192,8 +218,14 @@ impl Publisher {
             .min(400) as u16
     }
 
+    /// Changes the link status; its watchers (the lights) wake only when the connection or its
+    /// error changes, not on every acknowledgement.
     fn update_link(&self, update: impl FnOnce(&mut LinkStatus)) {
-        self.link.send_modify(update);
+        self.link.send_if_modified(|link| {
+            let before = (link.connected, link.last_error.clone());
+            update(link);
+            (link.connected, &link.last_error) != (before.0, &before.1)
+        });
     }
 
     fn alert_acknowledged(&self, event: Uuid) {

@@ -186,6 +186,27 @@ struct ClipEntry {
 struct Index {
     entries: BTreeMap<String, Entry>,
     bytes: u64,
+    /// Stems of clips being spooled, not yet in `entries`.
+    reserved: HashSet<String>,
+}
+
+impl Index {
+    /// Adds an entry, counting its bytes (and no longer those of one it replaces).
+    fn insert(&mut self, stem: String, entry: Entry) {
+        self.bytes += entry.bytes();
+        if let Some(old) = self.entries.insert(stem, entry) {
+            self.bytes -= old.bytes();
+        }
+    }
+}
+
+impl Entry {
+    fn bytes(&self) -> u64 {
+        match self {
+            Entry::Message { bytes, .. } => *bytes,
+            Entry::Clip(clip) => clip.info.bytes,
+        }
+    }
 }
 
 /// The spool. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -238,8 +259,13 @@ impl Outbox {
                         }
                     }
                 },
-                "mp4" if !names.contains(&format!("{stem}.clip")) => {
-                    // Pinned, but the descriptor never made it to disk.
+                "mp4" | "acked" if !names.contains(&format!("{stem}.clip")) => {
+                    // Pinned, or its progress saved, but the descriptor never made it to disk
+                    // (or the clip was dropped).
+                    let _ = fs::remove_file(&path);
+                }
+                // The progress temporary of earlier versions, not hidden.
+                "tmp" if stem.ends_with(".acked") => {
                     let _ = fs::remove_file(&path);
                 }
                 _ => {}
@@ -267,6 +293,18 @@ impl Outbox {
 
     /// Spools a message durably. Returns what had to be dropped to make room.
     pub fn push(&self, message: NewMessage) -> io::Result<Vec<Dropped>> {
+        let (stem, entry) = self.write_message(message)?;
+        let mut index = self.index();
+        index.insert(stem, entry);
+        let dropped = self.make_room(&mut index);
+        drop(index);
+        self.changed.notify_waiters();
+        Ok(dropped)
+    }
+
+    /// Writes a message's file, synced. Called outside the lock, since delivery reads the index
+    /// meanwhile; stems are unique to one message, so no other writer has this file.
+    fn write_message(&self, message: NewMessage) -> io::Result<(String, Entry)> {
         let stem = message.order.stem();
         let path = self.dir.join(format!("{stem}.msg"));
         let mut bytes = Vec::with_capacity(message.payload.len() + message.topic.len() + 8);
@@ -278,83 +316,106 @@ impl Outbox {
         bytes.extend_from_slice(&topic_len.to_be_bytes());
         bytes.extend_from_slice(message.topic.as_bytes());
         bytes.extend_from_slice(&message.payload);
-        // Synced before the index knows of it, and outside the lock: delivery reads the index
-        // meanwhile. Stems are unique to one message, so no other writer has this file.
         write_durably(&path, &bytes)?;
-        let mut index = self.index();
-        index.bytes += bytes.len() as u64;
-        if let Some(Entry::Message { bytes: old, .. }) = index.entries.insert(
-            stem,
-            Entry::Message {
-                path,
-                bytes: bytes.len() as u64,
-            },
-        ) {
-            index.bytes -= old;
+        let entry = Entry::Message {
+            path,
+            bytes: bytes.len() as u64,
+        };
+        Ok((stem, entry))
+    }
+
+    /// Pins a finished clip and spools its chunks and manifest. Returns what had to be dropped
+    /// to make room, which may be this clip. A clip already spooled (or being spooled) under
+    /// the same event and camera is never replaced: the second is refused (`AlreadyExists`),
+    /// the first kept whole. Chunks and manifest enter the index together, so delivery never
+    /// sees the manifest before the chunks it describes.
+    pub fn push_clip(&self, clip: NewClip) -> io::Result<Vec<Dropped>> {
+        let stem = clip.order.stem();
+        let manifest_order = Order {
+            rank: clip.order.rank + 1,
+            ..clip.order
+        };
+        let manifest_stem = manifest_order.stem();
+        {
+            let mut index = self.index();
+            let taken = [&stem, &manifest_stem]
+                .iter()
+                .any(|s| index.entries.contains_key(*s) || index.reserved.contains(*s));
+            if taken {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "the outbox already holds a clip of camera {} for this event ({stem}); the new one is not spooled",
+                        clip.camera
+                    ),
+                ));
+            }
+            index.reserved.insert(stem.clone());
+            index.reserved.insert(manifest_stem.clone());
         }
+        let written = self.write_clip(&stem, manifest_order, clip);
+        let mut index = self.index();
+        index.reserved.remove(&stem);
+        index.reserved.remove(&manifest_stem);
+        let (manifest, entry) = written?;
+        index.insert(manifest_stem, manifest);
+        index.insert(stem, Entry::Clip(entry));
         let dropped = self.make_room(&mut index);
         drop(index);
         self.changed.notify_waiters();
         Ok(dropped)
     }
 
-    /// Pins a finished clip and spools its chunks and manifest. Returns what had to be dropped
-    /// to make room, which may be this clip. A clip already spooled under the same event and
-    /// camera is never replaced: the second is refused (`AlreadyExists`), the first kept whole.
-    pub fn push_clip(&self, clip: NewClip) -> io::Result<Vec<Dropped>> {
-        let stem = clip.order.stem();
-        if self.index().entries.contains_key(&stem) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "the outbox already holds a clip of camera {} for this event ({stem}); the new one is not spooled",
-                    clip.camera
-                ),
-            ));
-        }
+    /// Pins the clip and writes its manifest and descriptor, synced, outside the lock; on
+    /// failure removes what it wrote.
+    fn write_clip(
+        &self,
+        stem: &str,
+        manifest_order: Order,
+        clip: NewClip,
+    ) -> io::Result<(Entry, ClipEntry)> {
         let mp4 = self.dir.join(format!("{stem}.mp4"));
-        let bytes = fs::metadata(&clip.file)
-            .map_err(|e| annotate(e, &clip.file))?
-            .len();
-        pin(&clip.file, &mp4)?;
-        let info = ClipDescriptor {
-            topic: clip.topic.clone(),
-            camera: clip.camera.clone(),
-            chunk_size: clip.chunk_size.max(1),
-            bytes,
-            detection: clip.detection,
-        };
         let descriptor = self.dir.join(format!("{stem}.clip"));
-        let json = serde_json::to_vec(&info).map_err(io::Error::other)?;
-        // The manifest first: a clip on disk always has the manifest that completes it.
-        let manifest_order = Order {
-            rank: clip.order.rank + 1,
-            ..clip.order
-        };
-        let mut dropped = self.push(NewMessage {
-            order: manifest_order,
-            topic: clip.topic,
-            payload: clip.manifest,
-            retain: false,
-        })?;
-        write_durably(&descriptor, &json)?;
-        let mut index = self.index();
-        let entry = ClipEntry {
-            mp4,
-            progress: self.dir.join(format!("{stem}.acked")),
-            descriptor,
-            chunks: chunk_count(bytes, info.chunk_size),
-            info,
-            watermark: 0,
-            above: BTreeSet::new(),
-            unsaved: 0,
-        };
-        index.bytes += bytes;
-        index.entries.insert(stem, Entry::Clip(entry));
-        dropped.extend(self.make_room(&mut index));
-        drop(index);
-        self.changed.notify_waiters();
-        Ok(dropped)
+        let manifest_path = self.dir.join(format!("{}.msg", manifest_order.stem()));
+        let result = (|| {
+            let bytes = fs::metadata(&clip.file)
+                .map_err(|e| annotate(e, &clip.file))?
+                .len();
+            pin(&clip.file, &mp4)?;
+            let info = ClipDescriptor {
+                topic: clip.topic.clone(),
+                camera: clip.camera.clone(),
+                chunk_size: clip.chunk_size.max(1),
+                bytes,
+                detection: clip.detection,
+            };
+            let json = serde_json::to_vec(&info).map_err(io::Error::other)?;
+            // The manifest first: a clip on disk always has the manifest that completes it.
+            let (_, manifest) = self.write_message(NewMessage {
+                order: manifest_order,
+                topic: clip.topic,
+                payload: clip.manifest,
+                retain: false,
+            })?;
+            write_durably(&descriptor, &json)?;
+            let entry = ClipEntry {
+                mp4: mp4.clone(),
+                progress: self.dir.join(format!("{stem}.acked")),
+                descriptor: descriptor.clone(),
+                chunks: chunk_count(bytes, info.chunk_size),
+                info,
+                watermark: 0,
+                above: BTreeSet::new(),
+                unsaved: 0,
+            };
+            Ok((manifest, entry))
+        })();
+        if result.is_err() {
+            for path in [&descriptor, &manifest_path, &mp4] {
+                let _ = fs::remove_file(path);
+            }
+        }
+        result
     }
 
     /// Drops clips, detection events' first and oldest first, until the spool fits. Alerts and
@@ -452,9 +513,9 @@ impl Outbox {
     /// chunks are acknowledged). Keys of entries dropped meanwhile are ignored.
     pub fn ack(&self, key: &Key) -> io::Result<()> {
         let mut index = self.index();
-        // Files are removed, and progress saved, once the lock is released.
+        // Files are removed once the lock is released. Progress is saved under it (a small
+        // write, not synced), so a clip dropped meanwhile cannot leave an orphan record.
         let mut remove = Vec::new();
-        let mut progress = None;
         let done = match (index.entries.get_mut(&key.stem), key.chunk) {
             (Some(Entry::Message { path, bytes }), None) => {
                 remove.push(path.clone());
@@ -475,7 +536,7 @@ impl Outbox {
                     Some(clip.info.bytes)
                 } else {
                     if clip.unsaved >= SAVE_PROGRESS_EVERY {
-                        progress = Some((clip.progress.clone(), clip.watermark));
+                        save_progress(&clip.progress, clip.watermark)?;
                         clip.unsaved = 0;
                     }
                     None
@@ -488,9 +549,6 @@ impl Outbox {
             index.bytes -= bytes;
         }
         drop(index);
-        if let Some((path, watermark)) = progress {
-            save_progress(&path, watermark)?;
-        }
         for path in &remove {
             // A delivered message left on disk would go again after a restart: say so. What a
             // finished clip leaves behind is only space.
@@ -1020,5 +1078,31 @@ mod tests {
         }
         // Delivery resumes after the saved watermark: 4 chunks and the manifest.
         assert_eq!(drain(&reopened).len(), 5);
+    }
+
+    #[test]
+    fn a_clip_whose_manifest_still_waits_keeps_its_key() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("outbox");
+        let outbox = Outbox::open(&dir, u64::MAX).unwrap();
+        let event = Uuid::now_v7();
+        outbox
+            .push_clip(clip(root.path(), event, 1000, 300, false))
+            .unwrap();
+        // Every chunk acknowledged; the manifest not yet.
+        ack_next(&outbox, 3);
+        let error = outbox
+            .push_clip(clip(root.path(), event, 1000, 200, false))
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists, "{error}");
+        let rest = drain(&outbox);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].1, b"manifest");
+        // A stray progress record (its clip dropped or never described) goes at the next open.
+        fs::write(dir.join(format!("2-{event}-01000.acked")), b"3").unwrap();
+        fs::write(dir.join(format!("2-{event}-01000.acked.tmp")), b"3").unwrap();
+        drop(outbox);
+        Outbox::open(&dir, u64::MAX).unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     }
 }

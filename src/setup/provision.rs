@@ -24,6 +24,14 @@ pub enum ProvisionError {
         /// The flag that gives it.
         flag: &'static str,
     },
+    /// A value that is needed was not given, nor answered.
+    #[error("{flag} is required{hint}")]
+    Required {
+        /// The flag that gives it.
+        flag: &'static str,
+        /// What it looks like, after a colon, where that helps.
+        hint: &'static str,
+    },
     /// A flag's value is not what was expected.
     #[error("{flag}: {expected}")]
     Flag {
@@ -246,7 +254,7 @@ pub fn render(
         value
             .clone()
             .filter(|v| !v.is_empty())
-            .ok_or(ProvisionError::Missing { flag })
+            .ok_or(ProvisionError::Required { flag, hint: "" })
     };
     let mut text = String::from(
         "# Written by alertclip provision. Every key: alertclip.example.toml.\n\n[site]\n",
@@ -278,7 +286,10 @@ pub fn render(
         }
     }
     if answers.cameras.is_empty() {
-        return Err(ProvisionError::Missing { flag: "--camera" });
+        return Err(ProvisionError::Required {
+            flag: "--camera",
+            hint: ": at least one camera, as id=rtsp://...",
+        });
     }
     for camera in &answers.cameras {
         let (id, url, login) = parse_camera(camera)?;

@@ -22,7 +22,13 @@ const SITE: &str = "{site}";
 
 /// The default prefix of a site: `alertclip/v1/<site_id>`.
 pub fn default_prefix(site: &str) -> String {
-    DEFAULT_PREFIX.replace(SITE, site)
+    prefix_of(DEFAULT_PREFIX, site)
+}
+
+/// A device's prefix from a template: `{site}` replaced by its site id. The same template
+/// then configures the box and, with [`TopicLayout`], the receiver.
+pub fn prefix_of(template: &str, site: &str) -> String {
+    template.replace(SITE, site)
 }
 
 /// The topics of one device, under its prefix.
