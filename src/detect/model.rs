@@ -47,7 +47,13 @@ pub enum ModelError {
     },
     /// A run failed.
     #[error("inference failed: {0}")]
-    Run(String),
+    Run(#[source] ort::Error),
+    /// The picture or the model's output is not shaped as expected.
+    #[error("inference failed: {0}")]
+    Shape(#[from] yolox::ShapeError),
+    /// The model gave no output under its output's name.
+    #[error("inference failed: the model produced no output")]
+    NoOutput,
 }
 
 /// How long each part of one frame took.
@@ -223,29 +229,24 @@ impl Model {
     ) -> Result<Timings, ModelError> {
         let started = Instant::now();
         let (_, tensor) = self.input.extract_tensor_mut();
-        self.prepare
-            .fill(tensor, picture)
-            .map_err(ModelError::Run)?;
+        self.prepare.fill(tensor, picture)?;
         let prepared = Instant::now();
         let outputs = self
             .session
             .run_binding(&self.binding)
-            .map_err(|e| ModelError::Run(e.to_string()))?;
+            .map_err(ModelError::Run)?;
         let ran = Instant::now();
-        let output = outputs
-            .get(&self.output_name)
-            .ok_or_else(|| ModelError::Run("the model produced no output".into()))?;
+        let output = outputs.get(&self.output_name).ok_or(ModelError::NoOutput)?;
         let (_, values) = output
             .try_extract_tensor::<f32>()
-            .map_err(|e| ModelError::Run(e.to_string()))?;
+            .map_err(ModelError::Run)?;
         yolox::decode(
             values,
             &self.layout,
             (picture.width, picture.height),
             wanted,
             found,
-        )
-        .map_err(ModelError::Run)?;
+        )?;
         let done = Instant::now();
         Ok(Timings {
             pre: prepared - started,

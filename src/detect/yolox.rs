@@ -17,6 +17,41 @@ pub const STRIDES: [usize; 3] = [8, 16, 32];
 /// Boxes of one class overlapping more than this are one object (YOLOX's own default).
 pub const NMS_IOU: f32 = 0.45;
 
+/// A picture or an output that does not match the model's shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    /// The picture is empty, or larger than the model's input.
+    #[error(
+        "a {width}x{height} picture does not fit the model's {input_width}x{input_height} input"
+    )]
+    PictureSize {
+        /// The picture's width.
+        width: usize,
+        /// The picture's height.
+        height: usize,
+        /// The model's input width.
+        input_width: usize,
+        /// The model's input height.
+        input_height: usize,
+    },
+    /// The picture's buffer is shorter than its size says.
+    #[error("the picture's buffer is shorter than its size")]
+    ShortPicture,
+    /// The input tensor is not the model's.
+    #[error("the input tensor does not match the model")]
+    Input,
+    /// The model's output is not the grid YOLOX gives.
+    #[error("the model's output holds {got} values, expected {rows} rows of {row_len}")]
+    Output {
+        /// Values found.
+        got: usize,
+        /// Rows expected.
+        rows: usize,
+        /// Values per row.
+        row_len: usize,
+    },
+}
+
 /// A decoded picture ready for the model: packed BGR, at most the model's input size.
 #[derive(Debug, Clone, Copy)]
 pub struct Picture<'a> {
@@ -92,25 +127,27 @@ impl Input {
 
     /// Writes `picture` into `tensor` (planar B, G, R as f32 0-255) at the top left, padding
     /// the rest with 114. Does not allocate.
-    pub fn fill(&mut self, tensor: &mut [f32], picture: &Picture) -> Result<(), String> {
+    pub fn fill(&mut self, tensor: &mut [f32], picture: &Picture) -> Result<(), ShapeError> {
         let Layout { width, height, .. } = self.layout;
         if picture.width == 0
             || picture.height == 0
             || picture.width > width
             || picture.height > height
         {
-            return Err(format!(
-                "a {}x{} picture does not fit the model's {width}x{height} input",
-                picture.width, picture.height
-            ));
+            return Err(ShapeError::PictureSize {
+                width: picture.width,
+                height: picture.height,
+                input_width: width,
+                input_height: height,
+            });
         }
         if picture.stride < picture.width * 3
             || picture.data.len() < picture.stride * (picture.height - 1) + picture.width * 3
         {
-            return Err("the picture's buffer is shorter than its size".into());
+            return Err(ShapeError::ShortPicture);
         }
         if tensor.len() != self.layout.input_len() {
-            return Err("the input tensor does not match the model".into());
+            return Err(ShapeError::Input);
         }
         if self.filled != Some((picture.width, picture.height)) {
             tensor.fill(PAD);
@@ -153,15 +190,15 @@ pub fn decode(
     picture: (usize, usize),
     wanted: &[Wanted],
     out: &mut Vec<Found>,
-) -> Result<(), String> {
+) -> Result<(), ShapeError> {
     out.clear();
     let row_len = layout.row_len();
     if output.len() != layout.rows() * row_len {
-        return Err(format!(
-            "the model's output holds {} values, expected {} rows of {row_len}",
-            output.len(),
-            layout.rows()
-        ));
+        return Err(ShapeError::Output {
+            got: output.len(),
+            rows: layout.rows(),
+            row_len,
+        });
     }
     let Some(floor) = wanted.iter().map(|w| w.min_score).reduce(f32::min) else {
         return Ok(());
@@ -364,6 +401,10 @@ mod tests {
             min_score: 0.5,
         }];
         let error = decode(&[0.0; 10], &LAYOUT, (64, 32), &wanted, &mut found).unwrap_err();
-        assert!(error.contains("expected"), "{error}");
+        assert!(
+            matches!(error, ShapeError::Output { got: 10, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("expected"), "{error}");
     }
 }
