@@ -208,6 +208,7 @@ impl Daemon {
             if kept {
                 tracing::info!(camera = %camera.id, "camera unchanged: its buffer is kept");
             }
+            let mut detect_status = None;
             if let (Some(detector), Some(detect)) = (&detector, &camera.detect) {
                 // A substream is ingested like a camera of its own, into a small ring the
                 // detector reads; the main stream's ring is left alone.
@@ -232,16 +233,12 @@ impl Daemon {
                     &tracker,
                     cameras_cancel.child_token(),
                 );
-                watched.push(Watched {
-                    camera: running.clone(),
-                    detect: Some(watcher.status),
-                });
-            } else {
-                watched.push(Watched {
-                    camera: running.clone(),
-                    detect: None,
-                });
+                detect_status = Some(watcher.status);
             }
+            watched.push(Watched {
+                camera: running.clone(),
+                detect: detect_status,
+            });
             cameras.push(running);
         }
         pool.end();
