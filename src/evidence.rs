@@ -156,11 +156,7 @@ fn generate() -> io::Result<SigningKey> {
 /// Writes a file only its owner can read, durably, never leaving a readable copy behind.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.partial"));
+    let temp = crate::sys::hidden_temp(path);
     // What a crash during an earlier attempt left: never a key anyone used.
     let _ = fs::remove_file(&temp);
     let mut file = fs::OpenOptions::new()
