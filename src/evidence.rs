@@ -17,7 +17,7 @@ use alertclip_wire::{Alert, ChainState, Manifest};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 
-use crate::sys::write_durably;
+use crate::sys::{Reserve, write_durably};
 
 /// Why the device key or chain could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,9 @@ pub enum EvidenceError {
         /// The chain file.
         path: PathBuf,
     },
+    /// The signed alert could not be spooled; the chain did not advance.
+    #[error("the alert could not be spooled: {0}")]
+    Spool(io::Error),
     /// An alert was to be signed by evidence opened without its chain.
     #[error("alerts are chained only when the box delivers them ([mqtt])")]
     Unchained,
@@ -175,7 +178,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub struct Chain {
     path: PathBuf,
     state: Mutex<ChainState>,
+    /// Space for the head's writes when the disk is full.
+    reserve: Reserve,
 }
+
+/// Space held in the evidence directory's file system for the chain's head.
+const CHAIN_RESERVE: u64 = 64 << 10;
 
 impl Chain {
     /// Loads the chain in `dir` (a new one starts at sequence 1).
@@ -192,16 +200,20 @@ impl Chain {
         Ok(Chain {
             path,
             state: Mutex::new(state),
+            reserve: Reserve::hold(&dir.join("chain-reserve"), CHAIN_RESERVE),
         })
     }
 
-    /// Adds an alert: `build` gets the next sequence number and the previous alert's hash,
-    /// and returns the signed payload, whose hash becomes the chain's head. The new head is
-    /// saved before the payload is returned for publishing: a crash then costs a sequence
-    /// number (a gap a receiver reports), never a number used twice.
+    /// Adds an alert: `build` gets the next sequence number and the previous alert's hash and
+    /// returns the signed payload, which `spool` makes durable; its hash then becomes the
+    /// chain's head. The new head is saved before the payload is spooled: a crash in between
+    /// costs a sequence number (a gap a receiver reports), never a number used twice. A failed
+    /// write costs nothing: when the head cannot be saved, or `spool` fails, the chain stays
+    /// where it was and the next alert takes the same number.
     pub fn append(
         &self,
         build: impl FnOnce(u64, Option<String>) -> Vec<u8>,
+        spool: impl FnOnce(&[u8]) -> io::Result<()>,
     ) -> Result<Vec<u8>, EvidenceError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let sequence = state
@@ -211,13 +223,29 @@ impl Chain {
             })?;
         let payload = build(sequence, state.last_alert_sha256.clone());
         let next = ChainState::after(sequence, &payload);
-        let json = serde_json::to_vec(&next).map_err(|e| EvidenceError::Io {
+        self.save(&next)?;
+        if let Err(error) = spool(&payload) {
+            if let Err(undo) = self.save(&state) {
+                // The head on disk is one ahead: after a restart that number is skipped (a gap
+                // a receiver reports), never used twice.
+                tracing::error!(%undo, "could not put the alert chain's head back");
+            }
+            return Err(EvidenceError::Spool(error));
+        }
+        *state = next;
+        drop(state);
+        self.reserve.replenish();
+        Ok(payload)
+    }
+
+    fn save(&self, state: &ChainState) -> Result<(), EvidenceError> {
+        let json = serde_json::to_vec(state).map_err(|e| EvidenceError::Io {
             path: self.path.clone(),
             source: io::Error::other(e),
         })?;
-        write_durably(&self.path, &json).map_err(io_error(&self.path))?;
-        *state = next;
-        Ok(payload)
+        self.reserve
+            .write(|| write_durably(&self.path, &json))
+            .map_err(io_error(&self.path))
     }
 }
 
@@ -244,17 +272,25 @@ impl Evidence {
         &self.key
     }
 
-    /// Makes `alert` the next link of the chain and signs it: returns the payload as it is to
-    /// be published, the chain's head already saved.
-    pub fn sign_alert(&self, alert: &mut Alert) -> Result<Vec<u8>, EvidenceError> {
+    /// Makes `alert` the next link of the chain, signs it and hands it to `spool`, which makes
+    /// it durable: returns the payload as it is to be published. The chain advances only when
+    /// `spool` succeeds.
+    pub fn sign_alert(
+        &self,
+        alert: &mut Alert,
+        spool: impl FnOnce(&[u8]) -> io::Result<()>,
+    ) -> Result<Vec<u8>, EvidenceError> {
         let chain = self.chain.as_ref().ok_or(EvidenceError::Unchained)?;
-        chain.append(|sequence, previous| {
-            alert.sequence = sequence;
-            alert.previous_alert_sha256 = previous;
-            // A struct of plain data always serialises.
-            self.key
-                .sign(&serde_json::to_vec(&*alert).unwrap_or_default())
-        })
+        chain.append(
+            |sequence, previous| {
+                alert.sequence = sequence;
+                alert.previous_alert_sha256 = previous;
+                // A struct of plain data always serialises.
+                self.key
+                    .sign(&serde_json::to_vec(&*alert).unwrap_or_default())
+            },
+            spool,
+        )
     }
 
     /// Signs a clip's manifest: the payload as written beside the clip and published.
@@ -307,13 +343,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let append = |chain: &Chain, n: usize| {
             chain
-                .append(|seq, prev| {
-                    format!(
-                        r#"{{"n":{n},"sequence":{seq},"previous":{:?}}}"#,
-                        prev.unwrap_or_default()
-                    )
-                    .into_bytes()
-                })
+                .append(
+                    |seq, prev| {
+                        format!(
+                            r#"{{"n":{n},"sequence":{seq},"previous":{:?}}}"#,
+                            prev.unwrap_or_default()
+                        )
+                        .into_bytes()
+                    },
+                    |_| Ok(()),
+                )
                 .unwrap()
         };
         let first: Vec<Vec<u8>> = {
@@ -333,6 +372,28 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_that_cannot_be_spooled_costs_no_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Chain::open(dir.path()).unwrap();
+        let numbered =
+            |seq: u64, _: Option<String>| format!(r#"{{"sequence":{seq}}}"#).into_bytes();
+        chain.append(numbered, |_| Ok(())).unwrap();
+        let failed = chain.append(numbered, |_| Err(io::Error::other("disk full")));
+        assert!(matches!(failed, Err(EvidenceError::Spool(_))), "{failed:?}");
+        // The number the failed alert had is the next alert's, in memory and after a restart.
+        let again = chain.append(numbered, |_| Ok(())).unwrap();
+        assert_eq!(again, br#"{"sequence":2}"#);
+        chain
+            .append(numbered, |_| Err(io::Error::other("disk full")))
+            .unwrap_err();
+        let reopened = Chain::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.append(numbered, |_| Ok(())).unwrap(),
+            br#"{"sequence":3}"#
+        );
+    }
+
+    #[test]
     fn a_chain_at_its_last_sequence_number_refuses_instead_of_wrapping() {
         let dir = tempfile::tempdir().unwrap();
         let head = ChainState {
@@ -345,7 +406,7 @@ mod tests {
         )
         .unwrap();
         let chain = Chain::open(dir.path()).unwrap();
-        let result = chain.append(|_, _| b"{}".to_vec());
+        let result = chain.append(|_, _| b"{}".to_vec(), |_| Ok(()));
         assert!(
             matches!(result, Err(EvidenceError::ChainEnded { .. })),
             "{result:?}"

@@ -98,14 +98,16 @@ pub async fn monitor(
     let mut reported: Vec<bool> = vec![false; cameras.len()];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut disk_low = false;
-    let mut disk_check = tokio::time::Instant::now();
+    let mut disk_check: Option<tokio::time::Instant> = None;
     loop {
         let changed =
             futures_util::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        let mut look_at_disks = false;
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
             _ = changed => {}
+            _ = publisher.disk_full_seen() => look_at_disks = true,
         }
         for (i, camera) in cameras.iter().enumerate() {
             let (state, error) = {
@@ -203,8 +205,15 @@ pub async fn monitor(
                 _ => {}
             }
         }
-        if disk_check.elapsed() >= DISK_CHECK_EVERY {
-            disk_check = tokio::time::Instant::now();
+        // While space is short it is looked at every few seconds, and at once when a write
+        // found the disk full.
+        let every = if disk_low {
+            DISK_CHECK_WHILE_LOW
+        } else {
+            DISK_CHECK_EVERY
+        };
+        if look_at_disks || disk_check.is_none_or(|at| at.elapsed() >= every) {
+            disk_check = Some(tokio::time::Instant::now());
             let low: Vec<String> =
                 dirs.iter()
                     .filter_map(|dir| {
@@ -221,12 +230,11 @@ pub async fn monitor(
                     })
                     .collect();
             if !low.is_empty() && !disk_low {
-                publisher.health(
-                    "disk_low",
-                    None,
-                    None,
-                    format!("disk space is low: {}", low.join("; ")),
-                );
+                let publisher = publisher.clone();
+                let message = format!("disk space is low: {}", low.join("; "));
+                tokio::task::spawn_blocking(move || {
+                    publisher.urgent_health("disk_low", None, message)
+                });
             }
             disk_low = !low.is_empty();
         }
@@ -236,5 +244,6 @@ pub async fn monitor(
 /// A camera silent this long is reported offline.
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(10);
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(60);
+const DISK_CHECK_WHILE_LOW: Duration = Duration::from_secs(5);
 const DISK_LOW_BYTES: u64 = 200 << 20;
 const DISK_LOW_SHARE: f64 = 0.05;

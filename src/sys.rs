@@ -1,6 +1,6 @@
-//! What the box asks of the operating system beyond std: durable file writes, free space,
-//! the kernel's clock synchronisation state, and user and group ids. Every `unsafe` block of
-//! the crate is here, each with the reason it is sound.
+//! What the box asks of the operating system beyond std: durable file writes, space held in
+//! reserve for alerts, free space, the kernel's clock synchronisation state, and user and group
+//! ids. Every `unsafe` block of the crate is here, each with the reason it is sound.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -8,16 +8,23 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 /// Writes `bytes` to `path` durably: a hidden temporary, fsync, rename, fsync of the directory.
 /// A crash leaves the old file or the new one, never half of either.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temp = hidden_temp(path);
     let mut file = File::create(&temp).map_err(|e| annotate(e, &temp))?;
-    file.write_all(bytes)
+    let written = file
+        .write_all(bytes)
         .and_then(|_| file.sync_all())
-        .map_err(|e| annotate(e, &temp))?;
-    rename_durably(&temp, path)
+        .map_err(|e| annotate(e, &temp))
+        .and_then(|_| rename_durably(&temp, path));
+    if written.is_err() {
+        // A half-written temporary takes space a full disk needs back.
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 
 /// Renames a synced file into place and syncs the directory, so the name survives power loss.
@@ -58,6 +65,163 @@ pub fn free_space(path: &Path) -> io::Result<(u64, u64)> {
     }
     let block = stats.f_frsize as u64;
     Ok((stats.f_bavail as u64 * block, stats.f_blocks as u64 * block))
+}
+
+/// Space held back on one file system for the alert path: a file of zeros (written, not
+/// sparse, so its blocks are really taken) that gives its space up when a write that must not
+/// fail finds the disk full. Clips and snapshots fill a disk; they never see this space, so a
+/// full disk refuses video, never an alert. Given up space is taken back once the disk has
+/// room again.
+///
+/// It also keeps a few file descriptors open, given up in the same way when a write finds the
+/// process out of descriptors.
+#[derive(Debug)]
+pub struct Reserve {
+    path: PathBuf,
+    size: u64,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    file: Option<File>,
+    bytes: u64,
+    spare_fds: Vec<File>,
+}
+
+/// What one step of giving up space frees: a few alerts' worth, so the rest stays in reserve.
+const RELEASE_STEP: u64 = 128 << 10;
+/// Descriptors kept in reserve.
+const SPARE_FDS: usize = 8;
+
+impl Reserve {
+    /// Holds `size` bytes at `path` (creating or growing the file as far as the disk allows;
+    /// a disk already full holds less, and grows it later).
+    pub fn hold(path: &Path, size: u64) -> Reserve {
+        let reserve = Reserve {
+            path: path.to_owned(),
+            size,
+            held: Mutex::new(Held {
+                file: None,
+                bytes: 0,
+                spare_fds: Vec::new(),
+            }),
+        };
+        reserve.replenish();
+        reserve
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.held().bytes
+    }
+
+    /// Grows the reserve back to its size as far as the disk allows; cheap when it is whole.
+    pub fn replenish(&self) {
+        let mut held = self.held();
+        while held.spare_fds.len() < SPARE_FDS {
+            match File::open("/dev/null") {
+                Ok(file) => held.spare_fds.push(file),
+                Err(_) => break,
+            }
+        }
+        if held.bytes >= self.size {
+            return;
+        }
+        if held.file.is_none() {
+            let opened = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&self.path);
+            match opened {
+                Ok(file) => {
+                    held.bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    held.file = Some(file);
+                }
+                Err(_) => return,
+            }
+        }
+        let Held { file, bytes, .. } = &mut *held;
+        let Some(file) = file.as_mut() else { return };
+        if *bytes > self.size {
+            if file.set_len(self.size).is_ok() {
+                *bytes = self.size;
+            }
+            return;
+        }
+        let zeros = [0u8; 64 << 10];
+        use std::io::Seek;
+        if file.seek(io::SeekFrom::Start(*bytes)).is_err() {
+            return;
+        }
+        while *bytes < self.size {
+            let n = (self.size - *bytes).min(zeros.len() as u64) as usize;
+            match file.write(&zeros[..n]) {
+                Ok(0) | Err(_) => break,
+                Ok(written) => *bytes += written as u64,
+            }
+        }
+        // What the disk took is what is held: a partly written block is not.
+        let _ = file.set_len(*bytes);
+    }
+
+    /// Gives up a step of space (and every spare descriptor, when `descriptors`): returns
+    /// whether anything was given up.
+    fn release(&self, descriptors: bool) -> bool {
+        let mut held = self.held();
+        if descriptors {
+            let had = !held.spare_fds.is_empty();
+            held.spare_fds.clear();
+            return had;
+        }
+        let Held { file, bytes, .. } = &mut *held;
+        let Some(file) = file.as_ref() else {
+            return false;
+        };
+        if *bytes == 0 {
+            return false;
+        }
+        let left = bytes.saturating_sub(RELEASE_STEP);
+        if file.set_len(left).and_then(|_| file.sync_all()).is_err() {
+            return false;
+        }
+        tracing::warn!(file = %self.path.display(), left, "the disk is full: gave up reserved space for an alert");
+        *bytes = left;
+        true
+    }
+
+    /// Runs `write`, which must not fail for want of space: while it fails because the disk
+    /// is full (or the process is out of descriptors), gives up reserved space (or descriptors)
+    /// and runs it again.
+    pub fn write<T>(&self, mut write: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        loop {
+            match write() {
+                Err(error) if is_disk_full(&error) && self.release(false) => continue,
+                Err(error) if is_out_of_descriptors(&error) && self.release(true) => continue,
+                result => return result,
+            }
+        }
+    }
+}
+
+/// Whether a write failed because the file system is full (or the user's quota spent).
+pub fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Whether a call failed because the process (or the system) has no file descriptor left.
+pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        || error.to_string().contains("Too many open files")
 }
 
 /// The kernel's view of the system clock: whether it is synchronised (`None` when it cannot

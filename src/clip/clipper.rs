@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::Spool;
 use super::job::{ClipDone, Job, JobClock, JobContext, record_clip};
-use crate::clip::history::EventLog;
+use crate::clip::history::{Delivery, EventLog};
 use crate::clip::storage::Storage;
 use crate::clock::{self, MonoNs, rfc3339_ms};
 use crate::config;
@@ -146,6 +146,7 @@ impl Clipper {
         let cameras = self.cameras_of(&trigger)?;
         let spans: Vec<Span> = cameras.iter().map(|c| Span::of(&c.config)).collect();
         let assigned = self.table.assign(&trigger, &spans);
+        let mut not_spooled = None;
         for (event, ids) in &assigned.opened {
             let opened: Vec<&Camera> = cameras
                 .iter()
@@ -160,20 +161,21 @@ impl Clipper {
             // The alert goes out before any video work starts.
             if let Some(spool) = &self.context.spool {
                 let alert = alert(&self.site, *event, &trigger, &opened);
-                let (spool, evidence, event) =
-                    (spool.clone(), self.context.evidence.clone(), *event);
-                let spooled = tokio::task::spawn_blocking(move || {
-                    let mut alert = alert;
-                    let payload = evidence
-                        .sign_alert(&mut alert)
-                        .map_err(std::io::Error::other)?;
-                    spool.alert(event, payload)
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|spooled| spooled);
-                if let Err(error) = spooled {
-                    tracing::error!(%event, %error, "cannot spool the alert");
+                let evidence = self.context.evidence.clone();
+                if let Err(error) =
+                    spool_alert(spool.clone(), evidence.clone(), alert.clone()).await
+                {
+                    tracing::error!(%event, %error, "cannot spool the alert: retrying from memory");
+                    self.context.log.set_delivery(*event, Delivery::Retrying);
+                    not_spooled.get_or_insert((*event, error.to_string()));
+                    self.tracker.spawn(retry_alert(
+                        spool.clone(),
+                        evidence,
+                        alert,
+                        error.to_string(),
+                        self.context.log.clone(),
+                        self.jobs_cancel.clone(),
+                    ));
                 }
             }
         }
@@ -186,7 +188,10 @@ impl Clipper {
             };
             self.start(camera.clone(), job, &trigger);
         }
-        Ok(assigned.event)
+        match not_spooled {
+            Some((event, reason)) => Err(TriggerError::AlertNotSpooled { event, reason }),
+            None => Ok(assigned.event),
+        }
     }
 
     /// Runs a new job: its snapshot, then its clip.
@@ -233,6 +238,83 @@ impl Clipper {
                 Err(error) => tracing::error!(camera = %id, %event, %error, "clip not written"),
             }
         });
+    }
+}
+
+/// Chains, signs and spools an alert, on a blocking thread: the chain advances only once the
+/// alert is on disk.
+async fn spool_alert(
+    spool: Arc<dyn Spool>,
+    evidence: Arc<Evidence>,
+    mut alert: Alert,
+) -> std::io::Result<()> {
+    let event = alert.event_id;
+    tokio::task::spawn_blocking(move || {
+        evidence
+            .sign_alert(&mut alert, |payload| spool.alert(event, payload.to_vec()))
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// How often an alert that could not be spooled is tried again.
+const ALERT_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps an alert that could not be spooled in memory and tries again every second until it
+/// is on disk (and so on its way), saying so at once on the health channel. At shutdown it is
+/// tried a last time; an alert lost then is logged as lost.
+async fn retry_alert(
+    spool: Arc<dyn Spool>,
+    evidence: Arc<Evidence>,
+    alert: Alert,
+    first_error: String,
+    log: EventLog,
+    stop: CancellationToken,
+) {
+    let event = alert.event_id;
+    let since = std::time::Instant::now();
+    let tell = |kind: &'static str, message: String| {
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || spool.alert_health(kind, event, message))
+    };
+    let _ = tell(
+        "alert_not_spooled",
+        format!(
+            "the alert of event {event} could not be written to disk ({first_error}); the box keeps it in memory and tries again every second: free space on the box"
+        ),
+    )
+    .await;
+    let mut attempts = 1u32;
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(ALERT_RETRY_EVERY) => false,
+        };
+        attempts += 1;
+        match spool_alert(spool.clone(), evidence.clone(), alert.clone()).await {
+            Ok(()) => {
+                tracing::warn!(%event, attempts, "the alert is spooled at last");
+                log.set_delivery(event, Delivery::Queued);
+                let _ = tell(
+                    "alert_spooled_late",
+                    format!(
+                        "the alert of event {event} reached the disk {} s late, after space was freed",
+                        since.elapsed().as_secs()
+                    ),
+                )
+                .await;
+                return;
+            }
+            Err(error) if stopping => {
+                tracing::error!(%event, %error, "the daemon stopped before the alert could be written to disk: it is lost");
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%event, %error, attempts, "the alert still cannot be spooled")
+            }
+        }
     }
 }
 

@@ -21,6 +21,9 @@ pub enum Delivery {
     Local,
     /// In the outbox, not yet acknowledged by the broker.
     Queued,
+    /// The alert could not be written to disk: it is kept in memory and tried again every
+    /// second (a health alert says so).
+    Retrying,
     /// The broker acknowledged the alert.
     AlertAcknowledged,
 }
@@ -31,6 +34,7 @@ impl Delivery {
         match self {
             Delivery::Local => "local",
             Delivery::Queued => "queued",
+            Delivery::Retrying => "retrying",
             Delivery::AlertAcknowledged => "alert_acknowledged",
         }
     }
@@ -102,9 +106,14 @@ impl EventLog {
 
     /// The broker acknowledged `event`'s alert.
     pub fn alert_acknowledged(&self, event: Uuid) {
+        self.set_delivery(event, Delivery::AlertAcknowledged);
+    }
+
+    /// Where `event`'s alert is now.
+    pub fn set_delivery(&self, event: Uuid, delivery: Delivery) {
         self.update(|events| {
             if let Some(e) = events.iter_mut().find(|e| e.event_id == event) {
-                e.delivery = Delivery::AlertAcknowledged;
+                e.delivery = delivery;
             }
         });
     }

@@ -35,4 +35,8 @@ pub trait Spool: Send + Sync {
     fn clip(&self, clip: &ClipDone) -> io::Result<()>;
     /// The largest payload delivery takes in one message, which bounds a snapshot.
     fn max_payload(&self) -> u64;
+    /// Something people must hear of at once about an event's alert (it could not be spooled
+    /// and is retried from memory; it was spooled late): a health alert of `kind`, which may
+    /// take the space held for alerts.
+    fn alert_health(&self, kind: &str, event: Uuid, message: String);
 }

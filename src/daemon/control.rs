@@ -248,7 +248,11 @@ async fn answer(stream: UnixStream, context: &Context) -> std::io::Result<()> {
                         event_id: Some(event),
                         ..Response::default()
                     },
-                    Err(e) => Response::error(e.to_string()),
+                    // An event raised whose alert is not on disk yet still has its id.
+                    Err(e) => Response {
+                        event_id: e.event(),
+                        ..Response::error(e.to_string())
+                    },
                 }
             }
             Ok(Request::Status) => status(context),

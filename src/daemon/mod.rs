@@ -114,6 +114,7 @@ pub struct Daemon {
     /// Stops delivery (last, after the clips in progress are spooled).
     delivery_cancel: CancellationToken,
     publisher: Option<Arc<Publisher>>,
+    events: EventLog,
     tracker: TaskTracker,
     jobs_tracker: TaskTracker,
     delivery_tracker: TaskTracker,
@@ -338,7 +339,7 @@ impl Daemon {
             cameras: watched.clone(),
             buttons: buttons.clone(),
             publisher: publisher.clone(),
-            log,
+            log: log.clone(),
             started: std::time::Instant::now(),
         };
         tracker.spawn(control::serve(
@@ -361,10 +362,16 @@ impl Daemon {
             cameras_cancel,
             delivery_cancel,
             publisher,
+            events: log,
             tracker,
             jobs_tracker,
             delivery_tracker,
         })
+    }
+
+    /// The last few events, newest first, as `alertclip status` shows them.
+    pub fn recent_events(&self) -> Vec<crate::clip::history::EventSummary> {
+        self.events.recent()
     }
 
     /// The panic buttons, with their status.

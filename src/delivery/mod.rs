@@ -59,6 +59,8 @@ pub struct Publisher {
     link: watch::Sender<LinkStatus>,
     /// Every alert the broker acknowledges, by event.
     acked: broadcast::Sender<Uuid>,
+    /// Fires when a write found the disk full, so free space is looked at now.
+    disk_full: Notify,
 }
 
 impl Publisher {
@@ -82,6 +84,7 @@ impl Publisher {
             status_wanted: Notify::new(),
             link: watch::channel(LinkStatus::default()).0,
             acked: broadcast::channel(64).0,
+            disk_full: Notify::new(),
         })
     }
 
@@ -138,6 +141,28 @@ impl Publisher {
         if let Err(error) = message.and_then(|m| self.spool(m)) {
             tracing::error!(%error, "could not spool a health alert");
         }
+    }
+
+    /// Logs and spools a health alert about the alert path itself (an alert not on disk, the
+    /// disk full), blocking on the disk: it may take the space held for alerts.
+    pub fn urgent_health(&self, kind: &str, event: Option<Uuid>, message: String) {
+        let spooled = self
+            .health_message(kind, None, event, message)
+            .and_then(|m| self.outbox.push_reserved(m));
+        match spooled {
+            Ok(dropped) => self.after_push(dropped),
+            Err(error) => tracing::error!(%error, "could not spool a health alert"),
+        }
+    }
+
+    /// Asks for free space to be looked at now: a write found the disk full.
+    pub fn disk_full(&self) {
+        self.disk_full.notify_one();
+    }
+
+    /// Resolves when a write found the disk full since last asked.
+    pub fn disk_full_seen(&self) -> tokio::sync::futures::Notified<'_> {
+        self.disk_full.notified()
     }
 
     /// A health alert as an outbox message, logged.
@@ -297,6 +322,11 @@ impl Spool for Publisher {
 
     fn max_payload(&self) -> u64 {
         self.chunk_size
+    }
+
+    fn alert_health(&self, kind: &str, event: Uuid, message: String) {
+        self.disk_full();
+        self.urgent_health(kind, Some(event), message);
     }
 }
 

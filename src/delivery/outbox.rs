@@ -27,12 +27,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::sys::{annotate, hidden_temp, write_durably};
+use crate::sys::{Reserve, annotate, hidden_temp, write_durably};
 
 /// Acknowledged chunks are saved after this many, and at the end.
 const SAVE_PROGRESS_EVERY: u32 = 16;
 /// Marks the start of a message file.
 const MAGIC: &[u8; 4] = b"ACM1";
+/// Space held in the outbox's file system for alerts, which clips cannot take: room for a
+/// dozen alerts of the largest size an alert can have.
+pub const ALERT_RESERVE: u64 = 1 << 20;
+/// The reserve's file: a name without an extension, which loading passes over.
+const RESERVE_FILE: &str = "alert-reserve";
 
 /// How urgent a message is; lower goes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -216,6 +221,7 @@ pub struct Outbox {
     max_bytes: u64,
     index: Mutex<Index>,
     changed: Notify,
+    reserve: Reserve,
 }
 
 impl Outbox {
@@ -276,6 +282,7 @@ impl Outbox {
             max_bytes,
             index: Mutex::new(index),
             changed: Notify::new(),
+            reserve: Reserve::hold(&dir.join(RESERVE_FILE), ALERT_RESERVE),
         })
     }
 
@@ -291,20 +298,38 @@ impl Outbox {
         self.changed.notified()
     }
 
-    /// Spools a message durably. Returns what had to be dropped to make room.
+    /// Spools a message durably. Returns what had to be dropped to make room. An alert that
+    /// finds the disk full is written into the space held in reserve for alerts
+    /// ([`Outbox::push_reserved`]).
     pub fn push(&self, message: NewMessage) -> io::Result<Vec<Dropped>> {
-        let (stem, entry) = self.write_message(message)?;
+        if message.order.class == Class::Alert {
+            return self.push_reserved(message);
+        }
+        let written = self.write_message(&message)?;
+        Ok(self.enter(written))
+    }
+
+    /// Spools a message that may take the space held in reserve for alerts when the disk is
+    /// full: alerts, and health alerts about the alert path itself.
+    pub fn push_reserved(&self, message: NewMessage) -> io::Result<Vec<Dropped>> {
+        let written = self.reserve.write(|| self.write_message(&message));
+        self.reserve.replenish();
+        Ok(self.enter(written?))
+    }
+
+    /// Adds a written message to the index.
+    fn enter(&self, (stem, entry): (String, Entry)) -> Vec<Dropped> {
         let mut index = self.index();
         index.insert(stem, entry);
         let dropped = self.make_room(&mut index);
         drop(index);
         self.changed.notify_waiters();
-        Ok(dropped)
+        dropped
     }
 
     /// Writes a message's file, synced. Called outside the lock, since delivery reads the index
     /// meanwhile; stems are unique to one message, so no other writer has this file.
-    fn write_message(&self, message: NewMessage) -> io::Result<(String, Entry)> {
+    fn write_message(&self, message: &NewMessage) -> io::Result<(String, Entry)> {
         let stem = message.order.stem();
         let path = self.dir.join(format!("{stem}.msg"));
         let mut bytes = Vec::with_capacity(message.payload.len() + message.topic.len() + 8);
@@ -391,7 +416,7 @@ impl Outbox {
             };
             let json = serde_json::to_vec(&info).map_err(io::Error::other)?;
             // The manifest first: a clip on disk always has the manifest that completes it.
-            let (_, manifest) = self.write_message(NewMessage {
+            let (_, manifest) = self.write_message(&NewMessage {
                 order: manifest_order,
                 topic: clip.topic,
                 payload: clip.manifest,
@@ -606,6 +631,17 @@ impl Outbox {
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
+
+    /// Bytes held in reserve for alerts now: less than [`ALERT_RESERVE`] after alerts found
+    /// the disk full, until it has room again.
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve.bytes()
+    }
+
+    /// Takes back reserve space the disk has room for again.
+    pub fn replenish_reserve(&self) {
+        self.reserve.replenish();
+    }
 }
 
 fn chunk_count(bytes: u64, chunk_size: u64) -> u32 {
@@ -715,6 +751,16 @@ fn read_chunk(path: &Path, n: u32, chunk_size: u64, total: u64) -> io::Result<Ve
 mod tests {
     use super::*;
 
+    /// What the outbox holds on disk, besides its reserve.
+    fn spooled(dir: impl AsRef<Path>) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != RESERVE_FILE)
+            .collect()
+    }
+
     fn message(class: Class, event: Uuid, rank: u16, text: &str) -> NewMessage {
         NewMessage {
             order: Order { class, event, rank },
@@ -796,8 +842,8 @@ mod tests {
         );
         assert_eq!(outbox.stats(), Stats::default());
         assert_eq!(
-            fs::read_dir(root.path().join("outbox")).unwrap().count(),
-            0,
+            spooled(root.path().join("outbox")),
+            Vec::<String>::new(),
             "everything acknowledged leaves the disk"
         );
     }
@@ -1046,6 +1092,7 @@ mod tests {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != RESERVE_FILE)
             .collect();
         assert!(left.is_empty(), "nothing left behind: {left:?}");
     }
@@ -1068,6 +1115,7 @@ mod tests {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != RESERVE_FILE)
             .collect();
         for name in &names {
             let known = [".msg", ".clip", ".mp4", ".acked"];
@@ -1103,6 +1151,6 @@ mod tests {
         fs::write(dir.join(format!("2-{event}-01000.acked.tmp")), b"3").unwrap();
         drop(outbox);
         Outbox::open(&dir, u64::MAX).unwrap();
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        assert_eq!(spooled(&dir).len(), 0);
     }
 }

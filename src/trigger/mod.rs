@@ -73,6 +73,27 @@ pub enum TriggerError {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// The event was opened and its clips started, but its alert could not be written to
+    /// disk: it is kept in memory and tried again every second until it is.
+    #[error(
+        "event {event} was raised, but its alert is not on disk ({reason}); it is retried from memory every second: free space on the box"
+    )]
+    AlertNotSpooled {
+        /// The event.
+        event: Uuid,
+        /// Why it could not be written.
+        reason: String,
+    },
+}
+
+impl TriggerError {
+    /// The event a trigger opened even though it failed, if it did.
+    pub fn event(&self) -> Option<Uuid> {
+        match self {
+            TriggerError::AlertNotSpooled { event, .. } => Some(*event),
+            _ => None,
+        }
+    }
 }
 
 /// A trigger and where to send the event id it was given.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod disk;
 pub mod receiver;
 pub mod tls;
 
@@ -326,15 +327,26 @@ impl Rig {
         camera_extra: &str,
         tail: &str,
     ) -> Rig {
+        Rig::start_adjusted(streams, camera_extra, tail, |_| {}).await
+    }
+
+    /// [`Rig::start`], with the configuration changed by `adjust` before the daemon starts
+    /// (directories moved onto a small file system ...).
+    pub async fn start_adjusted(
+        streams: &[alertclip::demo::teststream::TestStream],
+        camera_extra: &str,
+        tail: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let server = alertclip::demo::teststream::TestServer::start(streams).unwrap();
         let cameras: Vec<(&str, String)> = streams
             .iter()
             .map(|s| (s.path.trim_start_matches('/'), server.url(&s.path)))
             .collect();
-        let daemon = alertclip::Daemon::start(config(dir.path(), &cameras, camera_extra, tail))
-            .await
-            .unwrap();
+        let mut config = config(dir.path(), &cameras, camera_extra, tail);
+        adjust(&mut config);
+        let daemon = alertclip::Daemon::start(config).await.unwrap();
         let clips = daemon.clips();
         Rig {
             dir,

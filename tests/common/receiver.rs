@@ -106,6 +106,11 @@ impl ReceiverProcess {
         }
     }
 
+    /// Whether any report seen so far is one the predicate accepts.
+    pub fn seen_any(&self, predicate: impl Fn(&Value) -> bool) -> bool {
+        self.seen.iter().any(predicate)
+    }
+
     pub fn dir(&self) -> &Path {
         self.out.path()
     }

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::trigger::buttons::light::Press;
 use crate::trigger::{Trigger, TriggerKind, Triggers};
 
 /// What a button's input reported.
@@ -212,7 +213,7 @@ pub struct Wiring {
     /// Where triggers go.
     pub triggers: Triggers,
     /// Each press's event id goes here (feedback lights listen).
-    pub presses: Vec<mpsc::UnboundedSender<Uuid>>,
+    pub presses: Vec<mpsc::UnboundedSender<Press>>,
     /// The button's status.
     pub status: watch::Sender<ButtonStatus>,
 }
@@ -225,13 +226,26 @@ impl Wiring {
         trigger.cameras = self.cameras.clone();
         tracing::info!(button = %self.id, location = self.location.as_deref().unwrap_or("-"), "button pressed");
         match self.triggers.fire(trigger).await {
-            Ok(event) => {
-                self.status.send_modify(|s| s.presses += 1);
-                for press in &self.presses {
-                    let _ = press.send(event);
+            Ok(event) => self.taken(event, true),
+            Err(error) => {
+                tracing::error!(button = %self.id, %error, "button press not taken");
+                // Its event was raised but its alert is not on disk yet: the light says so.
+                if let Some(event) = error.event() {
+                    self.taken(event, false);
                 }
             }
-            Err(error) => tracing::error!(button = %self.id, %error, "button press not taken"),
+        }
+    }
+}
+
+impl Wiring {
+    fn taken(&self, event: Uuid, alert_on_disk: bool) {
+        self.status.send_modify(|s| s.presses += 1);
+        for press in &self.presses {
+            let _ = press.send(Press {
+                event,
+                alert_on_disk,
+            });
         }
     }
 }
@@ -494,7 +508,7 @@ mod tests {
     }
 
     fn wiring(
-        presses: mpsc::UnboundedSender<Uuid>,
+        presses: mpsc::UnboundedSender<Press>,
     ) -> (
         Wiring,
         mpsc::Receiver<crate::trigger::Request>,
@@ -559,7 +573,13 @@ mod tests {
             events.push((Instant::now() - started).as_millis());
             let event = Uuid::now_v7();
             request.reply.send(Ok(event)).unwrap();
-            assert_eq!(presses.recv().await, Some(event));
+            assert_eq!(
+                presses.recv().await,
+                Some(Press {
+                    event,
+                    alert_on_disk: true
+                })
+            );
         }
         // Pressed 104 ms in (settled 30 ms later); lost, failed to reopen after 1 s, reopened
         // after 2 s more, pressed 50 ms later.

@@ -2,7 +2,8 @@
 //!
 //! After a press, the light blinks slowly while the alert waits for the broker, stays on for
 //! `confirm_for` once the broker has acknowledged it, and blinks fast while delivery is failing
-//! (the alert is safe on disk, but the broker cannot be reached). Without delivery configured,
+//! (the broker cannot be reached, or the alert could not be written to disk and is being
+//! retried from memory). Without delivery configured,
 //! a press is confirmed as soon as the box has taken it. [`FeedbackLogic`] is the pure state
 //! machine; [`run`] drives a [`Light`] from presses and delivery's [`Confirmations`].
 
@@ -39,15 +40,34 @@ pub enum Pattern {
     SlowBlink,
     /// The broker has the alert.
     On,
-    /// Delivery is failing: the alert waits on disk.
+    /// Delivery is failing: the alert waits on disk for the broker, or is not on disk yet.
     FastBlink,
+}
+
+/// A press as a light learns of it: the event it raised, and whether its alert is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Press {
+    /// The event the press opened or joined.
+    pub event: Uuid,
+    /// False when the alert could not be written to disk and is being retried from memory.
+    pub alert_on_disk: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,
-    Waiting { event: Uuid, since: Instant },
-    Confirmed { until: Instant },
+    Waiting {
+        event: Uuid,
+        since: Instant,
+    },
+    /// The alert is not on disk: failing whatever the broker link says.
+    Failing {
+        event: Uuid,
+        since: Instant,
+    },
+    Confirmed {
+        until: Instant,
+    },
 }
 
 /// See the module documentation.
@@ -79,6 +99,13 @@ impl FeedbackLogic {
         };
     }
 
+    /// A press whose alert could not be written to disk: it is retried from memory.
+    pub fn not_on_disk(&mut self, event: Uuid, now: Instant) {
+        if !self.acked.contains(&event) {
+            self.state = State::Failing { event, since: now };
+        }
+    }
+
     /// A press confirmed without delivery: the box has taken it.
     pub fn taken(&mut self, now: Instant) {
         self.state = State::Confirmed {
@@ -92,7 +119,8 @@ impl FeedbackLogic {
             self.acked.pop_front();
         }
         self.acked.push_back(event);
-        if let State::Waiting { event: waiting, .. } = self.state
+        if let State::Waiting { event: waiting, .. } | State::Failing { event: waiting, .. } =
+            self.state
             && waiting == event
         {
             self.state = State::Confirmed {
@@ -106,7 +134,7 @@ impl FeedbackLogic {
         match self.state {
             State::Idle => Pattern::Off,
             State::Waiting { .. } if connected => Pattern::SlowBlink,
-            State::Waiting { .. } => Pattern::FastBlink,
+            State::Waiting { .. } | State::Failing { .. } => Pattern::FastBlink,
             State::Confirmed { until } if now < until => Pattern::On,
             State::Confirmed { .. } => Pattern::Off,
         }
@@ -121,7 +149,9 @@ impl FeedbackLogic {
         };
         match (self.pattern(now, connected), self.state) {
             (Pattern::SlowBlink, State::Waiting { since, .. }) => blink(SLOW_HALF_PERIOD, since),
-            (Pattern::FastBlink, State::Waiting { since, .. }) => blink(FAST_HALF_PERIOD, since),
+            (Pattern::FastBlink, State::Waiting { since, .. } | State::Failing { since, .. }) => {
+                blink(FAST_HALF_PERIOD, since)
+            }
             (Pattern::On, State::Confirmed { until }) => (true, Some(until)),
             _ => (false, None),
         }
@@ -147,14 +177,14 @@ impl Clone for Confirmations {
     }
 }
 
-/// Drives a light until `cancel`: from presses (event ids), and from delivery's
+/// Drives a light until `cancel`: from presses, and from delivery's
 /// `confirmations` when delivery is configured. A light that cannot be opened is retried;
 /// presses meanwhile are not lost, only not shown.
 pub async fn run<L: Light>(
     name: String,
     open: impl Fn() -> Result<L, InputError> + Send,
     confirm_for: Duration,
-    mut presses: mpsc::UnboundedReceiver<Uuid>,
+    mut presses: mpsc::UnboundedReceiver<Press>,
     confirmations: Option<Confirmations>,
     cancel: CancellationToken,
 ) {
@@ -204,7 +234,8 @@ pub async fn run<L: Light>(
         tokio::select! {
             _ = cancel.cancelled() => break,
             press = presses.recv() => match press {
-                Some(event) if delivering => logic.pressed(event, Instant::now()),
+                Some(Press { event, alert_on_disk: true }) if delivering => logic.pressed(event, Instant::now()),
+                Some(Press { event, alert_on_disk: false }) if delivering => logic.not_on_disk(event, Instant::now()),
                 Some(_) => logic.taken(Instant::now()),
                 None => break,
             },
@@ -280,6 +311,18 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_not_on_disk_blinks_fast_until_it_is_acknowledged() {
+        let t0 = Instant::now();
+        let mut logic = FeedbackLogic::new(ms(10_000));
+        let event = Uuid::now_v7();
+        logic.not_on_disk(event, t0);
+        // Failing even though the broker is reachable: the alert is not on its way yet.
+        assert_eq!(logic.pattern(t0 + ms(100), true), Pattern::FastBlink);
+        logic.acked(event, t0 + ms(3_000));
+        assert_eq!(logic.pattern(t0 + ms(3_000), true), Pattern::On);
+    }
+
+    #[test]
     fn an_acknowledgement_before_the_press_is_noticed() {
         let t0 = Instant::now();
         let mut logic = FeedbackLogic::new(ms(10_000));
@@ -333,7 +376,12 @@ mod tests {
             cancel.clone(),
         ));
         tokio::time::sleep(ms(1_000)).await;
-        presses_tx.send(Uuid::now_v7()).unwrap();
+        presses_tx
+            .send(Press {
+                event: Uuid::now_v7(),
+                alert_on_disk: true,
+            })
+            .unwrap();
         tokio::time::sleep(ms(20_000)).await;
         cancel.cancel();
         task.await.unwrap();

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 use self::button::{ButtonStatus, InputError, Timing, Wiring};
 use self::gpio::{GpioInput, GpioOutput};
@@ -24,7 +23,7 @@ use self::keyboard::KeyInput;
 use super::Triggers;
 use crate::config::{self, ButtonKind, Config};
 use alertclip_mqtt::{Settings, Subscriptions};
-use light::Confirmations;
+use light::{Confirmations, Press};
 
 /// A running button.
 #[derive(Debug, Clone)]
@@ -86,7 +85,7 @@ pub fn start(
             id: spec.id.clone(),
             message,
         };
-        let mut presses: Vec<mpsc::UnboundedSender<Uuid>> = box_light.iter().cloned().collect();
+        let mut presses: Vec<mpsc::UnboundedSender<Press>> = box_light.iter().cloned().collect();
         if let Some(light) = &spec.feedback {
             let (tx, rx) = mpsc::unbounded_channel();
             spawn_light(
@@ -190,7 +189,7 @@ fn button_broker(
 fn spawn_light(
     name: String,
     light: config::Light,
-    presses: mpsc::UnboundedReceiver<Uuid>,
+    presses: mpsc::UnboundedReceiver<Press>,
     confirmations: Option<&Confirmations>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,

@@ -1,0 +1,159 @@
+//! The box's promise under the faults a store's worst day brings: an alert that was triggered
+//! is delivered, or is on disk waiting to be, whatever the disk, the broker or a kill does.
+//! Real mosquitto, a real receiver process, and small tmpfs file systems that fill up (these
+//! tests need root to mount them, and skip saying so without it).
+
+// A test or benchmark that cannot go on fails with the value it got.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use alertclip::clip::history::Delivery;
+use alertclip::demo::teststream::TestStream;
+use alertclip::trigger::{Trigger, TriggerError, TriggerKind};
+use common::broker::Broker;
+use common::disk::{Tmpfs, fill_bytes, fill_inodes, free_bytes};
+use common::receiver::ReceiverProcess;
+use common::*;
+
+const ROLLS: &str = "pre_roll = \"2s\"\npost_roll = \"1s\"";
+
+fn mqtt(broker: &Broker) -> String {
+    format!("[mqtt]\nurl = \"{}\"\n", broker.url())
+}
+
+/// A broker, a receiver trusting the box's key on first use, and a box with one camera whose
+/// outbox and evidence live on `disk` (its clips elsewhere).
+async fn start_on(disk: &Tmpfs) -> (Broker, ReceiverProcess, Rig) {
+    let broker = Broker::start("");
+    let receiver = ReceiverProcess::start(
+        broker.port,
+        &["--broker", &broker.url(), "--trust-on-first-use"],
+        &[],
+    )
+    .await;
+    let state = disk.path().to_owned();
+    let rig = Rig::start_adjusted(&[TestStream::h264("/cam")], ROLLS, &mqtt(&broker), |c| {
+        c.outbox.dir = state.join("outbox");
+        c.evidence.dir = state.join("evidence");
+    })
+    .await;
+    (broker, receiver, rig)
+}
+
+/// Six presses with not a byte free where the outbox and the chain live: every one is taken,
+/// and every alert reaches the receiver, chained without a gap, while the disk is still full.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_are_delivered_from_a_disk_with_no_space_left() {
+    let test = "alerts_are_delivered_from_a_disk_with_no_space_left";
+    let Some(disk) = Tmpfs::mount(test, "size=8m") else {
+        return;
+    };
+    let (_broker, mut receiver, mut rig) = start_on(&disk).await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let filler = fill_bytes(disk.path());
+    assert_eq!(free_bytes(disk.path()), 0, "the disk is full");
+
+    let mut events = Vec::new();
+    for n in 0..6 {
+        let mut trigger = Trigger::now(TriggerKind::Button, "register");
+        trigger.note = Some(format!("press {n}"));
+        let event = rig
+            .daemon
+            .triggers()
+            .fire(trigger)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("press {n} on a full disk was refused: {e}");
+            });
+        events.push(event);
+        // The clip (on another disk) closes the event, so the next press opens a new one.
+        rig.next_clip().await;
+    }
+    let mut sequences = BTreeSet::new();
+    for event in &events {
+        let alert = receiver
+            .wait_for("alert", |v| {
+                v["type"] == "alert" && v["alert"]["event_id"] == event.to_string()
+            })
+            .await;
+        assert_eq!(alert["signature"], "valid", "{alert}");
+        sequences.insert(alert["alert"]["sequence"].as_u64().unwrap());
+    }
+    assert_eq!(
+        sequences.into_iter().collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<u64>>(),
+        "the chain neither skipped nor reused a number"
+    );
+    assert!(
+        !receiver.seen_any(|v| v["type"] == "chain"),
+        "the receiver saw a break in the chain"
+    );
+    drop(filler);
+    rig.stop().await;
+}
+
+/// When not even the reserve helps (no inode left for the alert's file), the press is told
+/// its alert is not on disk, the box says so, keeps the alert in memory and delivers it, with
+/// the chain unbroken, as soon as space is freed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_that_cannot_be_written_is_reported_retried_from_memory_and_delivered() {
+    let test = "an_alert_that_cannot_be_written_is_reported_retried_from_memory_and_delivered";
+    let Some(disk) = Tmpfs::mount(test, "size=8m,nr_inodes=64") else {
+        return;
+    };
+    let (_broker, mut receiver, mut rig) = start_on(&disk).await;
+    // Nothing is in the outbox now: no delivered message frees an inode behind the filler.
+    wait_buffered(rig.camera(0), 2.5).await;
+    let fillers = fill_inodes(disk.path());
+    let refused = rig
+        .daemon
+        .triggers()
+        .fire(Trigger::now(TriggerKind::Button, "register"))
+        .await;
+    let event = match refused {
+        Err(error @ TriggerError::AlertNotSpooled { .. }) => {
+            assert!(error.to_string().contains("retried from memory"), "{error}");
+            error.event().unwrap()
+        }
+        other => panic!("expected the caller to hear the alert is not on disk, got {other:?}"),
+    };
+    let summary = rig
+        .daemon
+        .recent_events()
+        .into_iter()
+        .find(|e| e.event_id == event)
+        .unwrap();
+    assert_eq!(summary.delivery, Delivery::Retrying, "{summary:?}");
+
+    std::fs::remove_dir_all(&fillers).unwrap();
+    let alert = receiver
+        .wait_for("the retried alert", |v| {
+            v["type"] == "alert" && v["alert"]["event_id"] == event.to_string()
+        })
+        .await;
+    assert_eq!(alert["signature"], "valid", "{alert}");
+    assert_eq!(alert["alert"]["sequence"], 1, "no number used up: {alert}");
+    receiver
+        .wait_for("the health alert saying it was late", |v| {
+            v["type"] == "health"
+                && v["health"]["kind"] == "alert_spooled_late"
+                && v["health"]["event_id"] == event.to_string()
+        })
+        .await;
+    // The chain goes on from the retried alert.
+    rig.next_clip().await;
+    let next = rig
+        .fire(Trigger::now(TriggerKind::Button, "register"))
+        .await;
+    let alert = receiver
+        .wait_for("the next alert", |v| {
+            v["type"] == "alert" && v["alert"]["event_id"] == next.to_string()
+        })
+        .await;
+    assert_eq!(alert["alert"]["sequence"], 2, "{alert}");
+    assert!(!receiver.seen_any(|v| v["type"] == "chain"));
+    rig.stop().await;
+}
