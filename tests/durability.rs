@@ -157,3 +157,66 @@ async fn an_alert_that_cannot_be_written_is_reported_retried_from_memory_and_del
     assert!(!receiver.seen_any(|v| v["type"] == "chain"));
     rig.stop().await;
 }
+
+/// What a SIGKILL or power cut right after a clip is written leaves: the clip and its sidecar
+/// on disk, its manifest missing and nothing in the outbox (killed before it was spooled), or
+/// the clip still under its sealed temporary name (killed before the rename). After a restart
+/// both clips are completed, spooled and received whole and verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn clips_a_kill_interrupted_before_they_were_spooled_are_delivered_after_a_restart() {
+    // No broker yet: everything stays in the outbox.
+    let unreachable = Broker::start("");
+    let nowhere = unreachable.url();
+    drop(unreachable);
+    let tail = |url: &str| format!("[mqtt]\nurl = \"{url}\"\n");
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail(&nowhere)).await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let mut clips = Vec::new();
+    for _ in 0..2 {
+        rig.fire(Trigger::now(TriggerKind::Button, "register"))
+            .await;
+        clips.push(rig.next_clip().await);
+    }
+    let hashes: Vec<String> = clips.iter().map(|c| sha256sum(&c.mp4)).collect();
+
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(
+        broker.port,
+        &["--broker", &broker.url(), "--trust-on-first-use"],
+        &[],
+    )
+    .await;
+    let interrupted = clips.clone();
+    let rig = rig
+        .restart(ROLLS, &tail(&broker.url()), move |dir| {
+            for (n, clip) in interrupted.iter().enumerate() {
+                std::fs::remove_file(&clip.manifest_path).unwrap();
+                // Killed before spooling: the outbox never had this clip.
+                let event = clip.record.event_id.to_string();
+                for entry in std::fs::read_dir(dir.join("outbox")).unwrap().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&format!("2-{event}-010")) {
+                        std::fs::remove_file(entry.path()).unwrap();
+                    }
+                }
+                if n == 1 {
+                    // Killed before the rename.
+                    let sealed = clip.mp4.with_file_name(".cam.mp4.partial");
+                    std::fs::rename(&clip.mp4, sealed).unwrap();
+                }
+            }
+        })
+        .await;
+    for (clip, hash) in clips.iter().zip(&hashes) {
+        let event = clip.record.event_id.to_string();
+        let received = receiver
+            .wait_for("the interrupted clip", |v| {
+                v["type"] == "clip" && v["event_id"] == event
+            })
+            .await;
+        assert_eq!(received["verified"], true, "{received}");
+        assert_eq!(&sha256sum(&ReceiverProcess::path(&received)), hash);
+        assert!(clip.mp4.exists() && clip.manifest_path.exists());
+    }
+    rig.stop().await;
+}

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::Spool;
-use super::job::{ClipDone, Job, JobClock, JobContext, record_clip};
+use super::job::{ClipDone, Job, JobClock, JobContext, complete, record_clip};
 use crate::clip::history::{Delivery, EventLog};
 use crate::clip::storage::Storage;
 use crate::clock::{self, MonoNs, rfc3339_ms};
@@ -221,16 +221,17 @@ impl Clipper {
             let _closed = CloseOnDrop(job.clone());
             match record_clip(&job, &camera, &context, &cancel).await {
                 Ok(done) => {
-                    tracing::info!(camera = %id, %event, file = %done.mp4.display(),
-                        duration_ms = done.record.duration_ms, partial = done.record.partial, "clip written");
-                    if let Some(spool) = context.spool.clone() {
-                        let spooled = done.clone();
-                        let result = tokio::task::spawn_blocking(move || spool.clip(&spooled)).await;
-                        match result {
-                            Ok(Ok(())) => {}
-                            Ok(Err(error)) => tracing::error!(camera = %id, %event, %error, "cannot spool the clip"),
-                            Err(error) => tracing::error!(camera = %id, %event, %error, "spooling the clip failed"),
-                        }
+                    let (finished, spool) = (done.clone(), context.spool.clone());
+                    let result = tokio::task::spawn_blocking(move || complete(&finished, spool.as_deref()))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|completed| completed);
+                    match result {
+                        Ok(()) => tracing::info!(camera = %id, %event, file = %done.mp4.display(),
+                            duration_ms = done.record.duration_ms, partial = done.record.partial, "clip written"),
+                        // On disk with its sidecar: the next start completes it.
+                        Err(error) => tracing::error!(camera = %id, %event, %error,
+                            "clip written but not spooled; it is spooled again when the daemon next starts"),
                     }
                     context.log.clip_written(done.record.event_id);
                     let _ = context.done.send(done);

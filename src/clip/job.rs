@@ -265,18 +265,30 @@ pub(super) async fn record_clip(
     };
     // Synced writes and pruning block on the disk: off the async workers.
     let (written, storage, event) = (done.clone(), context.storage.clone(), job.event);
-    tokio::task::spawn_blocking(move || write_records(&written, &storage, event))
-        .await
-        .map_err(std::io::Error::other)??;
+    let placed =
+        tokio::task::spawn_blocking(move || write_records(&written, &muxed, &storage, event))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|placed| placed);
+    if let Err(error) = placed {
+        let _ = std::fs::remove_file(&done.sidecar);
+        return Err(error.into());
+    }
     Ok(done)
 }
 
-/// Writes a clip's sidecar and manifest beside it, then prunes the oldest clips to stay
-/// within the storage cap (sparing `event`).
-fn write_records(done: &ClipDone, storage: &Storage, event: Uuid) -> std::io::Result<()> {
+/// Writes a clip's sidecar, then puts the clip under its name beside it, then prunes the
+/// oldest clips to stay within the storage cap (sparing `event`). The manifest is written once
+/// the clip is spooled ([`complete`]).
+fn write_records(
+    done: &ClipDone,
+    muxed: &MuxedClip,
+    storage: &Storage,
+    event: Uuid,
+) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(&done.record).map_err(std::io::Error::other)?;
     crate::sys::write_durably(&done.sidecar, &json)?;
-    crate::sys::write_durably(&done.manifest_path, &done.manifest)?;
+    muxed.place()?;
     match storage.prune(event) {
         Ok(deleted) if !deleted.is_empty() => {
             tracing::info!(
@@ -288,6 +300,23 @@ fn write_records(done: &ClipDone, storage: &Storage, event: Uuid) -> std::io::Re
         Err(error) => tracing::warn!(%error, "could not prune old clips"),
     }
     Ok(())
+}
+
+/// Finishes a written clip: hands it to delivery (when there is any), then writes its signed
+/// manifest beside it. The manifest on disk is the mark of a finished clip: one without it is
+/// completed again after a restart ([`super::recover`]), so a crash anywhere in between
+/// delivers the clip (perhaps twice, which receivers absorb), never loses it. Blocks on the
+/// disk.
+pub(super) fn complete(done: &ClipDone, spool: Option<&dyn Spool>) -> std::io::Result<()> {
+    if let Some(spool) = spool {
+        match spool.clip(done) {
+            Ok(()) => {}
+            // Spooled before a crash, its manifest not yet written.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    crate::sys::write_durably(&done.manifest_path, &done.manifest)
 }
 
 /// The sidecar of a written clip. Every wall-clock time comes through the first trigger's

@@ -4,7 +4,8 @@
 //! extends the clips in progress, and runs one clip [`job`] per camera, which cuts the pre-roll
 //! from the ring, follows it for post-roll and hands frames to [`mux`] (MP4 without
 //! re-encoding, timed by [`retime`]). Each finished clip is written to [`storage`] beside its
-//! sidecar and signed manifest. A [`snapshot`] of the frame nearest the trigger, with
+//! sidecar and signed manifest; what a crash interrupted there is finished at the next start
+//! ([`recover`]). A [`snapshot`] of the frame nearest the trigger, with
 //! detections drawn by [`annotate`], goes out first.
 
 pub mod annotate;
@@ -12,6 +13,7 @@ pub mod clipper;
 pub mod history;
 pub mod job;
 pub mod mux;
+pub mod recover;
 pub mod retime;
 pub mod snapshot;
 pub mod storage;

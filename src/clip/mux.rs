@@ -60,6 +60,8 @@ pub enum ClipError {
 /// A finished MP4 on disk.
 #[derive(Debug, Clone)]
 pub struct MuxedClip {
+    /// Where it is, synced, under a hidden name until [`MuxedClip::place`].
+    pub sealed: PathBuf,
     /// Its final path.
     pub path: PathBuf,
     /// Its size.
@@ -76,6 +78,15 @@ pub struct MuxedClip {
     pub start: MonoNs,
     /// Presentation time of the last frame plus its duration.
     pub end: MonoNs,
+}
+
+impl MuxedClip {
+    /// Renames the sealed file to its final name, durably. Done once its sidecar is on disk,
+    /// so a visible clip always has the record that describes it; a crash in between leaves a
+    /// sidecar beside the sealed file, which [`super::recover`] puts in place.
+    pub fn place(&self) -> std::io::Result<()> {
+        crate::sys::rename_durably(&self.sealed, &self.path)
+    }
 }
 
 /// Writes one MP4 from frames of a single run.
@@ -202,8 +213,8 @@ impl ClipWriter {
         Ok(())
     }
 
-    /// Writes the remaining frames, finalises the file, syncs it to disk and renames it into
-    /// place. Returns its size and hash.
+    /// Writes the remaining frames, finalises the file and syncs it to disk, still under its
+    /// hidden name (see [`MuxedClip::place`]). Returns its size and hash.
     pub async fn finish(mut self) -> Result<MuxedClip, ClipError> {
         self.retimer.finish(&mut self.ready);
         self.write_ready()?;
@@ -240,11 +251,12 @@ impl ClipWriter {
             let _ = std::fs::remove_file(&self.temp);
             return Err(mux_error(&self.path, message));
         }
-        let (temp, path, block_size) = (self.temp.clone(), self.path.clone(), self.block_size);
-        let digests = tokio::task::spawn_blocking(move || seal(&temp, &path, block_size))
+        let (temp, block_size) = (self.temp.clone(), self.block_size);
+        let digests = tokio::task::spawn_blocking(move || seal(&temp, block_size))
             .await
             .map_err(|e| mux_error(&self.path, e.to_string()))??;
         Ok(MuxedClip {
+            sealed: self.temp.clone(),
             path: self.path.clone(),
             bytes: digests.bytes,
             sha256: digests.sha256,
@@ -263,18 +275,14 @@ impl ClipWriter {
     }
 }
 
-/// Syncs the temporary file, hashes it, and renames it to its final name.
-fn seal(temp: &Path, path: &Path, block_size: u64) -> Result<Digests, ClipError> {
+/// Syncs the temporary file and hashes it. It keeps its hidden name until
+/// [`MuxedClip::place`]: the caller first writes what describes it.
+fn seal(temp: &Path, block_size: u64) -> Result<Digests, ClipError> {
     let io = |source| ClipError::Io {
         path: temp.to_owned(),
         source,
     };
     let mut file = std::fs::File::open(temp).map_err(io)?;
     file.sync_all().map_err(io)?;
-    let digests = digest(&mut file, block_size).map_err(io)?;
-    crate::sys::rename_durably(temp, path).map_err(|source| ClipError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(digests)
+    digest(&mut file, block_size).map_err(io)
 }

@@ -1,6 +1,7 @@
 //! The clip directory on disk: where each event's files go, and retention.
 //!
-//! Layout: `<dir>/<event_id>/<camera>.mp4` beside `<camera>.json`. Event ids are UUIDv7, so
+//! Layout: `<dir>/<event_id>/<camera>.mp4` beside `<camera>.json` (the sidecar) and
+//! `<camera>.manifest.json` (written last, once the clip is spooled). Event ids are UUIDv7, so
 //! directory names sort by time. Files are written under a hidden temporary name (a leading
 //! `.`) and renamed once synced, so a visible name is always a whole file.
 
@@ -30,10 +31,33 @@ impl Storage {
         };
         for event in storage.events()? {
             for entry in fs::read_dir(&event)?.flatten() {
-                if entry.file_name().to_string_lossy().starts_with('.') {
-                    tracing::warn!(file = %entry.path().display(), "removing a clip left unfinished by a crash");
-                    let _ = fs::remove_file(entry.path());
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    continue;
                 }
+                // A sealed clip whose sidecar is written was interrupted only before it was
+                // renamed: put it in place (recovery then checks it against the sidecar).
+                if let Some(mp4) = name
+                    .strip_prefix('.')
+                    .and_then(|n| n.strip_suffix(".partial"))
+                    .filter(|n| n.ends_with(".mp4"))
+                {
+                    let (placed, sidecar) =
+                        (event.join(mp4), event.join(mp4).with_extension("json"));
+                    if sidecar.exists() && !placed.exists() {
+                        match crate::sys::rename_durably(&entry.path(), &placed) {
+                            Ok(()) => {
+                                tracing::warn!(file = %placed.display(), "put in place a clip a crash left sealed but not renamed");
+                                continue;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "could not put a sealed clip in place")
+                            }
+                        }
+                    }
+                }
+                tracing::warn!(file = %entry.path().display(), "removing a clip left unfinished by a crash");
+                let _ = fs::remove_file(entry.path());
             }
         }
         Ok(storage)
@@ -52,7 +76,7 @@ impl Storage {
     }
 
     /// Event directories, oldest first.
-    fn events(&self) -> io::Result<Vec<PathBuf>> {
+    pub fn events(&self) -> io::Result<Vec<PathBuf>> {
         let mut events: Vec<PathBuf> = fs::read_dir(&self.dir)
             .map_err(|e| annotate(e, &self.dir))?
             .flatten()

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clip::clipper::{Clipper, Outputs};
 use crate::clip::history::EventLog;
+use crate::clip::recover;
 use crate::clip::storage::Storage;
 use crate::clip::{ClipDone, Spool};
 use crate::config::Config;
@@ -300,6 +301,16 @@ impl Daemon {
         let (clips, _) = broadcast::channel(64);
         let log = EventLog::default();
         let jobs = CancellationToken::new();
+        // Clips a crash interrupted before they were spooled: completed in the background,
+        // since each is read whole, and before shutdown is allowed to finish.
+        {
+            let (storage, evidence, chunk_size) =
+                (storage.clone(), evidence.clone(), config.chunk_size());
+            let spool = publisher.clone().map(|p| p as Arc<dyn Spool>);
+            jobs_tracker.spawn_blocking(move || {
+                recover::recover(&storage, &evidence, spool.as_deref(), chunk_size)
+            });
+        }
         let outputs = Outputs {
             storage,
             done: clips.clone(),

@@ -381,6 +381,34 @@ impl Rig {
         event_dir(self.dir.path(), done)
     }
 
+    /// Shuts the daemon down and, once `between` has done what it does to the files it left,
+    /// starts a new one on the same directory and cameras with `tail` after the cameras.
+    pub async fn restart(self, camera_extra: &str, tail: &str, between: impl FnOnce(&Path)) -> Rig {
+        let cameras: Vec<(String, String)> = self
+            .daemon
+            .cameras()
+            .iter()
+            .map(|c| (c.config.id.clone(), c.config.url.expose().to_owned()))
+            .collect();
+        self.daemon.shutdown(Duration::from_secs(5)).await;
+        between(self.dir.path());
+        let cameras: Vec<(&str, String)> = cameras
+            .iter()
+            .map(|(id, url)| (id.as_str(), url.clone()))
+            .collect();
+        let daemon =
+            alertclip::Daemon::start(config(self.dir.path(), &cameras, camera_extra, tail))
+                .await
+                .unwrap();
+        let clips = daemon.clips();
+        Rig {
+            dir: self.dir,
+            server: self.server,
+            daemon,
+            clips,
+        }
+    }
+
     /// Shuts the daemon down; returns its directory, for a test that looks at it afterwards.
     pub async fn stop(self) -> tempfile::TempDir {
         self.daemon.shutdown(Duration::from_secs(5)).await;
