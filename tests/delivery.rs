@@ -663,10 +663,15 @@ async fn twenty_triggers_during_a_one_minute_outage_are_all_delivered_alerts_fir
     tokio::time::sleep_until(outage + Duration::from_secs(60)).await;
     assert!(rig.daemon.publisher().unwrap().outbox().stats().events >= 20);
     broker.restart();
+    let back = tokio::time::Instant::now();
+    let mut first_alert_after = None;
     let mut order = Vec::new();
     let mut clips = 0;
     while clips < 20 {
         let v = receiver.next().await;
+        if v["type"] == "alert" {
+            first_alert_after.get_or_insert(back.elapsed());
+        }
         match v["type"].as_str() {
             Some("alert") => {
                 order.push(("alert", v["alert"]["event_id"].as_str().unwrap().to_owned()))
@@ -695,6 +700,13 @@ async fn twenty_triggers_during_a_one_minute_outage_are_all_delivered_alerts_fir
     assert_eq!(
         first_media, 20,
         "every alert before any snapshot or clip: {order:?}"
+    );
+    // Backoff had reached 30 s: the reconnection must not wait it out (box and receiver
+    // each probe the broker every 250 ms; 2 s is the box's promise, 5 s leaves room for both).
+    let first_alert_after = first_alert_after.unwrap();
+    assert!(
+        first_alert_after < Duration::from_secs(5),
+        "the first alert came {first_alert_after:?} after the broker was back"
     );
     rig.stop().await;
     receiver.stop().await;

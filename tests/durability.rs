@@ -9,9 +9,11 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use alertclip::clip::history::Delivery;
 use alertclip::demo::teststream::TestStream;
+use alertclip::ingest::camera::CameraState;
 use alertclip::trigger::{Trigger, TriggerError, TriggerKind};
 use common::broker::Broker;
 use common::disk::{Tmpfs, fill_bytes, fill_inodes, free_bytes};
@@ -218,5 +220,38 @@ async fn clips_a_kill_interrupted_before_they_were_spooled_are_delivered_after_a
         assert_eq!(&sha256sum(&ReceiverProcess::path(&received)), hash);
         assert!(clip.mp4.exists() && clip.manifest_path.exists());
     }
+    rig.stop().await;
+}
+
+/// A camera that is down long enough for its reconnection delay to reach 16 s streams again
+/// within a probe and a handshake of answering, not after the rest of the delay; and what it
+/// reports buffered is then what a trigger would get: the new stream, not the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_streams_again_soon_after_it_answers_and_reports_only_what_it_has_since() {
+    let rig = Rig::start(&[TestStream::h264("/cam")], "pre_roll = \"30s\"", "").await;
+    wait_buffered(rig.camera(0), 5.0).await;
+    rig.server.take_down("/cam");
+    // Four failed attempts: the next delay is 16 s.
+    wait_status(rig.camera(0), Duration::from_secs(60), |s| {
+        s.reconnects >= 4 && s.state != CameraState::Connecting
+    })
+    .await;
+    rig.server.bring_up("/cam");
+    let back = tokio::time::Instant::now();
+    let status = wait_status(rig.camera(0), Duration::from_secs(30), |s| {
+        s.state == CameraState::Streaming
+    })
+    .await;
+    let after = back.elapsed();
+    eprintln!("streaming again {after:?} after the camera answered");
+    assert!(
+        after < Duration::from_secs(5),
+        "streaming only {after:?} after the camera answered again"
+    );
+    assert!(
+        status.buffered_s < after.as_secs_f64() + 1.0,
+        "{} s reported buffered {after:?} after the camera came back",
+        status.buffered_s
+    );
     rig.stop().await;
 }

@@ -941,15 +941,66 @@ impl SecretUrl {
         self.userinfo_range().is_some()
     }
 
-    /// Byte range of the `user[:pass]` part, if any.
+    /// Byte range of the `user[:pass]` part, if any. A password typed with `/`, `#`, `?` or
+    /// `@` in it, not percent-encoded, is still all of it: the userinfo ends at the last `@`
+    /// that is followed by a host and preceded by a user name free of those characters (so
+    /// `rtsp://cam/live@main` has none).
     fn userinfo_range(&self) -> Option<std::ops::Range<usize>> {
         let start = self.0.find("://")? + 3;
-        let authority_end = self.0[start..]
-            .find(['/', '?', '#'])
-            .map(|i| start + i)
-            .unwrap_or(self.0.len());
-        let at = self.0[start..authority_end].rfind('@')? + start;
-        Some(start..at)
+        let rest = &self.0[start..];
+        let looks_like_host = |after: &str| {
+            let host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_:[]%".contains(c))
+        };
+        let user_is_plain = |userinfo: &str| {
+            let user = &userinfo[..userinfo.find(':').unwrap_or(userinfo.len())];
+            !user.contains(['/', '?', '#'])
+        };
+        rest.match_indices('@')
+            .map(|(at, _)| at)
+            .rev()
+            .find(|&at| looks_like_host(&rest[at + 1..]) && user_is_plain(&rest[..at]))
+            .map(|at| start..start + at)
+    }
+
+    /// The URL without its `user[:pass]@`: what may be sent where no credentials belong.
+    pub fn without_userinfo(&self) -> String {
+        match self.userinfo_range() {
+            Some(range) => format!("{}{}", &self.0[..range.start], &self.0[range.end + 1..]),
+            None => self.0.clone(),
+        }
+    }
+
+    /// The server's host and port (554 for `rtsp://`, 322 for `rtsps://` when none is given).
+    pub fn host_port(&self) -> Option<(String, u16)> {
+        let start = self
+            .userinfo_range()
+            .map_or(self.0.find("://")? + 3, |r| r.end + 1);
+        let rest = &self.0[start..];
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let default = if self.0[..5].eq_ignore_ascii_case("rtsps") {
+            322
+        } else {
+            554
+        };
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']')?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let port = match port {
+            Some(port) => port.parse().ok()?,
+            None => default,
+        };
+        (!host.is_empty()).then(|| (host.to_owned(), port))
     }
 }
 
@@ -990,6 +1041,35 @@ impl<'de> Deserialize<'de> for SecretUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn camera_urls_give_their_server_and_hide_any_password() {
+        let url = |u: &str| SecretUrl::new(u).unwrap();
+        assert_eq!(
+            url("rtsp://cam.local/stream").host_port(),
+            Some(("cam.local".into(), 554))
+        );
+        assert_eq!(
+            url("rtsps://10.0.0.5/s").host_port(),
+            Some(("10.0.0.5".into(), 322))
+        );
+        assert_eq!(
+            url("rtsp://[fe80::1]:8554/s").host_port(),
+            Some(("fe80::1".into(), 8554))
+        );
+        // A password typed with '/', '#' and '@' in it is all hidden, and not taken for the host.
+        let tricky = url("rtsp://admin:Sl/a#sh@:x@10.0.0.7:8554/Streaming/101");
+        assert_eq!(tricky.host_port(), Some(("10.0.0.7".into(), 8554)));
+        assert_eq!(
+            tricky.to_string(),
+            "rtsp://admin:***@10.0.0.7:8554/Streaming/101"
+        );
+        assert!(!tricky.to_string().contains("Sl/a"));
+        assert_eq!(
+            tricky.without_userinfo(),
+            "rtsp://10.0.0.7:8554/Streaming/101"
+        );
+    }
 
     const MINIMAL: &str = r#"
 [site]

@@ -256,6 +256,45 @@ impl Camera {
     }
 }
 
+/// Whether the camera answers again: for `rtsp://`, a DESCRIBE of its stream is answered with
+/// 200, or 401 asking for the credentials the connection will give (a 404 or 503, what a
+/// camera rebooting or a server without the stream says, is no answer); for `rtsps://`, its
+/// port accepts a connection. Asked while a reconnection backs off, so that a camera coming
+/// back is streaming within a probe and a handshake, not after the rest of the delay.
+async fn answers(url: &config::SecretUrl) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((host, port)) = url.host_port() else {
+        return false;
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        if url.expose()[..5].eq_ignore_ascii_case("rtsps") {
+            return Some(true);
+        }
+        let request = format!(
+            "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\nUser-Agent: alertclip\r\n\r\n",
+            url.without_userinfo()
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut reply = [0u8; 64];
+        let mut read = 0;
+        while read < 12 {
+            match stream.read(&mut reply[read..]).await.ok()? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        let status = std::str::from_utf8(&reply[..read]).ok()?;
+        Some(status.starts_with("RTSP/1.0 200") || status.starts_with("RTSP/1.0 401"))
+    };
+    matches!(
+        tokio::time::timeout(alertclip_mqtt::backoff::PROBE_EVERY, probe).await,
+        Ok(Some(true))
+    )
+}
+
 /// The task that keeps one camera connected.
 struct Ingest {
     config: config::Camera,
@@ -306,7 +345,11 @@ impl Ingest {
             if streamed >= STABLE_AFTER {
                 backoff.reset();
             }
-            if !backoff.wait(&cancel).await {
+            // Cut short once the camera accepts connections again: a camera that is down
+            // is pre-roll missing from the next incident.
+            let url = &self.config.url;
+            let waited = backoff.wait_until(&cancel, || answers(url)).await;
+            if !waited {
                 break;
             }
         }

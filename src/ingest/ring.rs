@@ -294,7 +294,9 @@ impl FrameRing {
     /// What the ring holds now.
     pub fn status(&self) -> RingStatus {
         RingStatus {
-            buffered: match self.gops.front() {
+            // What a trigger now would get: the current run only, since a clip never spans
+            // a reconnect; video from before it is still held, but not counted.
+            buffered: match self.gops.iter().find(|g| g.run == self.run) {
                 Some(gop) => Duration::from_nanos(self.latest.saturating_sub(gop.start())),
                 None => Duration::ZERO,
             },
@@ -369,6 +371,27 @@ mod tests {
         let mut out = Vec::new();
         let why = ring.read(&mut cursor, end, &mut out);
         (out, why)
+    }
+
+    #[test]
+    fn after_a_reconnect_only_the_new_run_counts_as_buffered() {
+        let caps = caps(640);
+        let mut ring = FrameRing::new(Duration::from_secs(30), usize::MAX);
+        let end = feed(&mut ring, &caps, 0, 20, 10, 10, 100);
+        assert!(ring.status().buffered >= Duration::from_secs(19));
+        // The camera comes back after 5 s; 1 s of the new run arrives.
+        let back = end + 5 * SEC;
+        ring.push(frame(back, true, 100), &caps, true);
+        for i in 1..10 {
+            ring.push(frame(back + i * 100 * MS, false, 100), &caps, false);
+        }
+        let status = ring.status();
+        assert_eq!(status.buffered, Duration::from_millis(900));
+        // And that is what a trigger now gets.
+        let now = back + 900 * MS;
+        let cut = ring.start_cut(now.saturating_sub(30 * SEC), now).unwrap();
+        let (frames, _) = read_all(&ring, &cut, now);
+        assert_eq!(frames[0].time, back);
     }
 
     #[test]

@@ -200,7 +200,8 @@ impl<K: Send + 'static> Session<K> {
                 let (client, mut eventloop) =
                     rumqttc::AsyncClient::new(options, RUMQTTC_INFLIGHT as usize);
                 eventloop.set_network_options(network_options());
-                tracker.spawn(pump(eventloop, link.clone(), tx, cancel));
+                let server = Some((settings.url.host.clone(), settings.url.port));
+                tracker.spawn(pump(eventloop, server, link.clone(), tx, cancel));
                 Client::V4(client)
             }
             Protocol::V5 => {
@@ -232,7 +233,8 @@ impl<K: Send + 'static> Session<K> {
                     ));
                 }
                 let (client, eventloop) = v5::AsyncClient::new(options, RUMQTTC_INFLIGHT as usize);
-                tracker.spawn(pump(eventloop, link.clone(), tx, cancel));
+                let server = Some((settings.url.host.clone(), settings.url.port));
+                tracker.spawn(pump(eventloop, server, link.clone(), tx, cancel));
                 Client::V5(client)
             }
         };
@@ -458,9 +460,11 @@ fn lock<K>(link: &Mutex<Link<K>>) -> MutexGuard<'_, Link<K>> {
     link.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Polls the event loop until `cancel`, reconnecting with backoff, and routes what it sees.
+/// Polls the event loop until `cancel`, reconnecting with backoff (cut short once `server`
+/// accepts connections again), and routes what it sees.
 async fn pump<L: EventLoop, K: Send>(
     mut eventloop: L,
+    server: Option<(String, u16)>,
     link: Arc<Mutex<Link<K>>>,
     events: mpsc::UnboundedSender<LinkEvent<K>>,
     cancel: CancellationToken,
@@ -529,7 +533,11 @@ async fn pump<L: EventLoop, K: Send>(
                 {
                     return;
                 }
-                if !backoff.wait(&cancel).await {
+                let waited = match &server {
+                    Some((host, port)) => backoff.wait_for(host, *port, &cancel).await,
+                    None => backoff.wait(&cancel).await,
+                };
+                if !waited {
                     return;
                 }
                 continue;
@@ -648,7 +656,7 @@ mod tests {
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let pump = tokio::spawn(pump(scripted, link, tx, cancel.clone()));
+        let pump = tokio::spawn(pump(scripted, None, link, tx, cancel.clone()));
         let mut words = Vec::new();
         while words.len() < expected {
             let Some(event) = rx.recv().await else { break };
