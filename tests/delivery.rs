@@ -424,16 +424,6 @@ async fn a_broker_limited_to_128_kib_packets_gets_the_clip_in_chunks() {
     receiver.stop().await;
 }
 
-/// A stream whose clips are large: noise at 640x480 keeps the encoder at 4 Mbit/s.
-fn busy_stream() -> TestStream {
-    TestStream {
-        width: 640,
-        height: 480,
-        bitrate_kbps: 4_000,
-        pattern: "snow".into(),
-        ..TestStream::h264("/cam")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_stopped_during_a_clip_transfer_and_started_again_delivers_it_whole_once() {

@@ -255,3 +255,77 @@ async fn a_camera_streams_again_soon_after_it_answers_and_reports_only_what_it_h
     );
     rig.stop().await;
 }
+
+
+/// A disk far smaller than the configured limits, the broker down: every new clip is still
+/// written, by giving up the oldest ones (said on the health channel); every alert waits, and
+/// reaches the officer once the broker is back, with the newest clip.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_disk_sheds_the_oldest_clips_never_the_newest_nor_an_alert() {
+    let test = "a_small_disk_sheds_the_oldest_clips_never_the_newest_nor_an_alert";
+    let Some(disk) = Tmpfs::mount(test, "size=16m") else {
+        return;
+    };
+    let mut broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(
+        broker.port,
+        &["--broker", &broker.url(), "--trust-on-first-use"],
+        &[],
+    )
+    .await;
+    broker.stop();
+    let state = disk.path().to_owned();
+    let mut rig = Rig::start_adjusted(&[busy_stream()], ROLLS, &mqtt(&broker), |c| {
+        c.storage.dir = state.join("clips");
+        c.outbox.dir = state.join("outbox");
+        c.evidence.dir = state.join("evidence");
+    })
+    .await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let mut events = Vec::new();
+    let mut last = None;
+    for _ in 0..10 {
+        events.push(
+            rig.fire(Trigger::now(TriggerKind::Button, "register"))
+                .await,
+        );
+        // Each clip is written, however full the disk was.
+        last = Some(rig.next_clip().await);
+    }
+    let last = last.unwrap();
+    let clips = disk.path().join("clips");
+    assert!(
+        !clips.join(events[0].to_string()).exists(),
+        "the oldest clip was given up"
+    );
+    assert!(last.mp4.exists() && last.manifest_path.exists());
+
+    broker.restart();
+    for event in &events {
+        receiver
+            .wait_for("every alert", |v| {
+                v["type"] == "alert" && v["alert"]["event_id"] == event.to_string()
+            })
+            .await;
+    }
+    let newest = last.record.event_id.to_string();
+    let clip = receiver
+        .wait_for("the newest clip", |v| {
+            v["type"] == "clip" && v["event_id"] == newest
+        })
+        .await;
+    assert_eq!(clip["verified"], true, "{clip}");
+    assert_eq!(
+        sha256sum(&ReceiverProcess::path(&clip)),
+        sha256sum(&last.mp4)
+    );
+    assert!(
+        receiver.seen_any(|v| v["type"] == "health"
+            && v["health"]["kind"] == "outbox_dropped"
+            && v["health"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the disk is full"))),
+        "the dropped clips were reported"
+    );
+    rig.stop().await;
+}

@@ -236,7 +236,14 @@ impl Clipper {
                     context.log.clip_written(done.record.event_id);
                     let _ = context.done.send(done);
                 }
-                Err(error) => tracing::error!(camera = %id, %event, %error, "clip not written"),
+                Err(error) => {
+                    tracing::error!(camera = %id, %event, %error, "clip not written");
+                    if error.is_disk_full()
+                        && let Some(spool) = &context.spool
+                    {
+                        spool.disk_full();
+                    }
+                }
             }
         });
     }

@@ -59,6 +59,17 @@ pub(super) enum JobError {
     Io(#[from] std::io::Error),
 }
 
+impl JobError {
+    /// Whether the clip failed because the disk is full.
+    pub(super) fn is_disk_full(&self) -> bool {
+        match self {
+            JobError::Clip(error) => error.is_disk_full(),
+            JobError::Io(error) => crate::sys::is_disk_full(error),
+            _ => false,
+        }
+    }
+}
+
 /// What every clip job needs.
 pub(super) struct JobContext {
     pub(super) site: SiteRecord,
@@ -194,6 +205,11 @@ pub(super) async fn record_clip(
         }
     };
 
+    // Room for this clip, whatever the configured limits say: a disk can fill before them.
+    let need = clip_estimate(camera, job);
+    let (storage, spool, event) = (context.storage.clone(), context.spool.clone(), job.event);
+    let _ = tokio::task::spawn_blocking(move || make_room(&storage, spool.as_deref(), need, event))
+        .await;
     let mp4 = context
         .storage
         .event_dir(job.event)?
@@ -317,6 +333,82 @@ pub(super) fn complete(done: &ClipDone, spool: Option<&dyn Spool>) -> std::io::R
         }
     }
     crate::sys::write_durably(&done.manifest_path, &done.manifest)
+}
+
+/// Beyond a clip's estimate, room kept for its sidecar, manifest and the file system's own
+/// needs.
+const CLIP_SLACK: u64 = 1 << 20;
+
+/// What a clip of this job will take on disk, from the camera's bitrate over what is
+/// buffered, with half again for a busier scene.
+fn clip_estimate(camera: &Camera, job: &Job) -> u64 {
+    let rate = {
+        let status = camera.status.borrow();
+        if status.buffered_s > 0.5 {
+            status.buffered_bytes as f64 / status.buffered_s
+        } else {
+            status.kbps * 125.0
+        }
+    };
+    let seconds = {
+        let plan = job.plan();
+        // A GOP's worth more at the start, where the cut goes back to a keyframe.
+        Duration::from_nanos(plan.end.saturating_sub(plan.from)) + Duration::from_secs(2)
+    };
+    (rate * seconds.as_secs_f64() * 1.5) as u64 + CLIP_SLACK
+}
+
+/// Frees space on the clip directory's disk until `need` bytes are free: first the oldest
+/// events no longer waiting for delivery, then, through delivery, the undelivered clips that
+/// go first (a detection event's before a panic's, oldest first), whose local copies then go
+/// too. Alerts are never touched, nor `keep`'s clips. Blocks on the disk.
+pub(super) fn make_room(storage: &Storage, spool: Option<&dyn Spool>, need: u64, keep: Uuid) {
+    let mut deleted = 0;
+    let mut dropped = 0;
+    let free = loop {
+        let free = match crate::sys::free_space(storage.dir()) {
+            Ok((free, _)) => free,
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell the free space for clips");
+                return;
+            }
+        };
+        if free >= need {
+            break free;
+        }
+        match storage.shed_oldest_unpinned(keep) {
+            Ok(Some(_)) => {
+                deleted += 1;
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not delete old clips to make room");
+                return;
+            }
+        }
+        if spool.is_some_and(|s| s.shed_clip()) {
+            dropped += 1;
+            continue;
+        }
+        tracing::warn!(
+            free,
+            need,
+            "the disk is short of space for the next clip and no other clip is left to give up"
+        );
+        break free;
+    };
+    if deleted + dropped > 0 {
+        tracing::warn!(
+            deleted,
+            undelivered_dropped = dropped,
+            free,
+            "the disk ran short: gave up the oldest clips to make room for the new one"
+        );
+        if let Some(spool) = spool {
+            spool.disk_full();
+        }
+    }
 }
 
 /// The sidecar of a written clip. Every wall-clock time comes through the first trigger's

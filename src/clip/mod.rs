@@ -37,6 +37,12 @@ pub trait Spool: Send + Sync {
     fn clip(&self, clip: &ClipDone) -> io::Result<()>;
     /// The largest payload delivery takes in one message, which bounds a snapshot.
     fn max_payload(&self) -> u64;
+    /// Drops the undelivered clip that goes first when the disk runs short (a detection
+    /// event's before a panic's, oldest first; never an alert), saying so on the health
+    /// channel. False when none is left.
+    fn shed_clip(&self) -> bool;
+    /// A write found the disk full: look at free space now, and tell people.
+    fn disk_full(&self);
     /// Something people must hear of at once about an event's alert (it could not be spooled
     /// and is retried from memory; it was spooled late): a health alert of `kind`, which may
     /// take the space held for alerts.

@@ -57,6 +57,18 @@ pub enum ClipError {
     },
 }
 
+impl ClipError {
+    /// Whether it failed because the disk is full (GStreamer's file sink says "No space left
+    /// on the resource").
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            ClipError::Mux { message, .. } => message.contains("No space left"),
+            ClipError::Io { source, .. } => crate::sys::is_disk_full(source),
+            _ => false,
+        }
+    }
+}
+
 /// A finished MP4 on disk.
 #[derive(Debug, Clone)]
 pub struct MuxedClip {

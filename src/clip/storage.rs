@@ -122,6 +122,32 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// Deletes the oldest event whose clips are no longer waiting for delivery (no file of it
+    /// is pinned in the outbox, that is, has a second link) and none is being written, sparing
+    /// `keep`. Returns it, or `None` when there is none.
+    pub fn shed_oldest_unpinned(&self, keep: Uuid) -> io::Result<Option<PathBuf>> {
+        use std::os::unix::fs::MetadataExt;
+        let keep = keep.to_string();
+        for dir in self.events()? {
+            if dir.file_name().is_some_and(|n| n.to_string_lossy() == keep) {
+                continue;
+            }
+            let mut free = true;
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let busy = entry.file_name().to_string_lossy().starts_with('.');
+                let pinned = entry.metadata().is_ok_and(|m| m.nlink() > 1);
+                free &= !busy && !pinned;
+            }
+            if free {
+                fs::remove_dir_all(&dir).map_err(|e| annotate(e, &dir))?;
+                return Ok(Some(dir));
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

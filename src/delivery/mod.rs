@@ -201,19 +201,24 @@ impl Publisher {
         Ok(())
     }
 
+    /// Reports a clip dropped to make room (`why`: what was full).
+    fn report_dropped(&self, drop: &Dropped, why: &str) {
+        let kind = if drop.detection { "detection" } else { "panic" };
+        self.health_now(
+            "outbox_dropped",
+            Some(&drop.camera),
+            Some(drop.event),
+            format!(
+                "{why}: dropped the {kind} clip of camera {} for event {} ({} bytes undelivered)",
+                drop.camera, drop.event, drop.bytes
+            ),
+        );
+    }
+
     /// Reports clips dropped to make room, and the outbox filling up.
     fn after_push(&self, dropped: Vec<Dropped>) {
-        for drop in dropped {
-            let kind = if drop.detection { "detection" } else { "panic" };
-            self.health_now(
-                "outbox_dropped",
-                Some(&drop.camera),
-                Some(drop.event),
-                format!(
-                    "the outbox is full: dropped the {kind} clip of camera {} for event {} ({} bytes undelivered)",
-                    drop.camera, drop.event, drop.bytes
-                ),
-            );
+        for drop in &dropped {
+            self.report_dropped(drop, "the outbox is full");
         }
         let stats = self.outbox.stats();
         let share = stats.bytes as f64 / self.outbox.max_bytes().max(1) as f64;
@@ -322,6 +327,20 @@ impl Spool for Publisher {
 
     fn max_payload(&self) -> u64 {
         self.chunk_size
+    }
+
+    fn shed_clip(&self) -> bool {
+        match self.outbox.drop_one_clip() {
+            Some(drop) => {
+                self.report_dropped(&drop, "the disk is full");
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn disk_full(&self) {
+        Publisher::disk_full(self);
     }
 
     fn alert_health(&self, kind: &str, event: Uuid, message: String) {

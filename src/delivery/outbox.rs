@@ -448,44 +448,26 @@ impl Outbox {
     fn make_room(&self, index: &mut Index) -> Vec<Dropped> {
         let mut dropped = Vec::new();
         while index.bytes > self.max_bytes {
-            let victim = index
-                .entries
-                .iter()
-                .filter_map(|(stem, entry)| match entry {
-                    Entry::Clip(clip) => Some((!clip.info.detection, stem.clone())),
-                    Entry::Message { .. } => None,
-                })
-                .min();
-            let Some((_, stem)) = victim else {
-                tracing::warn!(
-                    bytes = index.bytes,
-                    max = self.max_bytes,
-                    "outbox over its size with nothing left to drop"
-                );
-                break;
-            };
-            let Some(Entry::Clip(clip)) = index.entries.remove(&stem) else {
-                break;
-            };
-            for path in [&clip.mp4, &clip.descriptor, &clip.progress] {
-                let _ = fs::remove_file(path);
+            match drop_first_clip(index) {
+                Some(clip) => dropped.push(clip),
+                None => {
+                    tracing::warn!(
+                        bytes = index.bytes,
+                        max = self.max_bytes,
+                        "outbox over its size with nothing left to drop"
+                    );
+                    break;
+                }
             }
-            index.bytes -= clip.info.bytes;
-            // Its manifest would describe chunks that never come.
-            if let Some(manifest) = manifest_stem(&stem)
-                && let Some(Entry::Message { path, bytes }) = index.entries.remove(&manifest)
-            {
-                let _ = fs::remove_file(&path);
-                index.bytes -= bytes;
-            }
-            dropped.push(Dropped {
-                event: event_of(&stem).unwrap_or_default(),
-                camera: clip.info.camera.clone(),
-                bytes: clip.info.bytes,
-                detection: clip.info.detection,
-            });
         }
         dropped
+    }
+
+    /// Drops the clip that goes first when space runs short (a detection event's before a
+    /// panic's, oldest first), for a disk that fills before the outbox does. `None` when no
+    /// clip is left; alerts and other messages are never dropped.
+    pub fn drop_one_clip(&self) -> Option<Dropped> {
+        drop_first_clip(&mut self.index())
     }
 
     /// The first message in delivery order that is not in `in_flight`, read from disk.
@@ -642,6 +624,38 @@ impl Outbox {
     pub fn replenish_reserve(&self) {
         self.reserve.replenish();
     }
+}
+
+/// Removes the clip that goes first (see [`Outbox::drop_one_clip`]) with its manifest.
+fn drop_first_clip(index: &mut Index) -> Option<Dropped> {
+    let (_, stem) = index
+        .entries
+        .iter()
+        .filter_map(|(stem, entry)| match entry {
+            Entry::Clip(clip) => Some((!clip.info.detection, stem.clone())),
+            Entry::Message { .. } => None,
+        })
+        .min()?;
+    let Some(Entry::Clip(clip)) = index.entries.remove(&stem) else {
+        return None;
+    };
+    for path in [&clip.mp4, &clip.descriptor, &clip.progress] {
+        let _ = fs::remove_file(path);
+    }
+    index.bytes -= clip.info.bytes;
+    // Its manifest would describe chunks that never come.
+    if let Some(manifest) = manifest_stem(&stem)
+        && let Some(Entry::Message { path, bytes }) = index.entries.remove(&manifest)
+    {
+        let _ = fs::remove_file(&path);
+        index.bytes -= bytes;
+    }
+    Some(Dropped {
+        event: event_of(&stem).unwrap_or_default(),
+        camera: clip.info.camera.clone(),
+        bytes: clip.info.bytes,
+        detection: clip.info.detection,
+    })
 }
 
 fn chunk_count(bytes: u64, chunk_size: u64) -> u32 {

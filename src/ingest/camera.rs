@@ -278,21 +278,48 @@ async fn answers(url: &config::SecretUrl) -> bool {
             url.without_userinfo()
         );
         stream.write_all(request.as_bytes()).await.ok()?;
-        let mut reply = [0u8; 64];
-        let mut read = 0;
-        while read < 12 {
-            match stream.read(&mut reply[read..]).await.ok()? {
+        // The whole reply is read and the connection closed in turn, so that the server sees
+        // a client leave, not a connection reset.
+        let mut reply = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        while reply.len() < 16 << 10 {
+            match stream.read(&mut chunk).await.ok()? {
                 0 => break,
-                n => read += n,
+                n => reply.extend_from_slice(&chunk[..n]),
+            }
+            if reply_complete(&reply) {
+                break;
             }
         }
-        let status = std::str::from_utf8(&reply[..read]).ok()?;
-        Some(status.starts_with("RTSP/1.0 200") || status.starts_with("RTSP/1.0 401"))
+        let _ = stream.shutdown().await;
+        while let Ok(n) = stream.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+        }
+        Some(reply.starts_with(b"RTSP/1.0 200") || reply.starts_with(b"RTSP/1.0 401"))
     };
     matches!(
         tokio::time::timeout(alertclip_mqtt::backoff::PROBE_EVERY, probe).await,
         Ok(Some(true))
     )
+}
+
+/// Whether an RTSP reply holds its headers and the body they announce.
+fn reply_complete(reply: &[u8]) -> bool {
+    let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let headers = String::from_utf8_lossy(&reply[..end]);
+    let body = headers
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    reply.len() >= end + 4 + body
 }
 
 /// The task that keeps one camera connected.

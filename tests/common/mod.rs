@@ -311,6 +311,17 @@ pub fn event_dir(root: &Path, done: &ClipDone) -> PathBuf {
     root.join("clips").join(done.record.event_id.to_string())
 }
 
+/// A stream whose clips are large: noise at 640x480 keeps the encoder at 4 Mbit/s.
+pub fn busy_stream() -> alertclip::demo::teststream::TestStream {
+    alertclip::demo::teststream::TestStream {
+        width: 640,
+        height: 480,
+        bitrate_kbps: 4_000,
+        pattern: "snow".into(),
+        ..alertclip::demo::teststream::TestStream::h264("/cam")
+    }
+}
+
 /// A daemon in-process against its own RTSP test cameras, in a temporary directory. Camera
 /// ids are the streams' paths without the leading `/`.
 pub struct Rig {
