@@ -50,6 +50,68 @@ fn malformed_configs_exit_2_naming_file_and_key() {
         ),
         ("[site\n", "bad.toml:1: "),
     ];
+    let base = "[site]\nid = \"s\"\nname = \"n\"\n";
+    let camera = "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n";
+    let limits = [
+        // Durations near their limits: refused with what is expected, never a panic.
+        (
+            format!("{base}{camera}pre_roll = \"18446744073709551615s\"\n"),
+            "camera[0].pre_roll: expected at most 30 days".to_owned(),
+        ),
+        (
+            format!("{base}{camera}post_roll = \"1h\"\n"),
+            "camera[0].post_roll: expected at most \"10m\"".to_owned(),
+        ),
+        (
+            format!("{base}[mqtt]\nurl = \"mqtt://h\"\nkeepalive = \"1000000s\"\n{camera}"),
+            "mqtt.keepalive: expected at most".to_owned(),
+        ),
+        // Credentials in a broker URL are refused, and not printed.
+        (
+            format!("{base}[mqtt]\nurl = \"mqtt://u:secret@h\"\n{camera}"),
+            "mqtt.url: credentials do not belong in the URL (found \"mqtt://***@h\")".to_owned(),
+        ),
+        // Fields that go into every alert are bounded, so an alert always fits.
+        (
+            format!(
+                "[site]\nid = \"s\"\nname = \"n\"\naddress = \"{}\"\n{camera}",
+                "x".repeat(2 << 20)
+            ),
+            "site.address: expected at most 300 characters".to_owned(),
+        ),
+        (
+            format!(
+                "{base}[mqtt]\nurl = \"mqtt://h\"\ntopic_prefix = \"a\\u0000b/{{site}}\"\n{camera}"
+            ),
+            "mqtt.topic_prefix: expected text without control characters".to_owned(),
+        ),
+        (
+            format!(
+                "{base}[mqtt]\nurl = \"mqtt://h\"\nclient_id = \"{}\"\n{camera}",
+                "c".repeat(70_000)
+            ),
+            "mqtt.client_id: expected at most 128 bytes".to_owned(),
+        ),
+        (
+            format!(
+                "{base}[control]\nsocket = \"/{}\"\n{camera}",
+                "d".repeat(200)
+            ),
+            "control.socket: expected a path of at most 107 bytes".to_owned(),
+        ),
+    ];
+    for (text, expected) in &limits {
+        let path = write(dir.path(), "bad.toml", text);
+        let stderr = refused(&path);
+        assert!(
+            stderr.contains(expected.as_str()),
+            "expected {expected:?} in {stderr:.400}"
+        );
+        assert!(
+            !stderr.contains("secret") && stderr.len() < 4096,
+            "{stderr:.400}"
+        );
+    }
     for (text, expected) in cases {
         let path = write(dir.path(), "bad.toml", text);
         let stderr = refused(&path);
@@ -80,8 +142,72 @@ fn missing_password_file_exits_2() {
     );
     let stderr = refused(&write(dir.path(), "c.toml", &text));
     assert!(
-        stderr.contains("camera \"a\": password_file") && stderr.contains("missing"),
+        stderr.contains("camera[0].password_file: ") && stderr.contains("/missing: "),
         "{stderr}"
+    );
+}
+
+/// A file the configuration names that is missing, a directory or an endless device makes
+/// `check` (as `run`) refuse with exit 2, naming the key and the file.
+#[test]
+fn files_the_configuration_names_must_be_readable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("ca_file", format!("{}/nowhere.pem", dir.path().display())),
+        ("password_file", dir.path().display().to_string()),
+        ("password_file", "/dev/zero".to_owned()),
+    ];
+    for (key, file) in cases {
+        let login = if key == "password_file" {
+            "username = \"u\"\n"
+        } else {
+            ""
+        };
+        let scheme = if key == "ca_file" { "mqtts" } else { "mqtt" };
+        let text = format!(
+            "[site]\nid = \"s\"\nname = \"n\"\n[mqtt]\nurl = \"{scheme}://127.0.0.1:1\"\n{login}{key} = \"{file}\"\n\
+             [[camera]]\nid = \"a\"\nurl = \"rtsp://127.0.0.1:1/x\"\n"
+        );
+        let path = write(dir.path(), "c.toml", &text);
+        let out = alertclip_command()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key} = {file}: {stderr}");
+        assert!(
+            stderr.contains(&format!("mqtt.{key}: {file}: ")),
+            "{key} = {file}: {stderr}"
+        );
+    }
+}
+
+/// `control.socket` pointing at something that is not a socket (here the configuration file
+/// itself) is refused, and the file left alone.
+#[test]
+fn a_control_socket_path_that_is_not_a_socket_is_never_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alertclip.toml");
+    let text = format!(
+        "[site]\nid = \"s\"\nname = \"n\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n\
+         [control]\nsocket = \"{1}\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://127.0.0.1:1/x\"\n",
+        dir.path().display(),
+        path.display()
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = alertclip_command()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("not a socket"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "the file is intact"
     );
 }
 

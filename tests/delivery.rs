@@ -424,7 +424,6 @@ async fn a_broker_limited_to_128_kib_packets_gets_the_clip_in_chunks() {
     receiver.stop().await;
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_stopped_during_a_clip_transfer_and_started_again_delivers_it_whole_once() {
     let mut broker = Broker::start("");

@@ -256,7 +256,6 @@ async fn a_camera_streams_again_soon_after_it_answers_and_reports_only_what_it_h
     rig.stop().await;
 }
 
-
 /// A disk far smaller than the configured limits, the broker down: every new clip is still
 /// written, by giving up the oldest ones (said on the health channel); every alert waits, and
 /// reaches the officer once the broker is back, with the newest clip.
@@ -327,5 +326,40 @@ async fn a_small_disk_sheds_the_oldest_clips_never_the_newest_nor_an_alert() {
                 .is_some_and(|m| m.contains("the disk is full"))),
         "the dropped clips were reported"
     );
+    rig.stop().await;
+}
+
+/// Idle connections to the control socket cannot take the daemon's descriptors: beyond its
+/// limit new ones are closed at once, idle ones after 10 s, a press meanwhile is delivered,
+/// and status answers again once they are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_control_connections_are_bounded_and_closed() {
+    use alertclip::daemon::control::{self, MAX_CONNECTIONS, Request};
+    use tokio::io::AsyncReadExt;
+    let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, "").await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let socket = rig.dir.path().join("control.sock");
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 100 {
+        idle.push(tokio::net::UnixStream::connect(&socket).await.unwrap());
+    }
+    // A press meanwhile is taken and clipped.
+    let event = rig
+        .fire(Trigger::now(TriggerKind::Button, "register"))
+        .await;
+    // Every idle connection is closed by the daemon: the extra ones at once, the rest when
+    // they have been idle too long.
+    let closed = async {
+        for stream in &mut idle {
+            let mut byte = [0u8; 1];
+            assert_eq!(stream.read(&mut byte).await.unwrap_or(0), 0);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), closed)
+        .await
+        .expect("idle control connections are closed");
+    let status = control::call(&socket, &Request::Status).await.unwrap();
+    assert!(status.ok);
+    assert!(status.events.unwrap().iter().any(|e| e.event_id == event));
     rig.stop().await;
 }

@@ -7,6 +7,9 @@ use super::{Failure, Outcome, load};
 /// Prints the report (a table, or JSON); exit 1 when something fails.
 pub async fn check(path: &Path, json: bool) -> Outcome {
     let config = load(path)?;
+    config
+        .check_files(path)
+        .map_err(|error| Failure::Unusable(error.to_string()))?;
     gstreamer::init().map_err(|error| {
         Failure::failed(format!(
             "GStreamer: {error} (run scripts/setup.sh to install it)"

@@ -9,6 +9,9 @@ use super::{Failure, Outcome, load};
 /// Runs the daemon of the configuration at `path` until SIGTERM or SIGINT.
 pub async fn run(path: &Path) -> Outcome {
     let config = load(path)?;
+    config
+        .check_files(path)
+        .map_err(|error| Failure::Unusable(error.to_string()))?;
     alertclip::daemon::service::init_logging(&config.log.level);
     let cancel = CancellationToken::new();
     // The first signal shuts down gracefully; a second exits at once.

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use super::{HumanDuration, SecretUrl};
 use crate::config::schedule::Schedule;
 
+/// What `models/fetch.sh` is, for error messages read on a box.
+pub const SETUP_HINT: &str = "install the alertclip package, or from a source tree run models/fetch.sh (make setup) and point [detect] runtime and model at what it fetched";
+
 /// Where the alertclip package installs ONNX Runtime.
 pub const DEFAULT_RUNTIME: &str = "/usr/lib/alertclip/libonnxruntime.so.1.31.1";
 /// Where the alertclip package installs the model.

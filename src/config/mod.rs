@@ -575,6 +575,19 @@ impl Config {
                 "must not be empty: officers see this name".into(),
             ));
         }
+        check_text(&self.site.name, MAX_NAME).map_err(|m| ("site.name".to_owned(), m))?;
+        if let Some(address) = &self.site.address {
+            check_text(address, MAX_ADDRESS).map_err(|m| ("site.address".to_owned(), m))?;
+        }
+        if self.control.socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err((
+                "control.socket".into(),
+                format!(
+                    "expected a path of at most {MAX_SOCKET_PATH} bytes (the limit of a Unix socket's name), found {}",
+                    self.control.socket.as_os_str().len()
+                ),
+            ));
+        }
         if self.cameras.is_empty() {
             return Err((
                 "camera".into(),
@@ -604,6 +617,22 @@ impl Config {
                     key("post_roll"),
                     "pre_roll and post_roll are both zero".into(),
                 ));
+            }
+            for (name, value) in [
+                ("pre_roll", camera.pre_roll),
+                ("post_roll", camera.post_roll),
+            ] {
+                if value.0 > MAX_ROLL {
+                    return Err((
+                        key(name),
+                        format!(
+                            "expected at most \"10m\", found \"{value:?}\": longer is a mistake (a pre-roll is kept in memory, a post-roll holds the clip back from officers)"
+                        ),
+                    ));
+                }
+            }
+            if camera.stall_timeout.0 > Duration::from_secs(300) {
+                return Err((key("stall_timeout"), "expected at most \"5m\"".into()));
             }
             if camera.stall_timeout.0 < Duration::from_secs(1) {
                 return Err((
@@ -643,6 +672,66 @@ impl Config {
                 "buffer.max_bytes_per_camera".into(),
                 format!("expected at least \"1MiB\", found {} bytes", cap.0),
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every file the configuration names (passwords, TLS files, the detector's
+    /// model) is a regular file this process can read: a missing, unreadable or directory
+    /// file is a configuration error naming the key and the file, for `run` and `check` to
+    /// refuse with before anything starts. `file` is the configuration file, for the message.
+    pub fn check_files(&self, file: &Path) -> Result<(), ConfigError> {
+        let mut named: Vec<(String, &Path)> = Vec::new();
+        for (i, camera) in self.cameras.iter().enumerate() {
+            if let Some(path) = &camera.password_file {
+                named.push((format!("camera[{i}].password_file"), path));
+            }
+        }
+        if let Some(mqtt) = &self.mqtt {
+            for (name, path) in [
+                ("password_file", &mqtt.password_file),
+                ("ca_file", &mqtt.ca_file),
+                ("cert_file", &mqtt.cert_file),
+                ("key_file", &mqtt.key_file),
+            ] {
+                if let Some(path) = path {
+                    named.push((format!("mqtt.{name}"), path));
+                }
+            }
+        }
+        for (i, button) in self.buttons.iter().enumerate() {
+            if let Some(path) = &button.password_file {
+                named.push((format!("button[{i}].password_file"), path));
+            }
+        }
+        if self.cameras.iter().any(|c| c.detect.is_some()) {
+            named.push(("detect.model".into(), &self.detect.model));
+        }
+        for (key, path) in named {
+            let problem = match std::fs::File::open(path) {
+                Ok(opened) => match opened.metadata() {
+                    Ok(m) if m.is_file() => None,
+                    Ok(_) => Some("is not a regular file".to_owned()),
+                    Err(e) => Some(e.to_string()),
+                },
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(problem) = problem {
+                let model = key == "detect.model";
+                return Err(ConfigError::Invalid {
+                    file: file.to_owned(),
+                    key,
+                    line: None,
+                    message: if model {
+                        format!("{}: {problem}: {}", path.display(), detect::SETUP_HINT)
+                    } else {
+                        format!(
+                            "{}: {problem}: expected a readable file (check the path, and that the alertclip user may read it)",
+                            path.display()
+                        )
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -693,6 +782,12 @@ impl Button {
                     ),
                 ));
             }
+        }
+        if let Some(location) = &self.location {
+            check_text(location, MAX_NAME).map_err(|m| (key("location"), m))?;
+        }
+        if self.hold.0 > Duration::from_secs(60) {
+            return Err((key("hold"), "expected at most \"1m\"".into()));
         }
         if self.debounce.0 > Duration::from_secs(1) {
             return Err((
@@ -801,17 +896,38 @@ impl Mqtt {
         if self.keepalive.0 < Duration::from_secs(5) {
             return Err((key("keepalive"), "expected at least \"5s\"".into()));
         }
+        // MQTT carries it in 16 bits of seconds.
+        if self.keepalive.0 > Duration::from_secs(u16::MAX as u64) {
+            return Err((
+                key("keepalive"),
+                "expected at most \"18h 12m 15s\" (65535 s, the most MQTT can say)".into(),
+            ));
+        }
         if self.status_interval.0 < Duration::from_secs(1) {
             return Err((key("status_interval"), "expected at least \"1s\"".into()));
         }
         // The rule the officer side reads prefixes by, so that what is published is received.
-        if let Some(template) = &self.topic_prefix
-            && let Err(expected) = alertclip_wire::TopicLayout::new(template, Some(&site.id))
-        {
-            return Err((key("topic_prefix"), expected));
+        if let Some(template) = &self.topic_prefix {
+            check_text(template, MAX_TOPIC_PREFIX).map_err(|m| (key("topic_prefix"), m))?;
+            if let Err(expected) = alertclip_wire::TopicLayout::new(template, Some(&site.id)) {
+                return Err((key("topic_prefix"), expected));
+            }
         }
-        if self.client_id(site).is_empty() {
+        let client_id = self.client_id(site);
+        if client_id.is_empty() {
             return Err((key("client_id"), "must not be empty".into()));
+        }
+        if client_id.len() > MAX_CLIENT_ID
+            || client_id
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err((
+                key("client_id"),
+                format!(
+                    "expected at most {MAX_CLIENT_ID} bytes without spaces or control characters"
+                ),
+            ));
         }
         Ok(())
     }
@@ -821,6 +937,36 @@ impl Mqtt {
 fn check_id(id: &str) -> Result<(), String> {
     alertclip_wire::id::check(id)
 }
+
+/// The longest duration any setting takes: beyond it, arithmetic on instants could overflow,
+/// and no setting of the box means that much.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
+/// Checks text that goes into alerts and onto officers' screens: at most `max` characters,
+/// no control characters. Every such field is bounded, so that an alert always fits in a
+/// message.
+pub fn check_text(text: &str, max: usize) -> Result<(), String> {
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(format!("expected at most {max} characters, found {chars}"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("expected text without control characters (newlines, tabs, NUL ...)".into());
+    }
+    Ok(())
+}
+
+/// Longest topic prefix and client id: brokers refuse longer, or the box would never connect.
+const MAX_TOPIC_PREFIX: usize = 200;
+const MAX_CLIENT_ID: usize = 128;
+/// Longest pre-roll and post-roll.
+const MAX_ROLL: Duration = Duration::from_secs(600);
+/// A Unix socket's name holds 108 bytes with its terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Longest store name, address and button location: what an officer's screen shows.
+const MAX_NAME: usize = 120;
+const MAX_ADDRESS: usize = 300;
 
 /// A duration written with a unit, such as `"10s"`, `"500ms"` or `"1m 30s"`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -841,11 +987,15 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration like \"10s\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                humantime::parse_duration(v.trim())
-                    .map(HumanDuration)
-                    .map_err(|_| {
-                        E::custom(format!("expected a duration like \"10s\", found \"{v}\""))
-                    })
+                let duration = humantime::parse_duration(v.trim()).map_err(|_| {
+                    E::custom(format!("expected a duration like \"10s\", found \"{v}\""))
+                })?;
+                if duration > MAX_DURATION {
+                    return Err(E::custom(format!(
+                        "expected at most 30 days, found \"{v}\": no setting of the box means that much"
+                    )));
+                }
+                Ok(HumanDuration(duration))
             }
         }
         d.deserialize_str(V)
@@ -964,6 +1114,12 @@ impl SecretUrl {
             .rev()
             .find(|&at| looks_like_host(&rest[at + 1..]) && user_is_plain(&rest[..at]))
             .map(|at| start..start + at)
+    }
+
+    /// The user name and password the URL holds (the password empty when only a user is).
+    pub fn userinfo(&self) -> Option<(&str, &str)> {
+        let userinfo = &self.0[self.userinfo_range()?];
+        Some(userinfo.split_once(':').unwrap_or((userinfo, "")))
     }
 
     /// The URL without its `user[:pass]@`: what may be sent where no credentials belong.
@@ -1320,7 +1476,7 @@ url = "rtsp://10.0.0.5/stream1"
                 "button[0].cameras: unknown camera \"back\" (configured: front)",
             ),
             (
-                "kind = \"gpio\"\nline = 4\nhold = \"2m\"",
+                "kind = \"gpio\"\nline = 4\nhold = \"1m\"",
                 "button[0].stuck_after: must be longer than hold",
             ),
         ];

@@ -28,6 +28,12 @@ use alertclip_mqtt::LinkStatus;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
+/// The longest note a trigger may carry: it goes into the alert, which must always fit.
+pub const MAX_NOTE: usize = 500;
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A control connection that sends no request for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client waits for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -177,7 +183,16 @@ pub(crate) async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
     }
-    if path.exists() {
+    if let Ok(existing) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Only a socket is ever removed: a path that names the configuration, the device key
+        // or anything else by mistake is left alone.
+        if !existing.file_type().is_socket() {
+            return Err(error(
+                "something that is not a socket is there: point control.socket at a path of its own"
+                    .into(),
+            ));
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(error("another alertclip daemon is listening on it".into()));
         }
@@ -198,6 +213,7 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) {
     let context = Arc::new(context);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -210,8 +226,19 @@ pub(crate) async fn serve(
                 }
             },
         };
+        // Bounded, so that idle or hostile connections cannot take the descriptors the
+        // alert path needs: beyond the limit a connection is closed at once.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = MAX_CONNECTIONS,
+                "control socket: too many connections; closing a new one"
+            );
+            drop(stream);
+            continue;
+        };
         let (context, cancel) = (context.clone(), cancel.clone());
         tracker.spawn(async move {
+            let _permit = permit;
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 result = answer(stream, &context) => {
@@ -227,9 +254,32 @@ pub(crate) async fn serve(
 async fn answer(stream: UnixStream, context: &Context) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 + 1)).lines();
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        // A connection that sends nothing is closed: status and trigger are one line each.
+        let line = match tokio::time::timeout(IDLE_TIMEOUT, lines.next_line()).await {
+            Ok(line) => line?,
+            Err(_) => return Ok(()),
+        };
+        let Some(line) = line else { break };
         let response = match serde_json::from_str::<Request>(&line) {
             Err(e) => Response::error(format!("bad request: {e}")),
+            Ok(Request::Trigger {
+                cameras: ids,
+                note,
+                test,
+            }) if note
+                .as_deref()
+                .is_some_and(|n| crate::config::check_text(n, MAX_NOTE).is_err()) =>
+            {
+                let _ = (ids, test);
+                Response::error(format!(
+                    "note: {}",
+                    note.as_deref()
+                        .map(|n| crate::config::check_text(n, MAX_NOTE))
+                        .and_then(Result::err)
+                        .unwrap_or_default()
+                ))
+            }
             Ok(Request::Trigger {
                 cameras: ids,
                 note,

@@ -148,6 +148,10 @@ impl Daemon {
     /// Everything but the camera pool, which the caller hands over.
     async fn start_parts(config: &Config, pool: &mut CameraPool) -> Result<Daemon, StartError> {
         gstreamer::init().map_err(|e| StartError::GStreamer(e.to_string()))?;
+        match crate::sys::raise_open_files_limit() {
+            Ok(limit) => tracing::debug!(limit, "open files limit"),
+            Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+        }
         let storage = Storage::open(&config.storage.dir, config.storage.max_bytes.0)
             .map_err(StartError::Storage)?;
 

@@ -17,8 +17,7 @@ use ort::value::{Tensor, ValueType};
 
 use super::yolox::{self, Found, Input, Layout, Picture, Wanted};
 
-/// What `models/fetch.sh` is, for error messages read on a box.
-const SETUP_HINT: &str = "install the alertclip package, or from a source tree run models/fetch.sh (make setup) and point [detect] runtime and model at what it fetched";
+use crate::config::detect::SETUP_HINT;
 
 /// Why the detector cannot start or run.
 #[derive(Debug, thiserror::Error)]

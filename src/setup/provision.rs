@@ -370,21 +370,17 @@ fn render_button(spec: &str) -> Result<String, ProvisionError> {
 }
 
 /// Splits `rtsp://user:password@host/path` into the URL without the password and the login.
+/// A password typed with `/`, `#` or `@` in it is split off whole (see [`config::SecretUrl`]).
 fn split_credentials(url: &str) -> Result<(String, Option<Login>), String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| "expected rtsp://[user:password@]host/path".to_owned())?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((login, host)) => {
-            let (user, password) = login.split_once(':').unwrap_or((login, ""));
-            Ok((
-                format!("{scheme}://{host}{path}"),
-                Some((user.to_owned(), password.to_owned())),
-            ))
-        }
-        None => Ok((url.to_owned(), None)),
-    }
+    let url = config::SecretUrl::new(url)
+        .map_err(|_| "expected rtsp://[user:password@]host/path".to_owned())?;
+    Ok(match url.userinfo() {
+        Some((user, password)) => (
+            url.without_userinfo(),
+            Some((user.to_owned(), password.to_owned())),
+        ),
+        None => (url.expose().to_owned(), None),
+    })
 }
 
 /// Writes the configuration and its secrets: nothing is written if the text does not parse,
@@ -492,6 +488,9 @@ mod tests {
 
     #[test]
     fn an_entered_camera_is_probed_as_it_will_be_configured() {
+        let (camera, password) = camera_table("back = rtsp://admin:Sl/a#sh@10.0.0.7/live").unwrap();
+        assert_eq!(camera.url.expose(), "rtsp://10.0.0.7/live");
+        assert_eq!(password.as_deref(), Some("Sl/a#sh"));
         let (camera, password) = camera_table("door = rtsp://admin:pa@ss@10.0.0.6/live").unwrap();
         assert_eq!(camera.id, "door");
         assert_eq!(camera.username.as_deref(), Some("admin"));

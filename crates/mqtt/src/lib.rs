@@ -42,12 +42,36 @@ pub struct SecretError {
 /// trailing newline an editor leaves. Secrets live in files of their own (mode 0600) so that
 /// configurations can be shown and logged without them.
 pub fn read_secret(path: &Path) -> Result<String, SecretError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SecretError {
+    use std::io::Read;
+    let error = |source| SecretError {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(error)?;
+    // A secret is a line in a regular file: never a directory, a device or a pipe, read
+    // without bound.
+    let metadata = file.metadata().map_err(error)?;
+    if !metadata.is_file() {
+        return Err(error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file: expected a file holding the secret on one line",
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(error)?;
+    if text.len() > MAX_SECRET {
+        return Err(error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {MAX_SECRET} bytes: expected the secret on one line"),
+        )));
+    }
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
+
+/// The longest secret file read.
+pub const MAX_SECRET: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -62,5 +86,13 @@ mod tests {
         let missing = dir.path().join("none");
         let error = read_secret(&missing).unwrap_err().to_string();
         assert!(error.starts_with(&missing.display().to_string()), "{error}");
+        // Neither a directory nor an endless device is read.
+        let error = read_secret(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        let error = read_secret(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(error.contains("/dev/zero: not a regular file"), "{error}");
+        std::fs::write(&path, vec![b'x'; MAX_SECRET + 1]).unwrap();
+        let error = read_secret(&path).unwrap_err().to_string();
+        assert!(error.contains("longer than 4096 bytes"), "{error}");
     }
 }

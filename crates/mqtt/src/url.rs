@@ -32,8 +32,20 @@ pub struct BrokerUrl {
 impl BrokerUrl {
     /// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (an `[ipv6]` host in brackets).
     pub fn parse(text: &str) -> Result<BrokerUrl, String> {
+        // Credentials typed into the URL are never echoed back.
+        let shown = match (text.find("://"), text.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &text[..scheme + 3], &text[at..])
+            }
+            _ => text.to_owned(),
+        };
+        if text.contains('@') {
+            return Err(format!(
+                "credentials do not belong in the URL (found \"{shown}\"): give username and password_file instead"
+            ));
+        }
         let expected =
-            || format!("expected a URL like \"mqtts://broker.example:8883\", found \"{text}\"");
+            || format!("expected a URL like \"mqtts://broker.example:8883\", found \"{shown}\"");
         let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
             (true, rest)
         } else if let Some(rest) = text.strip_prefix("mqtt://") {
@@ -95,13 +107,7 @@ mod tests {
         let url = BrokerUrl::parse("mqtt://[::1]:1884").unwrap();
         assert_eq!((url.tls, url.host.as_str(), url.port), (false, "::1", 1884));
         assert_eq!(url.to_string(), "mqtt://[::1]:1884");
-        for bad in [
-            "http://x",
-            "mqtt://",
-            "mqtt://u@h",
-            "mqtt://h:99999",
-            "mqtt://h/p",
-        ] {
+        for bad in ["http://x", "mqtt://", "mqtt://h:99999", "mqtt://h/p"] {
             assert!(
                 BrokerUrl::parse(bad)
                     .unwrap_err()
@@ -109,5 +115,15 @@ mod tests {
                 "{bad}"
             );
         }
+        // Credentials are refused, and never echoed.
+        let error = BrokerUrl::parse("mqtts://dev:hunter2@h:8883").unwrap_err();
+        assert!(
+            error.contains("credentials do not belong in the URL"),
+            "{error}"
+        );
+        assert!(
+            error.contains("mqtts://***@h:8883") && !error.contains("hunter2"),
+            "{error}"
+        );
     }
 }

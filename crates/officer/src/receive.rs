@@ -620,13 +620,45 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
             Report::Status { site, state } => format!("STATUS {site} {state}"),
         }
     };
-    writeln!(out, "{line}")?;
+    // Everything in a readable line came from the network: a control character (an ANSI
+    // escape that recolours or clears the officer's terminal, a newline that forges a line)
+    // is shown escaped, never sent to the terminal. JSON escapes them itself.
+    writeln!(out, "{}", escape_controls(&line))?;
     out.flush()
+}
+
+/// `text` with every control character written as a Rust escape (`\u{1b}`, `\n`).
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<String>()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_from_the_network_never_reach_the_terminal() {
+        let forged = "Store\u{1b}[2J\u{1b}]0;pwned\u{7}\nFAKE ALERT";
+        let escaped = escape_controls(forged);
+        assert!(!escaped.chars().any(char::is_control), "{escaped}");
+        assert_eq!(escaped, "Store\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\nFAKE ALERT");
+        assert_eq!(
+            escape_controls("Corner Market, 12 Main St"),
+            "Corner Market, 12 Main St"
+        );
+    }
     use alertclip_wire::signature::SigningKey;
 
     fn manifest(event: Uuid, data: &[u8], chunk: usize) -> Manifest {
