@@ -139,7 +139,7 @@ fn problems_fail_with_a_line_that_says_what_to_fix() {
         .url("/front")
         .replace("rtsp://", "rtsp://admin:wrong@");
     let mut text = format!(
-        "{}[mqtt]\nurl = \"mqtt://127.0.0.1:{closed}\"\n[detect]\nmodel = \"{}/missing.onnx\"\n\
+        "{}[mqtt]\nurl = \"mqtt://127.0.0.1:{closed}\"\n[detect]\nmodel = \"{}/not-a-model.onnx\"\n\
          runtime = \"{}\"\n[[camera]]\nid = \"front\"\nurl = \"{url}\"\n\
          [camera.detect]\nurl = \"{}\"\n",
         base(dir.path()),
@@ -151,8 +151,27 @@ fn problems_fail_with_a_line_that_says_what_to_fix() {
             .display(),
         server.url("/no-such-substream"),
     );
-    let detector = !skip_without_onnx_runtime("the missing model check");
-    if !detector {
+    std::fs::write(dir.path().join("not-a-model.onnx"), b"not a model").unwrap();
+    let detector = !skip_without_onnx_runtime("the broken model check");
+    if detector {
+        // A model file that is missing altogether: the configuration is unusable (exit 2),
+        // named with its key and how to fetch one.
+        let path = dir.path().join("missing-model.toml");
+        std::fs::write(&path, text.replace("not-a-model.onnx", "missing.onnx")).unwrap();
+        let out = alertclip_command()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("detect.model: ")
+                && stderr.contains("missing.onnx")
+                && stderr.contains("models/fetch.sh"),
+            "{stderr}"
+        );
+    } else {
         text = text[..text.find("[camera.detect]").unwrap()].to_owned();
     }
     let (code, report, stderr) = check(dir.path(), &text);
@@ -181,10 +200,7 @@ fn problems_fail_with_a_line_that_says_what_to_fix() {
     if detector {
         let detector = finding(&report, "detector");
         assert_eq!(detector.outcome, Outcome::Fail);
-        assert!(
-            detector.detail.contains("missing.onnx") && detector.detail.contains("models/fetch.sh"),
-            "{detector:?}"
-        );
+        assert!(detector.detail.contains("not-a-model.onnx"), "{detector:?}");
         let sub = finding(&report, "camera front.detect");
         assert_eq!(sub.outcome, Outcome::Fail, "{sub:?}");
         assert!(sub.detail.contains("check the URL's path"), "{sub:?}");

@@ -363,3 +363,66 @@ async fn idle_control_connections_are_bounded_and_closed() {
     assert!(status.events.unwrap().iter().any(|e| e.event_id == event));
     rig.stop().await;
 }
+
+/// Waits for a watched value the predicate accepts, failing the test after 20 s.
+async fn settle<T>(watch: &mut tokio::sync::watch::Receiver<T>, predicate: impl FnMut(&T) -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), watch.wait_for(predicate))
+        .await
+        .expect("the expected state within 20 s")
+        .expect("the sender is alive");
+}
+
+/// Anyone who may publish on a wireless button's topic can send a message far over its limit
+/// (10 MB at QoS 1, which a broker holds for a persistent session and sends again at every
+/// reconnection). It is discarded with that session once; the button is back within a
+/// reconnection, its next press raises an alert, and the alert channel never went down.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_message_on_a_button_topic_cannot_silence_the_box() {
+    use alertclip::trigger::buttons::button::ButtonState;
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let topic = "zigbee2mqtt/panic-button";
+    let tail = mqtt(&broker)
+        + "[[button]]\nid = \"aqara\"\nkind = \"mqtt\"\n\
+           topic = \"zigbee2mqtt/panic-button\"\nmatch = { action = \"single\" }\n";
+    let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let mut button = rig.daemon.buttons()[0].status.clone();
+    let mut link = rig.daemon.publisher().unwrap().link();
+    settle(&mut button, |s| s.state == ButtonState::Ready).await;
+    settle(&mut link, |l| l.connected).await;
+
+    let big = rig.dir.path().join("big.json");
+    std::fs::write(&big, vec![b'x'; 10 << 20]).unwrap();
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ])
+        .arg("-f")
+        .arg(&big)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The button's session drops the message, and comes back.
+    settle(&mut button, |s| s.state == ButtonState::Unavailable).await;
+    settle(&mut button, |s| s.state == ButtonState::Ready).await;
+    assert!(
+        link.borrow().connected,
+        "delivery never shared the button's fate"
+    );
+    common::broker::mosquitto_pub(broker.port, topic, r#"{"action":"single"}"#, &[]);
+    let alert = receiver
+        .wait_for("the press after the flood", |v| {
+            v["type"] == "alert" && v["alert"]["trigger"]["source"] == "aqara"
+        })
+        .await;
+    assert_eq!(alert["alert"]["trigger"]["kind"], "button");
+    rig.stop().await;
+}

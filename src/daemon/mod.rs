@@ -187,16 +187,19 @@ impl Daemon {
             }
             None => None,
         };
-        // What buttons and lights hear of delivery: wireless buttons subscribe on the delivery
-        // broker through `subscriptions`, which the delivery task serves.
+        // What buttons and lights hear of delivery. Wireless buttons on the delivery broker
+        // connect to it with sessions of their own, so that what arrives on a button's topic
+        // can never take the alert channel down.
         let subscriptions = Arc::new(Subscriptions::default());
-        let link = delivery.as_ref().map(|(publisher, _, _)| DeliveryLink {
-            confirmations: Confirmations {
-                acked: publisher.acked_alerts(),
-                link: publisher.link(),
-            },
-            subscriptions: subscriptions.clone(),
-        });
+        let link = delivery
+            .as_ref()
+            .map(|(publisher, settings, _)| DeliveryLink {
+                confirmations: Confirmations {
+                    acked: publisher.acked_alerts(),
+                    link: publisher.link(),
+                },
+                broker: settings.clone(),
+            });
         let detector = load_detector(config)?;
         let listener = control::bind(&config.control.socket).await?;
 

@@ -129,6 +129,9 @@ pub async fn deliver(
                     }
                     subscriptions.dispatch(&topic, &payload);
                 }
+                Some(LinkEvent::IncomingTooLarge(error)) => {
+                    tracing::warn!(%error, "the broker sent a message over the size limit: discarded");
+                }
                 Some(LinkEvent::Disconnected(error)) => {
                     let hint = match last_large {
                         Some((size, at)) if connected && at.elapsed() < SIZE_LIMIT_WINDOW => format!(

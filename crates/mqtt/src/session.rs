@@ -133,6 +133,11 @@ pub enum LinkEvent<K> {
         /// Replayed from the broker's retained store.
         retained: bool,
     },
+    /// The broker sent a message larger than this client takes (`max_incoming`): it is
+    /// discarded, and so that a broker keeping it for this session cannot send it again at
+    /// every reconnection, the next connection starts a clean session (which drops anything
+    /// else the broker queued for it). Subscriptions are renewed on `Connected`.
+    IncomingTooLarge(String),
     /// The connection was lost or could not be made; every unacknowledged publish is void.
     Disconnected(String),
 }
@@ -364,6 +369,8 @@ struct Failure {
     message: String,
     /// The message being sent exceeds the packet size limit: sending it again cannot work.
     too_large: bool,
+    /// A message received exceeded this client's limit.
+    incoming_too_large: bool,
 }
 
 /// The two protocols' event loops, behind one face.
@@ -371,6 +378,8 @@ trait EventLoop: Send {
     fn poll(&mut self) -> impl std::future::Future<Output = Result<Raw, Failure>> + Send;
     /// Drops the connection and everything rumqttc would send again on reconnecting.
     fn reset(&mut self);
+    /// Whether the next connection keeps the broker's session (or starts a clean one).
+    fn keep_session(&mut self, keep: bool);
 }
 
 impl EventLoop for rumqttc::EventLoop {
@@ -382,6 +391,12 @@ impl EventLoop for rumqttc::EventLoop {
                 e,
                 ConnectionError::MqttState(StateError::Deserialization(
                     Bytes::OutgoingPacketTooLarge { .. }
+                ))
+            ),
+            incoming_too_large: matches!(
+                e,
+                ConnectionError::MqttState(StateError::Deserialization(
+                    Bytes::PayloadSizeLimitExceeded(_)
                 ))
             ),
             message: describe_v4(&e),
@@ -408,6 +423,10 @@ impl EventLoop for rumqttc::EventLoop {
         // Events buffered from the broken connection would be misread after reconnecting.
         self.state.events.clear();
     }
+
+    fn keep_session(&mut self, keep: bool) {
+        self.mqtt_options.set_clean_session(!keep);
+    }
 }
 
 impl EventLoop for rumqttc::v5::EventLoop {
@@ -421,6 +440,12 @@ impl EventLoop for rumqttc::v5::EventLoop {
                 too_large: matches!(
                     e,
                     ConnectionError::MqttState(StateError::OutgoingPacketTooLarge { .. })
+                ),
+                incoming_too_large: matches!(
+                    e,
+                    ConnectionError::MqttState(StateError::Deserialization(
+                        rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded { .. }
+                    ))
                 ),
                 message: describe_v5(&e),
             })?;
@@ -454,6 +479,10 @@ impl EventLoop for rumqttc::v5::EventLoop {
         self.pending.clear();
         self.state.events.clear();
     }
+
+    fn keep_session(&mut self, keep: bool) {
+        self.options.set_clean_start(!keep);
+    }
 }
 
 fn lock<K>(link: &Mutex<Link<K>>) -> MutexGuard<'_, Link<K>> {
@@ -482,6 +511,8 @@ async fn pump<L: EventLoop, K: Send>(
                 link.connected = true;
                 link.fifo.clear();
                 backoff.reset();
+                // After a clean start for an oversized message, sessions persist again.
+                eventloop.keep_session(true);
                 LinkEvent::Connected
             }
             Ok(Raw::OutgoingPublish(pkid)) => {
@@ -520,6 +551,15 @@ async fn pump<L: EventLoop, K: Send>(
                     failed
                 };
                 pkids.clear();
+                if failure.incoming_too_large {
+                    eventloop.keep_session(false);
+                    if events
+                        .send(LinkEvent::IncomingTooLarge(failure.message.clone()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 if let Some(Tag::Message(key)) = too_large
                     && events
                         .send(LinkEvent::TooLarge(key, failure.message.clone()))
@@ -607,6 +647,12 @@ mod tests {
         steps: VecDeque<Step>,
         link: Arc<Mutex<Link<&'static str>>>,
         resets: usize,
+        /// Each change of whether the next connection keeps the session.
+        sessions: Arc<Mutex<Vec<bool>>>,
+    }
+
+    fn lock_sessions(sessions: &Mutex<Vec<bool>>) -> MutexGuard<'_, Vec<bool>> {
+        sessions.lock().unwrap()
     }
 
     impl EventLoop for Scripted {
@@ -622,6 +668,14 @@ mod tests {
 
         fn reset(&mut self) {
             self.resets += 1;
+        }
+
+        fn keep_session(&mut self, keep: bool) {
+            // Only changes are of interest: every connection says "keep".
+            let mut sessions = lock_sessions(&self.sessions);
+            if sessions.last() != Some(&keep) {
+                sessions.push(keep);
+            }
         }
     }
 
@@ -640,19 +694,27 @@ mod tests {
         Step::Poll(Err(Failure {
             message: "connection reset".into(),
             too_large,
+            incoming_too_large: false,
         }))
     }
 
     /// Runs `steps` through the pump; returns every event it reported, as words.
     async fn run(steps: Vec<Step>, expected: usize) -> Vec<String> {
+        run_with_sessions(steps, expected).await.0
+    }
+
+    /// [`run`], with each change of whether the next connection keeps the session.
+    async fn run_with_sessions(steps: Vec<Step>, expected: usize) -> (Vec<String>, Vec<bool>) {
         let link = Arc::new(Mutex::new(Link {
             connected: false,
             fifo: VecDeque::new(),
         }));
+        let sessions = Arc::new(Mutex::new(vec![true]));
         let scripted = Scripted {
             steps: steps.into(),
             link: link.clone(),
             resets: 0,
+            sessions: sessions.clone(),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
@@ -666,12 +728,43 @@ mod tests {
                 LinkEvent::Refused(key, why) => format!("refused {key}: {why}"),
                 LinkEvent::TooLarge(key, _) => format!("too large {key}"),
                 LinkEvent::Incoming { topic, .. } => format!("incoming {topic}"),
+                LinkEvent::IncomingTooLarge(_) => "incoming too large".to_owned(),
                 LinkEvent::Disconnected(_) => "disconnected".to_owned(),
             });
         }
         cancel.cancel();
         let _ = pump.await;
-        words
+        let sessions = lock_sessions(&sessions).clone();
+        (words, sessions)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oversized_incoming_message_is_dropped_with_the_session_once_then_sessions_persist()
+    {
+        let (words, sessions) = run_with_sessions(
+            vec![
+                Step::Poll(Ok(Raw::ConnAck)),
+                Step::Poll(Err(Failure {
+                    message: "payload size limit exceeded".into(),
+                    too_large: false,
+                    incoming_too_large: true,
+                })),
+                Step::Poll(Ok(Raw::ConnAck)),
+            ],
+            4,
+        )
+        .await;
+        assert_eq!(
+            words,
+            [
+                "connected",
+                "incoming too large",
+                "disconnected",
+                "connected"
+            ]
+        );
+        // Kept, then one clean start so the broker forgets the message, then kept again.
+        assert_eq!(sessions, [true, false, true]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -142,6 +142,10 @@ pub async fn run(
                 }
                 Err(error) => tracing::error!(%topic, %error, "cannot store a received message"),
             },
+            Some(LinkEvent::IncomingTooLarge(error)) => tracing::error!(
+                %error,
+                "the broker sent a message over the size limit: it is discarded, with what the broker held for this receiver (MQTT 5, --protocol 5, keeps such messages from being sent at all)"
+            ),
             Some(LinkEvent::Acked(()))
             | Some(LinkEvent::Refused((), _))
             | Some(LinkEvent::TooLarge((), _)) => {}

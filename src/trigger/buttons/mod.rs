@@ -11,8 +11,6 @@ pub mod keyboard;
 pub mod light;
 pub mod wireless;
 
-use std::sync::Arc;
-
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +20,7 @@ use self::gpio::{GpioInput, GpioOutput};
 use self::keyboard::KeyInput;
 use super::Triggers;
 use crate::config::{self, ButtonKind, Config};
-use alertclip_mqtt::{Settings, Subscriptions};
+use alertclip_mqtt::Settings;
 use light::{Confirmations, Press};
 
 /// A running button.
@@ -48,15 +46,14 @@ pub struct ButtonSetupError {
 pub struct DeliveryLink {
     /// What the lights show.
     pub confirmations: Confirmations,
-    /// The delivery broker's topics, where wireless buttons without a broker of their own
-    /// subscribe.
-    pub subscriptions: Arc<Subscriptions>,
+    /// The delivery broker, which wireless buttons without a broker of their own connect to,
+    /// each with a session of its own.
+    pub broker: Settings,
 }
 
 /// Starts the buttons of `config` and their lights, and the box's light, on `tracker` until
 /// the tokens are cancelled: `buttons_cancel` stops taking presses, `lights_cancel` turns the
-/// lights off. Wireless buttons on the delivery broker subscribe through `delivery`'s
-/// subscriptions, so call this before delivery connects.
+/// lights off.
 pub fn start(
     config: &Config,
     triggers: &Triggers,
@@ -149,7 +146,11 @@ pub fn start(
                         wireless::own_broker(&settings, topic, &wiring, tracker, cancel.clone())
                             .map_err(|e| setup_error(e.to_string()))?
                     }
-                    (None, Some(delivery)) => delivery.subscriptions.subscribe(&topic),
+                    (None, Some(delivery)) => {
+                        let settings = on_delivery_broker(&delivery.broker, &spec.id);
+                        wireless::own_broker(&settings, topic, &wiring, tracker, cancel.clone())
+                            .map_err(|e| setup_error(e.to_string()))?
+                    }
                     (None, None) => return Err(setup_error("needs [mqtt] or a broker".into())),
                 };
                 tracker.spawn(wireless::run(
@@ -179,12 +180,25 @@ fn button_broker(
     let settings = Settings::new(url.clone(), client_id)
         .login(spec.username.as_deref(), spec.password_file.as_deref())
         .map_err(|e| format!("password_file {e}"))?;
-    // A button's broker sends presses, never video.
     Ok(Settings {
-        max_incoming: 64 << 10,
+        max_incoming: BUTTON_MAX_INCOMING,
         ..settings
     })
 }
+
+/// Settings for a wireless button on the delivery broker: the same broker and login, a client
+/// id of its own, no last will, and the small packet limit of a button.
+fn on_delivery_broker(delivery: &Settings, button: &str) -> Settings {
+    Settings {
+        client_id: format!("{}-button-{button}", delivery.client_id),
+        will: None,
+        max_incoming: BUTTON_MAX_INCOMING,
+        ..delivery.clone()
+    }
+}
+
+/// A button's broker sends presses, never video: anything larger is discarded.
+const BUTTON_MAX_INCOMING: usize = 64 << 10;
 
 fn spawn_light(
     name: String,

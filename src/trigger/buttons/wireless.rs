@@ -93,6 +93,11 @@ pub fn own_broker(
                 Some(LinkEvent::Incoming { topic, payload, retained: false }) => {
                     let _ = tx.send((topic, payload));
                 }
+                // Never a press: discarded, and the session with it so that it is not sent
+                // again; the button goes on with the next connection.
+                Some(LinkEvent::IncomingTooLarge(error)) => {
+                    tracing::warn!(button = %id, %error, "a message over the size limit on the button's broker was discarded");
+                }
                 Some(_) => {}
             }
         }
