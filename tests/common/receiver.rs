@@ -19,11 +19,16 @@ pub struct ReceiverProcess {
 impl ReceiverProcess {
     /// Starts `alertclip receive --json` with `args` (broker, TLS ...), and waits until it is
     /// subscribed: a retained probe status is published with mosquitto_pub and must come back.
+    /// Given no `--keys`, it trusts each site's first key, as a precinct does once it has
+    /// registered a box, so that a box's clips verify.
     pub async fn start(broker_port: u16, args: &[&str], probe: &[&str]) -> ReceiverProcess {
         let out = tempfile::tempdir().unwrap();
+        let trust = (!args.iter().any(|a| *a == "--keys" || *a == "--trust-on-first-use"))
+            .then_some("--trust-on-first-use");
         let mut child = super::alertclip_command_async()
             .arg("receive")
             .args(args)
+            .args(trust)
             .arg("--client-id")
             .arg(format!("receiver-{}", uuid::Uuid::now_v7()))
             .arg("--out")

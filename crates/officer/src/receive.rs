@@ -27,6 +27,8 @@ use crate::store::write_durably;
 
 /// Largest chunk index accepted: a guard against a hostile or broken sender.
 const MAX_CHUNKS: u32 = 1_000_000;
+/// Different chunks kept under one index: the genuine one among a few forged.
+const MAX_CANDIDATES: usize = 4;
 
 /// What the receiver does.
 #[derive(Debug, Clone)]
@@ -164,6 +166,10 @@ pub struct Receiver {
     trusted: HashMap<String, VerifyingKey>,
     /// Pin the first key each site signs with.
     pub trust_on_first_use: bool,
+    /// For each clip being reassembled, how many of its first chunks are known to be here.
+    present: HashMap<(String, Uuid, String, bool), u32>,
+    /// Different chunks received under each index of a clip not yet reassembled.
+    candidates: HashMap<(String, Uuid, String, u32), usize>,
 }
 
 impl Receiver {
@@ -175,6 +181,8 @@ impl Receiver {
             states: HashMap::new(),
             trusted: HashMap::new(),
             trust_on_first_use: false,
+            present: HashMap::new(),
+            candidates: HashMap::new(),
         }
     }
 
@@ -289,8 +297,10 @@ impl Receiver {
                 };
                 for entry in fs::read_dir(&event_dir)?.flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
-                    if let Some(camera) = name.strip_suffix(".manifest.json") {
-                        reports.extend(self.assemble(&site_id, event, camera)?);
+                    if let Some(camera) = name.strip_suffix(".unverified.manifest.json") {
+                        reports.extend(self.assemble(&site_id, event, camera, false)?);
+                    } else if let Some(camera) = name.strip_suffix(".manifest.json") {
+                        reports.extend(self.assemble(&site_id, event, camera, true)?);
                     }
                 }
             }
@@ -382,10 +392,52 @@ impl Receiver {
                 {
                     return Ok(Vec::new());
                 }
+                // Kept under its index and hash: a chunk sent again under the same index by
+                // someone else sits beside the genuine one instead of replacing it, and the
+                // manifest picks the one it names.
                 let chunks = dir.join(format!(".chunks-{camera}"));
                 fs::create_dir_all(&chunks)?;
-                write_durably(&chunks.join(index.to_string()), payload)?;
-                self.assemble(&site, event, &camera)
+                let name = chunk_name(index, &hex::encode(Sha256::digest(payload)));
+                let path = chunks.join(&name);
+                if path.exists() {
+                    return Ok(Vec::new());
+                }
+                let candidates = self
+                    .candidates
+                    .entry((site.clone(), event, camera.clone(), index))
+                    .or_default();
+                if *candidates >= MAX_CANDIDATES {
+                    return Ok(Vec::new());
+                }
+                *candidates += 1;
+                write_durably(&path, payload)?;
+                let mut reports = Vec::new();
+                // Against the verified manifest, a chunk it does not name is news: a
+                // corruption, or someone else publishing on the box's topics.
+                let named = fs::read(dir.join(manifest_name(&camera, true)))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+                    .map(|m| {
+                        m.chunk_sha256
+                            .get(index as usize)
+                            .map(|h| chunk_name(index, h))
+                    });
+                if let Some(named) = named
+                    && named.as_deref() != Some(name.as_str())
+                {
+                    reports.push(Report::Invalid {
+                        site: site.clone(),
+                        event,
+                        camera: camera.clone(),
+                        reason: format!(
+                            "chunk {index} does not match its hash in the manifest; waiting for the genuine one"
+                        ),
+                    });
+                }
+                for verified in [true, false] {
+                    reports.extend(self.assemble(&site, event, &camera, verified)?);
+                }
+                Ok(reports)
             }
             TopicKind::Manifest {
                 site,
@@ -398,20 +450,42 @@ impl Receiver {
                 if !id::is_valid(&camera) {
                     return Ok(Vec::new());
                 }
-                if serde_json::from_slice::<Manifest>(payload).is_err() {
+                let Ok(manifest) = serde_json::from_slice::<Manifest>(payload) else {
                     tracing::warn!(%topic, "ignoring a manifest that is not valid");
                     return Ok(Vec::new());
-                }
-                if let Verdict::Invalid(reason) = self.check(&site, payload)? {
-                    return Ok(vec![Report::Invalid {
-                        site,
+                };
+                let invalid = |reason: String| {
+                    Ok(vec![Report::Invalid {
+                        site: site.clone(),
                         event,
-                        camera,
-                        reason: format!("manifest signature: {reason}"),
-                    }]);
+                        camera: camera.clone(),
+                        reason,
+                    }])
+                };
+                // A genuine manifest republished elsewhere must not vouch for another event.
+                if manifest.event_id != event
+                    || manifest.camera != camera
+                    || manifest.site_id != site
+                {
+                    return invalid(format!(
+                        "the manifest describes site {} event {} camera {}, not where it was published: ignored",
+                        manifest.site_id, manifest.event_id, manifest.camera
+                    ));
                 }
-                write_durably(&dir.join(format!("{camera}.manifest.json")), payload)?;
-                self.assemble(&site, event, &camera)
+                let verified = match self.check(&site, payload)? {
+                    Verdict::Valid => true,
+                    Verdict::Invalid(reason) => {
+                        return invalid(format!("manifest signature: {reason}"));
+                    }
+                    Verdict::Untrusted(_) | Verdict::Missing => false,
+                };
+                // The first verified manifest stays; anything else is kept apart.
+                let path = dir.join(manifest_name(&camera, verified));
+                if verified && path.exists() {
+                    return Ok(Vec::new());
+                }
+                write_durably(&path, payload)?;
+                self.assemble(&site, event, &camera, verified)
             }
             TopicKind::Health { site } => match serde_json::from_slice::<Health>(payload) {
                 Ok(health) => Ok(vec![Report::Health { site, health }]),
@@ -441,16 +515,26 @@ impl Receiver {
         Ok(Some(dir))
     }
 
-    /// Reassembles a camera's clip once its manifest and every chunk are here, verifying each
-    /// chunk and the whole file. A chunk that fails is removed, to be replaced by the
-    /// retransmission; the file is only written under its final name once it verifies.
-    fn assemble(&mut self, site: &str, event: Uuid, camera: &str) -> io::Result<Vec<Report>> {
+    /// Reassembles a camera's clip once its manifest and every chunk it names are here,
+    /// verifying each chunk and the whole file as it is written (never held in memory). The
+    /// clip of a verified manifest (signed by the site's key) takes the final name
+    /// `<camera>.mp4`; one whose manifest is unsigned or signed by another key is kept apart as
+    /// `<camera>.unverified.mp4`, and reported unverified with the reason.
+    fn assemble(
+        &mut self,
+        site: &str,
+        event: Uuid,
+        camera: &str,
+        verified: bool,
+    ) -> io::Result<Vec<Report>> {
         let dir = self.out.join(site).join(event.to_string());
-        let final_path = dir.join(format!("{camera}.mp4"));
-        let manifest_path = dir.join(format!("{camera}.manifest.json"));
+        let final_path = dir.join(clip_name(camera, verified));
+        let manifest_path = dir.join(manifest_name(camera, verified));
         let chunks = dir.join(format!(".chunks-{camera}"));
         if final_path.exists() {
-            let _ = fs::remove_dir_all(&chunks);
+            if verified {
+                let _ = fs::remove_dir_all(&chunks);
+            }
             return Ok(Vec::new());
         }
         let Ok(manifest_bytes) = fs::read(&manifest_path) else {
@@ -468,30 +552,60 @@ impl Receiver {
         if manifest.chunks as usize != manifest.chunk_sha256.len() || manifest.chunks > MAX_CHUNKS {
             return Ok(vec![invalid("the manifest is inconsistent".into())]);
         }
-        let mut whole = Vec::with_capacity(manifest.bytes.min(1 << 30) as usize);
+        // Where the last look stopped: each arriving chunk costs a look from there on, so a
+        // clip of n chunks is checked in O(n), not O(n^2), whatever the order of arrival.
+        let key = (site.to_owned(), event, camera.to_owned(), verified);
+        let from = self.present.get(&key).copied().unwrap_or(0);
+        let mut present = from;
+        while (present as usize) < manifest.chunk_sha256.len()
+            && chunks
+                .join(chunk_name(
+                    present,
+                    &manifest.chunk_sha256[present as usize],
+                ))
+                .exists()
+        {
+            present += 1;
+        }
+        if (present as usize) < manifest.chunk_sha256.len() {
+            self.present.insert(key, present);
+            return Ok(Vec::new());
+        }
+        self.present.remove(&key);
+        let temp = dir.join(format!(".{}.partial", clip_name(camera, verified)));
+        let mut file = fs::File::create(&temp)?;
+        let mut whole = Sha256::new();
+        let mut bytes = 0u64;
         for (n, expected) in manifest.chunk_sha256.iter().enumerate() {
-            let Ok(chunk) = fs::read(chunks.join(n.to_string())) else {
-                return Ok(Vec::new());
-            };
+            let path = chunks.join(chunk_name(n as u32, expected));
+            let chunk = fs::read(&path)?;
             if &hex::encode(Sha256::digest(&chunk)) != expected {
-                let _ = fs::remove_file(chunks.join(n.to_string()));
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(&temp);
                 return Ok(vec![invalid(format!(
                     "chunk {n} does not match its hash; waiting for it again"
                 ))]);
             }
-            whole.extend_from_slice(&chunk);
+            whole.update(&chunk);
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk)?;
         }
-        let sha256 = hex::encode(Sha256::digest(&whole));
-        if whole.len() as u64 != manifest.bytes || sha256 != manifest.sha256 {
+        let sha256 = hex::encode(whole.finalize());
+        if bytes != manifest.bytes || sha256 != manifest.sha256 {
+            let _ = fs::remove_file(&temp);
             return Ok(vec![invalid(format!(
-                "the reassembled file ({} bytes, sha256 {sha256}) does not match the manifest ({} bytes, sha256 {})",
-                whole.len(),
-                manifest.bytes,
-                manifest.sha256
+                "the reassembled file ({bytes} bytes, sha256 {sha256}) does not match the manifest ({} bytes, sha256 {})",
+                manifest.bytes, manifest.sha256
             ))]);
         }
-        write_durably(&final_path, &whole)?;
-        let _ = fs::remove_dir_all(&chunks);
+        file.sync_all()?;
+        drop(file);
+        crate::store::rename_durably(&temp, &final_path)?;
+        if verified {
+            let _ = fs::remove_dir_all(&chunks);
+            self.candidates
+                .retain(|(s, e, c, _), _| !(s == site && *e == event && c == camera));
+        }
         let signature = self.check(site, &manifest_bytes)?;
         Ok(vec![Report::Clip {
             site: site.to_owned(),
@@ -501,6 +615,28 @@ impl Receiver {
             manifest: Box::new(manifest),
             signature,
         }])
+    }
+}
+
+/// A chunk's file: its index and the start of its hash.
+fn chunk_name(index: u32, sha256: &str) -> String {
+    format!("{index}-{}", &sha256[..sha256.len().min(16)])
+}
+
+/// A clip's file: verified under the camera's name, anything else kept apart.
+fn clip_name(camera: &str, verified: bool) -> String {
+    if verified {
+        format!("{camera}.mp4")
+    } else {
+        format!("{camera}.unverified.mp4")
+    }
+}
+
+fn manifest_name(camera: &str, verified: bool) -> String {
+    if verified {
+        format!("{camera}.manifest.json")
+    } else {
+        format!("{camera}.unverified.manifest.json")
     }
 }
 
@@ -537,7 +673,8 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
             }
             Report::Clip { site, event, camera, path, manifest, signature } => json!({
                 "type": "clip", "site": site, "event_id": event, "camera": camera, "path": path,
-                "verified": true, "signature": signature.word(), "manifest": manifest
+                "verified": *signature == Verdict::Valid, "signature": signature.word(),
+                "signature_detail": signature, "manifest": manifest
             }),
             Report::Invalid { site, event, camera, reason } => json!({
                 "type": "invalid", "site": site, "event_id": event, "camera": camera, "reason": reason
@@ -598,8 +735,18 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                 manifest,
                 signature,
             } => format!(
-                "CLIP{} {site} event {event} camera {camera}: verified, {:.1} s, {} bytes{}: {}",
+                "{}{} {site} event {event} camera {camera}: {}, {:.1} s, {} bytes{}: {}",
+                if *signature == Verdict::Valid {
+                    "CLIP"
+                } else {
+                    "UNVERIFIED CLIP"
+                },
                 signature_note(signature),
+                if *signature == Verdict::Valid {
+                    "verified"
+                } else {
+                    "whole, but not signed by the site's key"
+                },
                 manifest.duration_ms as f64 / 1000.0,
                 manifest.bytes,
                 if manifest.partial { " (partial)" } else { "" },
@@ -934,12 +1081,12 @@ mod tests {
 
     #[test]
     fn chunks_in_any_order_with_duplicates_reassemble_once() {
-        let out = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
         let event = Uuid::now_v7();
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
-        let manifest_json = serde_json::to_vec(&manifest(event, &data, 300)).unwrap();
+        let manifest_json = device.sign(&serde_json::to_vec(&manifest(event, &data, 300)).unwrap());
         assert!(
             receiver
                 .handle(&format!("{base}/3"), &data[900..])
@@ -984,15 +1131,15 @@ mod tests {
 
     #[test]
     fn a_corrupt_chunk_is_refused_and_replaced_by_the_retransmission() {
-        let out = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
         let event = Uuid::now_v7();
         let data = vec![7u8; 500];
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
         receiver
             .handle(
                 &base,
-                &serde_json::to_vec(&manifest(event, &data, 250)).unwrap(),
+                &device.sign(&serde_json::to_vec(&manifest(event, &data, 250)).unwrap()),
             )
             .unwrap();
         receiver.handle(&format!("{base}/0"), &data[..250]).unwrap();
@@ -1014,15 +1161,15 @@ mod tests {
 
     #[test]
     fn a_manifest_that_disagrees_with_verified_chunks_is_reported() {
-        let out = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::new(out.path(), TopicLayout::default());
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
         let event = Uuid::now_v7();
         let data = vec![1u8; 100];
         let mut wrong = manifest(event, &data, 100);
         wrong.sha256 = "00".repeat(32);
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
         receiver
-            .handle(&base, &serde_json::to_vec(&wrong).unwrap())
+            .handle(&base, &device.sign(&serde_json::to_vec(&wrong).unwrap()))
             .unwrap();
         let reports = receiver.handle(&format!("{base}/0"), &data).unwrap();
         assert!(
@@ -1034,6 +1181,67 @@ mod tests {
                 .join(event.to_string())
                 .join("cam.mp4")
                 .exists()
+        );
+    }
+
+    /// What a forger can publish on a box's topics: a clip under a manifest of no signature
+    /// or another key (before or after the genuine one), a genuine manifest republished
+    /// under another event, a chunk sent again under a genuine index. None is shown as
+    /// verified, and none keeps the genuine clip from being.
+    #[test]
+    fn forged_clips_are_kept_apart_and_never_displace_the_genuine_one() {
+        let (out, device, forger) = (tempfile::tempdir().unwrap(), Device::new(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
+        let event = Uuid::now_v7();
+        let dir = out.path().join("s").join(event.to_string());
+        let base = format!("alertclip/v1/s/events/{event}/clip/cam");
+        let genuine = vec![9u8; 200];
+        let fake = vec![6u8; 200];
+
+        // The forgery first: chunks and a manifest signed by another key, then one unsigned.
+        for (n, chunk) in fake.chunks(100).enumerate() {
+            receiver.handle(&format!("{base}/{n}"), chunk).unwrap();
+        }
+        let forged = forger.sign(&serde_json::to_vec(&manifest(event, &fake, 100)).unwrap());
+        let reports = receiver.handle(&base, &forged).unwrap();
+        assert_eq!(words(&reports), vec!["clip:untrusted"]);
+        let mut line = Vec::new();
+        print(&mut line, &reports[0], true).unwrap();
+        assert!(String::from_utf8_lossy(&line).contains(r#""verified":false"#));
+        assert_eq!(fs::read(dir.join("cam.unverified.mp4")).unwrap(), fake);
+        assert!(!dir.join("cam.mp4").exists());
+
+        // The genuine clip, its first chunk overwritten by a forger after it arrived.
+        receiver
+            .handle(&format!("{base}/0"), &genuine[..100])
+            .unwrap();
+        let reports = receiver.handle(&format!("{base}/0"), &fake[..100]).unwrap();
+        assert!(reports.is_empty(), "{reports:?}");
+        receiver
+            .handle(&format!("{base}/1"), &genuine[100..])
+            .unwrap();
+        let signed = device.sign(&serde_json::to_vec(&manifest(event, &genuine, 100)).unwrap());
+        assert_eq!(
+            words(&receiver.handle(&base, &signed).unwrap()),
+            vec!["clip:valid"]
+        );
+        assert_eq!(fs::read(dir.join("cam.mp4")).unwrap(), genuine);
+        // A forged manifest after the genuine one changes nothing verified.
+        let reports = receiver.handle(&base, &forged).unwrap();
+        assert!(!words(&reports).contains(&"clip:valid".to_owned()));
+        assert_eq!(fs::read(dir.join("cam.mp4")).unwrap(), genuine);
+
+        // The genuine manifest republished under another event vouches for nothing.
+        let elsewhere = Uuid::now_v7();
+        let reports = receiver
+            .handle(
+                &format!("alertclip/v1/s/events/{elsewhere}/clip/cam"),
+                &signed,
+            )
+            .unwrap();
+        assert!(
+            matches!(reports.as_slice(), [Report::Invalid { reason, .. }] if reason.contains("not where it was published")),
+            "{reports:?}"
         );
     }
 

@@ -19,8 +19,15 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| context(e, &temp))?;
-    fs::rename(&temp, path).map_err(|e| context(e, path))?;
-    if let Some(dir) = path.parent() {
+    rename_durably(&temp, path)
+}
+
+/// Renames a synced file into place and syncs the directory, so the name survives power loss.
+pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    let context =
+        |e: io::Error, p: &Path| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    fs::rename(from, to).map_err(|e| context(e, to))?;
+    if let Some(dir) = to.parent() {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| context(e, dir))?;
