@@ -143,7 +143,10 @@ pub async fn monitor(
                             "camera {} has sent no video for {} s: {}",
                             camera.config.id,
                             since.elapsed().as_secs(),
-                            error.unwrap_or_else(|| "connecting".into())
+                            error.as_deref().map_or_else(
+                                || "the box is still connecting to it".to_owned(),
+                                crate::ingest::camera::explain
+                            )
                         ),
                     );
                     reported[i] = true;

@@ -157,6 +157,41 @@ pub enum Fault {
     Start(String),
 }
 
+/// What a camera's last error means, for people (the health alerts officers' dispatch reads):
+/// what happened and what to do, without GStreamer's source locations and element paths,
+/// which stay in the log and in `alertclip status`.
+pub fn explain(error: &str) -> String {
+    let lower = error.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    let said = if has(&["401", "unauthorized", "not authorized", "forbidden", "403"]) {
+        "the camera refused the login: check its username and password"
+    } else if has(&["404", "not found"]) {
+        "the camera has no stream at that path: check the URL's path (the camera's manual lists it)"
+    } else if has(&["503", "service unavailable"]) {
+        "the camera is busy or still starting; the box keeps trying"
+    } else if has(&[
+        "connection refused",
+        "could not connect",
+        "no route",
+        "unreachable",
+    ]) {
+        "the camera does not answer at its address: is it powered and on the network, and the address right?"
+    } else if has(&["timeout", "timed out"]) {
+        "the camera stopped answering: check its power and network cable"
+    } else if has(&["no frame for"]) {
+        "the camera stopped sending video; the box reconnects"
+    } else if has(&["no video within"]) {
+        "the camera answered but sent no video; the box reconnects"
+    } else if has(&["ended the stream"]) {
+        "the camera ended the stream; the box reconnects"
+    } else if has(&["offers no h.264"]) {
+        return error.to_owned();
+    } else {
+        "the camera's video cannot be read; the box's log has the details"
+    };
+    said.to_owned()
+}
+
 /// The frames of one camera, shared between its streaming thread (the only writer) and the
 /// clipper.
 #[derive(Debug)]
@@ -771,5 +806,30 @@ pub fn codec_name(caps: &gst::CapsRef) -> Option<&'static str> {
         "video/x-h264" => Some("h264"),
         "video/x-h265" => Some("h265"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_explained_for_people_without_gstreamer_internals() {
+        let raw = "Unhandled error (../gst/rtsp/gstrtspsrc.c(6954): gst_rtspsrc_send (): /GstPipeline:camera-cam/GstRTSPSrc:rtspsrc5: Service Unavailable (503))";
+        assert_eq!(
+            explain(raw),
+            "the camera is busy or still starting; the box keeps trying"
+        );
+        let login = "Unauthorized (401) gstrtspsrc.c(8336): gst_rtspsrc_retrieve_sdp ()";
+        assert!(explain(login).contains("username and password"));
+        let refused = "Could not open resource for reading and writing. gstrtspsrc.c(8336): Failed to connect. (Connection refused)";
+        assert!(explain(refused).contains("does not answer at its address"));
+        for said in [raw, login, refused, "something else entirely (gstfoo.c(1))"] {
+            let explained = explain(said);
+            assert!(
+                !explained.contains(".c(") && !explained.contains("Gst"),
+                "{explained}"
+            );
+        }
     }
 }

@@ -23,8 +23,10 @@ impl ReceiverProcess {
     /// registered a box, so that a box's clips verify.
     pub async fn start(broker_port: u16, args: &[&str], probe: &[&str]) -> ReceiverProcess {
         let out = tempfile::tempdir().unwrap();
-        let trust = (!args.iter().any(|a| *a == "--keys" || *a == "--trust-on-first-use"))
-            .then_some("--trust-on-first-use");
+        let trust = (!args
+            .iter()
+            .any(|a| *a == "--keys" || *a == "--trust-on-first-use"))
+        .then_some("--trust-on-first-use");
         let mut child = super::alertclip_command_async()
             .arg("receive")
             .args(args)
