@@ -426,3 +426,49 @@ async fn an_oversized_message_on_a_button_topic_cannot_silence_the_box() {
     assert_eq!(alert["alert"]["trigger"]["kind"], "button");
     rig.stop().await;
 }
+
+/// Presses made while the box was stopped are kept by the broker for the button's session and
+/// delivered as the box comes back: each still raises an alert (a press is an alarm whenever
+/// it was made), which says it may have been made while the box was offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn presses_queued_while_the_box_was_down_raise_alerts_that_say_so() {
+    use alertclip::trigger::buttons::button::ButtonState;
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let topic = "zigbee2mqtt/panic-button";
+    let tail = mqtt(&broker)
+        + "[[button]]\nid = \"aqara\"\nkind = \"mqtt\"\nlocation = \"register 2\"\n\
+           topic = \"zigbee2mqtt/panic-button\"\nmatch = { action = \"single\" }\n";
+    let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    let mut button = rig.daemon.buttons()[0].status.clone();
+    settle(&mut button, |s| s.state == ButtonState::Ready).await;
+    // A press while the box is up: its alert shows the button's subscription is in place.
+    wait_buffered(rig.camera(0), 2.5).await;
+    common::broker::mosquitto_pub(broker.port, topic, r#"{"action":"single"}"#, &[]);
+    let first = receiver
+        .wait_for("the live press", |v| v["type"] == "alert")
+        .await;
+    assert_eq!(first["alert"]["trigger"]["note"], "register 2", "{first}");
+    let first = first["alert"]["event_id"].as_str().unwrap().to_owned();
+    let port = broker.port;
+    let rig = rig
+        .restart(ROLLS, &tail, move |_| {
+            // The box is down: a member of staff presses twice.
+            for _ in 0..2 {
+                common::broker::mosquitto_pub(port, topic, r#"{"action":"single"}"#, &[]);
+            }
+        })
+        .await;
+    let alert = receiver
+        .wait_for("the alert of the queued press", |v| {
+            v["type"] == "alert" && v["alert"]["event_id"] != first.as_str()
+        })
+        .await;
+    assert_eq!(alert["alert"]["trigger"]["source"], "aqara");
+    let note = alert["alert"]["trigger"]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("register 2 (") && note.contains("while the box was offline"),
+        "{note}"
+    );
+    rig.stop().await;
+}

@@ -221,8 +221,18 @@ pub struct Wiring {
 impl Wiring {
     /// Fires a press as a `button` trigger; never rate-limited.
     pub async fn press(&self) {
+        self.press_noted(None).await;
+    }
+
+    /// Fires a press whose note says more than where the button is (`said`, after the
+    /// location): a wireless press that may be late, say.
+    pub async fn press_noted(&self, said: Option<&str>) {
         let mut trigger = Trigger::now(TriggerKind::Button, &self.id);
-        trigger.note = self.location.clone();
+        trigger.note = match (self.location.as_deref(), said) {
+            (Some(location), Some(said)) => Some(format!("{location} ({said})")),
+            (None, Some(said)) => Some(said.to_owned()),
+            (location, None) => location.map(str::to_owned),
+        };
         trigger.cameras = self.cameras.clone();
         tracing::info!(button = %self.id, location = self.location.as_deref().unwrap_or("-"), "button pressed");
         match self.triggers.fire(trigger).await {

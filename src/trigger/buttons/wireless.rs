@@ -3,6 +3,12 @@
 //! button's topic with every field of `match` equal is a press; other messages (battery
 //! reports, other actions) are not. Retained messages, which a broker replays on subscribing,
 //! are never presses.
+//!
+//! A press may arrive late: a broker keeps QoS 1 messages for the box's persistent session
+//! while the box is down (stopped, rebooting, off the network) and sends them as it
+//! reconnects. A press is an alarm whenever it was made, so it is delivered; but one that
+//! arrives within [`QUEUED_WINDOW`] of a connection may be such a queued press, and its alert
+//! says so (MQTT 3.1.1 carries no time of publishing to tell).
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -26,11 +32,29 @@ pub fn is_press(fields: &Map<String, Value>, payload: &[u8]) -> bool {
     }
 }
 
+/// A press arriving this soon after the button's session connected may have been queued by
+/// the broker while the box was away.
+pub const QUEUED_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What an alert says of a press that may have been queued.
+pub const MAYBE_QUEUED: &str = "delivered as the box reconnected to the button's broker: it may have been pressed while the box was offline";
+
+/// A message on the button's topic.
+#[derive(Debug)]
+pub struct Message {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload: untrusted.
+    pub payload: Bytes,
+    /// It arrived within [`QUEUED_WINDOW`] of a connection.
+    pub maybe_queued: bool,
+}
+
 /// Fires a press for each matching message until `cancel`.
 pub async fn run(
     wiring: Wiring,
     fields: Map<String, Value>,
-    mut messages: mpsc::UnboundedReceiver<(String, Bytes)>,
+    mut messages: mpsc::UnboundedReceiver<Message>,
     cancel: CancellationToken,
 ) {
     wiring.status.send_modify(|s| s.state = ButtonState::Ready);
@@ -39,11 +63,18 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             message = messages.recv() => message,
         };
-        let Some((topic, payload)) = message else {
+        let Some(Message {
+            topic,
+            payload,
+            maybe_queued,
+        }) = message
+        else {
             break;
         };
         if is_press(&fields, &payload) {
-            wiring.press().await;
+            wiring
+                .press_noted(maybe_queued.then_some(MAYBE_QUEUED))
+                .await;
         } else {
             tracing::debug!(button = %wiring.id, %topic, "message is not a press");
         }
@@ -61,12 +92,13 @@ pub fn own_broker(
     wiring: &Wiring,
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
-) -> Result<mpsc::UnboundedReceiver<(String, Bytes)>, alertclip_mqtt::SettingsError> {
+) -> Result<mpsc::UnboundedReceiver<Message>, alertclip_mqtt::SettingsError> {
     let (session, mut events) = Session::<()>::start(settings, tracker, cancel.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let status = wiring.status.clone();
     let id = wiring.id.clone();
     tracker.spawn(async move {
+        let mut connected_at = tokio::time::Instant::now();
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -75,6 +107,7 @@ pub fn own_broker(
             match event {
                 None => break,
                 Some(LinkEvent::Connected) => {
+                    connected_at = tokio::time::Instant::now();
                     session.subscribe(&topic);
                     status.send_modify(|s| {
                         s.state = ButtonState::Ready;
@@ -91,7 +124,8 @@ pub fn own_broker(
                     });
                 }
                 Some(LinkEvent::Incoming { topic, payload, retained: false }) => {
-                    let _ = tx.send((topic, payload));
+                    let maybe_queued = connected_at.elapsed() < QUEUED_WINDOW;
+                    let _ = tx.send(Message { topic, payload, maybe_queued });
                 }
                 // Never a press: discarded, and the session with it so that it is not sent
                 // again; the button goes on with the next connection.
