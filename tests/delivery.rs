@@ -492,28 +492,15 @@ async fn daemon_killed_mid_transfer_resumes_after_restart() {
     let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
     let server = alertclip::demo::teststream::TestServer::start(&[busy_stream()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alertclip.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[site]\nid = \"test-site\"\nname = \"Test Store\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/c.sock\"\n\
-             [outbox]\ndir = \"{0}/outbox\"\n[mqtt]\nurl = \"{1}\"\nchunk_size = \"4KiB\"\n\
-             [[camera]]\nid = \"cam\"\nurl = \"{2}\"\npre_roll = \"4s\"\npost_roll = \"1s\"\n",
-            dir.path().display(),
-            broker.url(),
-            server.url("/cam")
-        ),
-    )
-    .unwrap();
-    let start = || {
-        alertclip_command_async()
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let process = DaemonProcess::configure(
+        dir.path(),
+        &broker.url(),
+        &server.url("/cam"),
+        "4KiB",
+        "pre_roll = \"4s\"\npost_roll = \"1s\"",
+    );
+    let config = process.config.clone();
+    let start = || process.start();
     let mut daemon = start();
     // Buffered once the status says so.
     loop {

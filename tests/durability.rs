@@ -302,7 +302,7 @@ async fn a_small_disk_sheds_the_oldest_clips_never_the_newest_nor_an_alert() {
     broker.restart();
     for event in &events {
         receiver
-            .wait_for("every alert", |v| {
+            .seen_or_wait("every alert", |v| {
                 v["type"] == "alert" && v["alert"]["event_id"] == event.to_string()
             })
             .await;
@@ -471,4 +471,107 @@ async fn presses_queued_while_the_box_was_down_raise_alerts_that_say_so() {
         "{note}"
     );
     rig.stop().await;
+}
+
+/// Ten SIGKILLs at seeded random moments after a trigger (while the clip is recorded, while it
+/// is finished, signed, spooled, delivered), each followed by a restart: every alert arrives,
+/// and so does every clip that was finished (its sidecar on disk) when the kill came, whole
+/// and verified, however often the box was killed on the way.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_kills_at_random_moments_lose_no_alert_and_no_finished_clip() {
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let server =
+        alertclip::demo::teststream::TestServer::start(&[TestStream::h264("/cam")]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let process = DaemonProcess::configure(
+        dir.path(),
+        &broker.url(),
+        &server.url("/cam"),
+        "16KiB",
+        "pre_roll = \"1s\"\npost_roll = \"1s\"",
+    );
+    let (config, socket) = (process.config.clone(), process.socket.clone());
+    let start = || process.start();
+    // A fixed seed: the same moments on every run, spread over recording and finishing.
+    let mut seed: u64 = 0x5eed_a1e7;
+    let mut next_delay = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Duration::from_millis((seed >> 33) % 2_600)
+    };
+    let mut events = Vec::new();
+    let mut finished = Vec::new();
+    for _ in 0..10 {
+        let mut daemon = start();
+        // Streaming with the pre-roll buffered, as its status says.
+        loop {
+            let status = alertclip::daemon::control::call(
+                &socket,
+                &alertclip::daemon::control::Request::Status,
+            )
+            .await;
+            if let Ok(status) = status
+                && status
+                    .cameras
+                    .is_some_and(|c| c["cam"].ingest.buffered_s >= 1.2)
+            {
+                break;
+            }
+            assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let out = alertclip_command()
+            .args(["trigger", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let event = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // The fault: a kill at a moment nobody chose.
+        tokio::time::sleep(next_delay()).await;
+        daemon.start_kill().unwrap();
+        daemon.wait().await.unwrap();
+        if dir
+            .path()
+            .join("clips")
+            .join(&event)
+            .join("cam.json")
+            .exists()
+        {
+            finished.push(event.clone());
+        }
+        events.push(event);
+    }
+    let mut daemon = start();
+    for event in &events {
+        receiver
+            .seen_or_wait("every alert", |v| {
+                v["type"] == "alert" && v["alert"]["event_id"] == event.as_str()
+            })
+            .await;
+    }
+    for event in &finished {
+        let clip = receiver
+            .seen_or_wait("every finished clip", |v| {
+                v["type"] == "clip" && v["event_id"] == event.as_str()
+            })
+            .await;
+        assert_eq!(clip["verified"], true, "{clip}");
+        let local = dir.path().join("clips").join(event).join("cam.mp4");
+        assert_eq!(sha256sum(&ReceiverProcess::path(&clip)), sha256sum(&local));
+    }
+    eprintln!(
+        "{} kills: {} alerts and {} finished clips, all delivered",
+        events.len(),
+        events.len(),
+        finished.len()
+    );
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
 }

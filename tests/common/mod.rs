@@ -311,6 +311,51 @@ pub fn event_dir(root: &Path, done: &ClipDone) -> PathBuf {
     root.join("clips").join(done.record.event_id.to_string())
 }
 
+/// A daemon run as its own process (`alertclip run`), for tests that kill it: its
+/// configuration in `dir` (site test-site, camera `cam` at `camera`, delivery to `broker`
+/// with `chunk_size`, `rolls` in the camera's table).
+pub struct DaemonProcess {
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl DaemonProcess {
+    pub fn configure(
+        dir: &Path,
+        broker: &str,
+        camera: &str,
+        chunk_size: &str,
+        rolls: &str,
+    ) -> DaemonProcess {
+        let config = dir.join("alertclip.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[site]\nid = \"test-site\"\nname = \"Test Store\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/c.sock\"\n\
+                 [outbox]\ndir = \"{0}/outbox\"\n[mqtt]\nurl = \"{broker}\"\nchunk_size = \"{chunk_size}\"\n\
+                 [[camera]]\nid = \"cam\"\nurl = \"{camera}\"\n{rolls}\n",
+                dir.display(),
+            ),
+        )
+        .unwrap();
+        DaemonProcess {
+            config,
+            socket: dir.join("c.sock"),
+        }
+    }
+
+    /// Starts it; killed when the handle is dropped.
+    pub fn start(&self) -> tokio::process::Child {
+        alertclip_command_async()
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+}
+
 /// A stream whose clips are large: noise at 640x480 keeps the encoder at 4 Mbit/s.
 pub fn busy_stream() -> alertclip::demo::teststream::TestStream {
     alertclip::demo::teststream::TestStream {

@@ -113,6 +113,14 @@ impl ReceiverProcess {
         }
     }
 
+    /// A report the predicate accepts: one seen already, or the next such to come.
+    pub async fn seen_or_wait(&mut self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        match self.seen.iter().find(|v| predicate(v)) {
+            Some(found) => found.clone(),
+            None => self.wait_for(what, predicate).await,
+        }
+    }
+
     /// Whether any report seen so far is one the predicate accepts.
     pub fn seen_any(&self, predicate: impl Fn(&Value) -> bool) -> bool {
         self.seen.iter().any(predicate)
