@@ -217,6 +217,9 @@ pub async fn monitor(
         };
         if look_at_disks || disk_check.is_none_or(|at| at.elapsed() >= every) {
             disk_check = Some(tokio::time::Instant::now());
+            // Space the alert path gave up is taken back as soon as the disk has it again.
+            let taking_back = publisher.clone();
+            tokio::task::spawn_blocking(move || taking_back.outbox().replenish_reserve());
             let low: Vec<String> =
                 dirs.iter()
                     .filter_map(|dir| {

@@ -188,11 +188,13 @@ impl Reserve {
             return false;
         }
         let left = bytes.saturating_sub(RELEASE_STEP);
-        if file.set_len(left).and_then(|_| file.sync_all()).is_err() {
+        if file.set_len(left).is_err() {
             return false;
         }
-        tracing::warn!(file = %self.path.display(), left, "the disk is full: gave up reserved space for an alert");
+        // What the file holds now, synced or not.
         *bytes = left;
+        let _ = file.sync_all();
+        tracing::warn!(file = %self.path.display(), left, "the disk is full: gave up reserved space for an alert");
         true
     }
 

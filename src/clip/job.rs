@@ -281,6 +281,7 @@ pub(super) async fn record_clip(
     };
     // Synced writes and pruning block on the disk: off the async workers.
     let (written, storage, event) = (done.clone(), context.storage.clone(), job.event);
+    let sealed = muxed.sealed.clone();
     let placed =
         tokio::task::spawn_blocking(move || write_records(&written, &muxed, &storage, event))
             .await
@@ -288,6 +289,7 @@ pub(super) async fn record_clip(
             .and_then(|placed| placed);
     if let Err(error) = placed {
         let _ = std::fs::remove_file(&done.sidecar);
+        let _ = std::fs::remove_file(&sealed);
         return Err(error.into());
     }
     Ok(done)
@@ -387,7 +389,7 @@ pub(super) fn make_room(storage: &Storage, spool: Option<&dyn Spool>, need: u64,
                 return;
             }
         }
-        if spool.is_some_and(|s| s.shed_clip()) {
+        if spool.is_some_and(|s| s.shed_clip(keep)) {
             dropped += 1;
             continue;
         }

@@ -39,8 +39,8 @@ pub trait Spool: Send + Sync {
     fn max_payload(&self) -> u64;
     /// Drops the undelivered clip that goes first when the disk runs short (a detection
     /// event's before a panic's, oldest first; never an alert), saying so on the health
-    /// channel. False when none is left.
-    fn shed_clip(&self) -> bool;
+    /// channel; never one of `keep`'s. False when none is left.
+    fn shed_clip(&self, keep: Uuid) -> bool;
     /// A write found the disk full: look at free space now, and tell people.
     fn disk_full(&self);
     /// Something people must hear of at once about an event's alert (it could not be spooled

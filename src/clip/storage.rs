@@ -96,11 +96,10 @@ impl Storage {
             .into_iter()
             .map(|dir| {
                 let mut bytes = 0;
-                let mut busy = false;
                 for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
                     bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    busy |= entry.file_name().to_string_lossy().starts_with('.');
                 }
+                let busy = unfinished(&dir);
                 (dir, bytes, busy)
             })
             .collect();
@@ -133,19 +132,37 @@ impl Storage {
             if dir.file_name().is_some_and(|n| n.to_string_lossy() == keep) {
                 continue;
             }
-            let mut free = true;
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let busy = entry.file_name().to_string_lossy().starts_with('.');
-                let pinned = entry.metadata().is_ok_and(|m| m.nlink() > 1);
-                free &= !busy && !pinned;
-            }
-            if free {
+            let pinned = fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.nlink() > 1));
+            if !pinned && !unfinished(&dir) {
                 fs::remove_dir_all(&dir).map_err(|e| annotate(e, &dir))?;
                 return Ok(Some(dir));
             }
         }
         Ok(None)
     }
+}
+
+/// Whether an event still has work in it: a file being written (hidden), or a clip written
+/// but not yet spooled (a sidecar without its manifest, which the clip job or recovery is
+/// about to complete). Such an event is never deleted.
+fn unfinished(event: &Path) -> bool {
+    let names: Vec<String> = fs::read_dir(event)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.iter().any(|name| {
+        name.starts_with('.')
+            || name.strip_suffix(".json").is_some_and(|camera| {
+                !camera.ends_with(".manifest")
+                    && !names.contains(&format!("{camera}.manifest.json"))
+            })
+    })
 }
 
 #[cfg(test)]
@@ -182,6 +199,11 @@ mod tests {
             ]
         );
         assert!(root.path().join(busy.to_string()).exists());
+        // A clip written but not yet spooled (sidecar, no manifest) is never given up either.
+        let waiting = event(&storage, 1_000);
+        write_durably(&storage.event_dir(waiting).unwrap().join("cam.json"), b"{}").unwrap();
+        assert_eq!(storage.shed_oldest_unpinned(newest).unwrap(), None);
+        assert!(root.path().join(waiting.to_string()).exists());
         assert!(
             root.path()
                 .join(newest.to_string())

@@ -708,12 +708,10 @@ impl Config {
             named.push(("detect.model".into(), &self.detect.model));
         }
         for (key, path) in named {
-            let problem = match std::fs::File::open(path) {
-                Ok(opened) => match opened.metadata() {
-                    Ok(m) if m.is_file() => None,
-                    Ok(_) => Some("is not a regular file".to_owned()),
-                    Err(e) => Some(e.to_string()),
-                },
+            // Looked at before it is opened: opening a pipe would wait for a writer.
+            let problem = match std::fs::metadata(path) {
+                Ok(m) if !m.is_file() => Some("is not a regular file".to_owned()),
+                Ok(_) => std::fs::File::open(path).err().map(|e| e.to_string()),
                 Err(e) => Some(e.to_string()),
             };
             if let Some(problem) = problem {
@@ -1162,6 +1160,13 @@ impl SecretUrl {
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An `@` that ends no recognisable login still hides everything before it.
+        if self.userinfo_range().is_none()
+            && let (Some(scheme), Some(at)) = (self.0.find("://"), self.0.rfind('@'))
+            && self.0[scheme + 3..at].contains(':')
+        {
+            return write!(f, "{}***{}", &self.0[..scheme + 3], &self.0[at..]);
+        }
         match self.userinfo_range() {
             Some(range) => {
                 let userinfo = &self.0[range.clone()];
@@ -1225,6 +1230,8 @@ mod tests {
             tricky.without_userinfo(),
             "rtsp://10.0.0.7:8554/Streaming/101"
         );
+        // A login before an `@` with no host after it is hidden all the same.
+        assert_eq!(url("rtsp://u:hunter2@").to_string(), "rtsp://***@");
     }
 
     const MINIMAL: &str = r#"

@@ -309,7 +309,11 @@ async fn answer(stream: UnixStream, context: &Context) -> std::io::Result<()> {
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
         out.push(b'\n');
-        write.write_all(&out).await?;
+        // A client that never reads its answers does not keep its connection.
+        match tokio::time::timeout(IDLE_TIMEOUT, write.write_all(&out)).await {
+            Ok(written) => written?,
+            Err(_) => return Ok(()),
+        }
     }
     Ok(())
 }

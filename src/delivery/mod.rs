@@ -329,8 +329,8 @@ impl Spool for Publisher {
         self.chunk_size
     }
 
-    fn shed_clip(&self) -> bool {
-        match self.outbox.drop_one_clip() {
+    fn shed_clip(&self, keep: Uuid) -> bool {
+        match self.outbox.drop_one_clip(keep) {
             Some(drop) => {
                 self.report_dropped(&drop, "the disk is full");
                 true

@@ -341,7 +341,12 @@ impl Outbox {
         bytes.extend_from_slice(&topic_len.to_be_bytes());
         bytes.extend_from_slice(message.topic.as_bytes());
         bytes.extend_from_slice(&message.payload);
-        write_durably(&path, &bytes)?;
+        if let Err(error) = write_durably(&path, &bytes) {
+            // Renamed into place before a later step failed: it must not be delivered after
+            // a restart as well as by whoever retries it (an alert's chain would see a replay).
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
         let entry = Entry::Message {
             path,
             bytes: bytes.len() as u64,
@@ -448,7 +453,7 @@ impl Outbox {
     fn make_room(&self, index: &mut Index) -> Vec<Dropped> {
         let mut dropped = Vec::new();
         while index.bytes > self.max_bytes {
-            match drop_first_clip(index) {
+            match drop_first_clip(index, None) {
                 Some(clip) => dropped.push(clip),
                 None => {
                     tracing::warn!(
@@ -466,8 +471,8 @@ impl Outbox {
     /// Drops the clip that goes first when space runs short (a detection event's before a
     /// panic's, oldest first), for a disk that fills before the outbox does. `None` when no
     /// clip is left; alerts and other messages are never dropped.
-    pub fn drop_one_clip(&self) -> Option<Dropped> {
-        drop_first_clip(&mut self.index())
+    pub fn drop_one_clip(&self, keep: Uuid) -> Option<Dropped> {
+        drop_first_clip(&mut self.index(), Some(keep))
     }
 
     /// The first message in delivery order that is not in `in_flight`, read from disk.
@@ -626,11 +631,13 @@ impl Outbox {
     }
 }
 
-/// Removes the clip that goes first (see [`Outbox::drop_one_clip`]) with its manifest.
-fn drop_first_clip(index: &mut Index) -> Option<Dropped> {
+/// Removes the clip that goes first (see [`Outbox::drop_one_clip`]) with its manifest, never
+/// one of `keep`'s.
+fn drop_first_clip(index: &mut Index, keep: Option<Uuid>) -> Option<Dropped> {
     let (_, stem) = index
         .entries
         .iter()
+        .filter(|(stem, _)| keep.is_none() || event_of(stem) != keep)
         .filter_map(|(stem, entry)| match entry {
             Entry::Clip(clip) => Some((!clip.info.detection, stem.clone())),
             Entry::Message { .. } => None,

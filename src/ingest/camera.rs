@@ -296,25 +296,26 @@ impl Camera {
 /// camera rebooting or a server without the stream says, is no answer); for `rtsps://`, its
 /// port accepts a connection. Asked while a reconnection backs off, so that a camera coming
 /// back is streaming within a probe and a handshake, not after the rest of the delay.
-async fn answers(url: &config::SecretUrl) -> bool {
+async fn answers(url: &config::SecretUrl) -> Option<bool> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Some((host, port)) = url.host_port() else {
-        return false;
+    let (host, port) = url.host_port()?;
+    let deadline = tokio::time::Instant::now() + alertclip_mqtt::backoff::PROBE_EVERY;
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    // Refused is an answer; no answer in time is not.
+    let mut stream = match tokio::time::timeout_at(deadline, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) => return Some(false),
+        Err(_) => return None,
     };
+    if url.expose()[..5].eq_ignore_ascii_case("rtsps") {
+        return Some(true);
+    }
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .ok()?;
-        if url.expose()[..5].eq_ignore_ascii_case("rtsps") {
-            return Some(true);
-        }
         let request = format!(
             "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\nUser-Agent: alertclip\r\n\r\n",
             url.without_userinfo()
         );
         stream.write_all(request.as_bytes()).await.ok()?;
-        // The whole reply is read and the connection closed in turn, so that the server sees
-        // a client leave, not a connection reset.
         let mut reply = Vec::with_capacity(1024);
         let mut chunk = [0u8; 1024];
         while reply.len() < 16 << 10 {
@@ -326,18 +327,25 @@ async fn answers(url: &config::SecretUrl) -> bool {
                 break;
             }
         }
+        Some(reply.starts_with(b"RTSP/1.0 200") || reply.starts_with(b"RTSP/1.0 401"))
+    };
+    let answer = tokio::time::timeout_at(deadline, probe)
+        .await
+        .ok()
+        .flatten();
+    // Decided; then the connection is closed in turn, briefly, so that the server sees a
+    // client leave rather than a connection reset.
+    let _ = tokio::time::timeout(Duration::from_millis(50), async {
         let _ = stream.shutdown().await;
+        let mut chunk = [0u8; 1024];
         while let Ok(n) = stream.read(&mut chunk).await {
             if n == 0 {
                 break;
             }
         }
-        Some(reply.starts_with(b"RTSP/1.0 200") || reply.starts_with(b"RTSP/1.0 401"))
-    };
-    matches!(
-        tokio::time::timeout(alertclip_mqtt::backoff::PROBE_EVERY, probe).await,
-        Ok(Some(true))
-    )
+    })
+    .await;
+    answer
 }
 
 /// Whether an RTSP reply holds its headers and the body they announce.

@@ -87,14 +87,15 @@ impl Backoff {
         self.wait_until(cancel, || accepts(addresses)).await
     }
 
-    /// Waits the next delay, or until `answers` (asked every [`PROBE_EVERY`]) says yes after
-    /// having said no, in this wait or at the end of the one before; `false` when `cancel`
-    /// came first. When the attempt after a wait that ended so fails too, the next wait is
+    /// Waits the next delay, or until `answers` (asked every [`PROBE_EVERY`]) says yes
+    /// (`Some(true)`) after having said no (`Some(false)`: refused, not merely slow), in this
+    /// wait or at the end of the one before; `None` (no answer in time) changes nothing, so a
+    /// slow link never cuts a delay short. `false` when `cancel` came first. When the attempt after a wait that ended so fails too, the next wait is
     /// [`RETRY_AFTER_EARLY`] once.
     pub async fn wait_until<F, A>(&mut self, cancel: &CancellationToken, mut answers: F) -> bool
     where
         F: FnMut() -> A,
-        A: Future<Output = bool>,
+        A: Future<Output = Option<bool>>,
     {
         if std::mem::take(&mut self.ended_early) {
             // The attempt right after the server came back failed: once more, shortly.
@@ -111,10 +112,12 @@ impl Backoff {
                 _ = tokio::time::sleep_until(deadline) => return true,
                 answered = answers() => answered,
             };
-            let was_refused = std::mem::replace(&mut self.refused, !answered);
-            if answered && was_refused {
-                self.ended_early = true;
-                return true;
+            if let Some(answered) = answered {
+                let was_refused = std::mem::replace(&mut self.refused, !answered);
+                if answered && was_refused {
+                    self.ended_early = true;
+                    return true;
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return false,
@@ -127,15 +130,20 @@ impl Backoff {
     }
 }
 
-/// Whether any of `addresses` accepts a TCP connection within [`PROBE_EVERY`].
-async fn accepts(addresses: &[SocketAddr]) -> bool {
+/// Whether any of `addresses` accepts a TCP connection: `Some(false)` when every one refused,
+/// `None` when one gave no answer within [`PROBE_EVERY`] (or there are none to ask).
+async fn accepts(addresses: &[SocketAddr]) -> Option<bool> {
+    let mut answer = None;
     for address in addresses {
         let connect = tokio::net::TcpStream::connect(address);
-        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY, connect).await {
-            return true;
+        match tokio::time::timeout(PROBE_EVERY, connect).await {
+            Ok(Ok(_)) => return Some(true),
+            Ok(Err(_)) if answer.is_none() => answer = Some(false),
+            Ok(Err(_)) => {}
+            Err(_) => return None,
         }
     }
-    false
+    answer
 }
 
 #[cfg(test)]
@@ -184,18 +192,18 @@ mod tests {
         let cancel = CancellationToken::new();
         let start = Instant::now();
         // Down for the whole first wait.
-        assert!(backoff.wait_until(&cancel, || async { false }).await);
+        assert!(backoff.wait_until(&cancel, || async { Some(false) }).await);
         assert_eq!(start.elapsed(), Duration::from_secs(8));
         // Back before the second began: it ends at its first probe.
         let second = Instant::now();
-        assert!(backoff.wait_until(&cancel, || async { true }).await);
+        assert!(backoff.wait_until(&cancel, || async { Some(true) }).await);
         assert_eq!(second.elapsed(), Duration::ZERO);
         // That attempt failed anyway: one more shortly, then the full delay again.
         let third = Instant::now();
-        assert!(backoff.wait_until(&cancel, || async { true }).await);
+        assert!(backoff.wait_until(&cancel, || async { Some(true) }).await);
         assert_eq!(third.elapsed(), RETRY_AFTER_EARLY);
         let fourth = Instant::now();
-        assert!(backoff.wait_until(&cancel, || async { true }).await);
+        assert!(backoff.wait_until(&cancel, || async { Some(true) }).await);
         assert_eq!(fourth.elapsed(), Duration::from_secs(30));
     }
 

@@ -47,16 +47,16 @@ pub fn read_secret(path: &Path) -> Result<String, SecretError> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(error)?;
-    // A secret is a line in a regular file: never a directory, a device or a pipe, read
-    // without bound.
-    let metadata = file.metadata().map_err(error)?;
+    // A secret is a line in a regular file: never a directory, a device or a pipe (looked at
+    // before opening, which would wait on a pipe), read without bound.
+    let metadata = std::fs::metadata(path).map_err(error)?;
     if !metadata.is_file() {
         return Err(error(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a regular file: expected a file holding the secret on one line",
         )));
     }
+    let file = std::fs::File::open(path).map_err(error)?;
     let mut text = String::new();
     file.take(MAX_SECRET as u64 + 1)
         .read_to_string(&mut text)

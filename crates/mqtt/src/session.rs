@@ -500,6 +500,7 @@ async fn pump<L: EventLoop, K: Send>(
 ) {
     let mut pkids: HashMap<u16, Tag<K>> = HashMap::new();
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+    let mut after_oversized = false;
     loop {
         let polled = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -510,7 +511,12 @@ async fn pump<L: EventLoop, K: Send>(
                 let mut link = lock(&link);
                 link.connected = true;
                 link.fifo.clear();
-                backoff.reset();
+                // After an oversized message the delay keeps growing: one retained on a
+                // subscribed topic comes again on every connection.
+                if !after_oversized {
+                    backoff.reset();
+                }
+                after_oversized = false;
                 // After a clean start for an oversized message, sessions persist again.
                 eventloop.keep_session(true);
                 LinkEvent::Connected
@@ -553,6 +559,7 @@ async fn pump<L: EventLoop, K: Send>(
                 pkids.clear();
                 if failure.incoming_too_large {
                     eventloop.keep_session(false);
+                    after_oversized = true;
                     if events
                         .send(LinkEvent::IncomingTooLarge(failure.message.clone()))
                         .is_err()

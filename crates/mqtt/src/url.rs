@@ -37,6 +37,7 @@ impl BrokerUrl {
             (Some(scheme), Some(at)) if at > scheme => {
                 format!("{}***{}", &text[..scheme + 3], &text[at..])
             }
+            (_, Some(at)) => format!("***{}", &text[at..]),
             _ => text.to_owned(),
         };
         if text.contains('@') {
@@ -125,5 +126,7 @@ mod tests {
             error.contains("mqtts://***@h:8883") && !error.contains("hunter2"),
             "{error}"
         );
+        let error = BrokerUrl::parse("dev:hunter2@h:1883").unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }

@@ -63,7 +63,8 @@ pub struct ReceiveArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     pub json: bool,
-    /// Directory of trusted device public keys (PEM files, as `alertclip key show` prints).
+    /// Directory of registered device public keys, each named after its site (`<site-id>.pub`, a
+    /// PEM file as `alertclip key show` prints it): a key vouches only for its own site.
     #[arg(long, value_name = "DIR")]
     pub keys: Option<PathBuf>,
     /// Trust the first key each site signs with, and only that key afterwards.

@@ -28,7 +28,7 @@ use crate::store::write_durably;
 /// Largest chunk index accepted: a guard against a hostile or broken sender.
 const MAX_CHUNKS: u32 = 1_000_000;
 /// Different chunks kept under one index: the genuine one among a few forged.
-const MAX_CANDIDATES: usize = 4;
+const MAX_CANDIDATES: usize = 16;
 
 /// What the receiver does.
 #[derive(Debug, Clone)]
@@ -163,7 +163,8 @@ pub struct Receiver {
     out: PathBuf,
     layout: TopicLayout,
     states: HashMap<String, String>,
-    trusted: HashMap<String, VerifyingKey>,
+    /// Registered keys by key id, each with the one site it speaks for.
+    trusted: HashMap<String, (VerifyingKey, String)>,
     /// Pin the first key each site signs with.
     pub trust_on_first_use: bool,
     /// For each clip being reassembled, how many of its first chunks are known to be here.
@@ -186,19 +187,32 @@ impl Receiver {
         }
     }
 
-    /// Trusts every public key in `dir` (files holding a PEM or base64 key). Returns how many.
+    /// Trusts the public keys in `dir`, each for the one site its file is named after
+    /// (`<site-id>.pub` or `<site-id>.pem`, holding a PEM or base64 key): a box's key never
+    /// vouches for another store's clips. Returns how many.
     pub fn trust_keys(&mut self, dir: &Path) -> io::Result<usize> {
         let entries = fs::read_dir(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         for entry in entries.flatten() {
-            let Ok(text) = fs::read_to_string(entry.path()) else {
+            let path = entry.path();
+            let site = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| id::is_valid(s));
+            let Some(site) = site else {
+                tracing::warn!(file = %path.display(), "not named <site-id>.pub; ignored");
+                continue;
+            };
+            // A regular file of a key's size, never a device or a pipe.
+            let readable = fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() < 16 << 10);
+            let Some(text) = readable.then(|| fs::read_to_string(&path).ok()).flatten() else {
                 continue;
             };
             match signature::parse_public_key(&text) {
                 Some(key) => {
-                    self.trusted.insert(signature::key_id(&key), key);
+                    self.trusted.insert(signature::key_id(&key), (key, site));
                 }
-                None => tracing::warn!(file = %entry.path().display(), "not a public key; ignored"),
+                None => tracing::warn!(file = %path.display(), "not a public key; ignored"),
             }
         }
         Ok(self.trusted.len())
@@ -214,7 +228,8 @@ impl Receiver {
         let lookup = |id: &str| {
             self.trusted
                 .get(id)
-                .copied()
+                .filter(|(_, registered)| registered == site)
+                .map(|(key, _)| *key)
                 .or_else(|| pinned.filter(|k| signature::key_id(k) == id))
         };
         let verdict = signature::verify(payload, &lookup);
@@ -402,18 +417,6 @@ impl Receiver {
                 if path.exists() {
                     return Ok(Vec::new());
                 }
-                let candidates = self
-                    .candidates
-                    .entry((site.clone(), event, camera.clone(), index))
-                    .or_default();
-                if *candidates >= MAX_CANDIDATES {
-                    return Ok(Vec::new());
-                }
-                *candidates += 1;
-                write_durably(&path, payload)?;
-                let mut reports = Vec::new();
-                // Against the verified manifest, a chunk it does not name is news: a
-                // corruption, or someone else publishing on the box's topics.
                 let named = fs::read(dir.join(manifest_name(&camera, true)))
                     .ok()
                     .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
@@ -422,6 +425,22 @@ impl Receiver {
                             .get(index as usize)
                             .map(|h| chunk_name(index, h))
                     });
+                let genuine = named
+                    .as_ref()
+                    .is_some_and(|n| n.as_deref() == Some(name.as_str()));
+                let candidates = self
+                    .candidates
+                    .entry((site.clone(), event, camera.clone(), index))
+                    .or_default();
+                // The one the verified manifest names is always taken.
+                if *candidates >= MAX_CANDIDATES && !genuine {
+                    return Ok(Vec::new());
+                }
+                *candidates += 1;
+                write_durably(&path, payload)?;
+                let mut reports = Vec::new();
+                // Against the verified manifest, a chunk it does not name is news: a
+                // corruption, or someone else publishing on the box's topics.
                 if let Some(named) = named
                     && named.as_deref() != Some(name.as_str())
                 {
@@ -462,6 +481,13 @@ impl Receiver {
                         reason,
                     }])
                 };
+                if !is_sha256(&manifest.sha256)
+                    || !manifest.chunk_sha256.iter().all(|h| is_sha256(h))
+                {
+                    return invalid(
+                        "the manifest's hashes are not SHA-256 digests: ignored".into(),
+                    );
+                }
                 // A genuine manifest republished elsewhere must not vouch for another event.
                 if manifest.event_id != event
                     || manifest.camera != camera
@@ -549,7 +575,10 @@ impl Receiver {
             camera: camera.to_owned(),
             reason,
         };
-        if manifest.chunks as usize != manifest.chunk_sha256.len() || manifest.chunks > MAX_CHUNKS {
+        if manifest.chunks as usize != manifest.chunk_sha256.len()
+            || manifest.chunks > MAX_CHUNKS
+            || !manifest.chunk_sha256.iter().all(|h| is_sha256(h))
+        {
             return Ok(vec![invalid("the manifest is inconsistent".into())]);
         }
         // Where the last look stopped: each arriving chunk costs a look from there on, so a
@@ -620,7 +649,15 @@ impl Receiver {
 
 /// A chunk's file: its index and the start of its hash.
 fn chunk_name(index: u32, sha256: &str) -> String {
-    format!("{index}-{}", &sha256[..sha256.len().min(16)])
+    format!("{index}-{}", sha256.get(..16).unwrap_or(sha256))
+}
+
+/// Whether a hash from the network is one: 64 lowercase hex digits.
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A clip's file: verified under the camera's name, anything else kept apart.
@@ -911,7 +948,7 @@ mod tests {
             let keys = out.join("registered-keys");
             fs::create_dir_all(&keys).unwrap();
             fs::write(
-                keys.join("device.pub"),
+                keys.join("s.pub"),
                 signature::public_pem(&self.key.verifying_key()),
             )
             .unwrap();
@@ -1243,6 +1280,48 @@ mod tests {
             matches!(reports.as_slice(), [Report::Invalid { reason, .. }] if reason.contains("not where it was published")),
             "{reports:?}"
         );
+    }
+
+    #[test]
+    fn a_manifest_whose_hashes_are_not_hashes_is_refused_and_never_crashes_a_restart() {
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
+        let event = Uuid::now_v7();
+        let base = format!("alertclip/v1/s/events/{event}/clip/cam");
+        let mut odd = manifest(event, &[1u8; 10], 10);
+        odd.chunk_sha256 = vec![format!("{}€", "a".repeat(15))];
+        for signed in [false, true] {
+            let json = serde_json::to_vec(&odd).unwrap();
+            let payload = if signed { device.sign(&json) } else { json };
+            let reports = receiver.handle(&base, &payload).unwrap();
+            assert!(
+                matches!(reports.as_slice(), [Report::Invalid { reason, .. }] if reason.contains("not SHA-256")),
+                "{reports:?}"
+            );
+        }
+        receiver.handle(&format!("{base}/0"), &[1u8; 10]).unwrap();
+        Receiver::new(out.path(), TopicLayout::default())
+            .resume()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_key_registered_for_one_site_vouches_for_no_other() {
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
+        let event = Uuid::now_v7();
+        let data = vec![4u8; 100];
+        let mut elsewhere = manifest(event, &data, 100);
+        elsewhere.site_id = "other".into();
+        let base = format!("alertclip/v1/other/events/{event}/clip/cam");
+        receiver.handle(&format!("{base}/0"), &data).unwrap();
+        let reports = receiver
+            .handle(
+                &base,
+                &device.sign(&serde_json::to_vec(&elsewhere).unwrap()),
+            )
+            .unwrap();
+        assert_eq!(words(&reports), vec!["clip:untrusted"]);
     }
 
     #[test]
