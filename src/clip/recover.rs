@@ -15,7 +15,7 @@ use alertclip_wire::sidecar::ClipRecord;
 
 use super::Spool;
 use super::job::{ClipDone, complete};
-use super::storage::Storage;
+use super::storage::{Storage, unspooled};
 use crate::evidence::Evidence;
 
 /// Why a clip left unfinished could not be completed.
@@ -79,32 +79,15 @@ pub fn recover(
     completed
 }
 
-/// Sidecars of clips without a manifest, oldest event first.
+/// Sidecars of clips without a manifest whose MP4 is in place, oldest event first.
 fn unfinished(storage: &Storage) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for event in storage.events().unwrap_or_default() {
-        let Ok(entries) = fs::read_dir(&event) else {
-            continue;
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in &names {
-            let Some(camera) = name.strip_suffix(".json") else {
-                continue;
-            };
-            if camera.starts_with('.') || camera.ends_with(".manifest") {
-                continue;
-            }
-            let has = |suffix: &str| names.iter().any(|n| *n == format!("{camera}{suffix}"));
-            if has(".mp4") && !has(".manifest.json") {
-                found.push(event.join(name));
-            }
-        }
-    }
-    found
+    storage
+        .events()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|event| unspooled(event))
+        .filter(|sidecar| sidecar.with_extension("mp4").exists())
+        .collect()
 }
 
 fn finish(

@@ -147,22 +147,34 @@ impl Storage {
 }
 
 /// Whether an event still has work in it: a file being written (hidden), or a clip written
-/// but not yet spooled (a sidecar without its manifest, which the clip job or recovery is
-/// about to complete). Such an event is never deleted.
+/// but not yet spooled (see [`unspooled`]), which the clip job or recovery is about to
+/// complete. Such an event is never deleted.
 fn unfinished(event: &Path) -> bool {
-    let names: Vec<String> = fs::read_dir(event)
+    let hidden = fs::read_dir(event)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with('.'));
+    hidden || !unspooled(event).is_empty()
+}
+
+/// The sidecars in an event's directory whose clip has no manifest yet: written, but not yet
+/// spooled (the manifest is written last). Sorted by name.
+pub fn unspooled(event: &Path) -> Vec<PathBuf> {
+    let mut names: Vec<String> = fs::read_dir(event)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    names.iter().any(|name| {
-        name.starts_with('.')
-            || name.strip_suffix(".json").is_some_and(|camera| {
-                !camera.ends_with(".manifest")
-                    && !names.contains(&format!("{camera}.manifest.json"))
-            })
-    })
+    names.sort();
+    names
+        .iter()
+        .filter_map(|name| name.strip_suffix(".json").map(|camera| (name, camera)))
+        .filter(|(_, camera)| !camera.starts_with('.') && !camera.ends_with(".manifest"))
+        .filter(|(_, camera)| !names.contains(&format!("{camera}.manifest.json")))
+        .map(|(name, _)| event.join(name))
+        .collect()
 }
 
 #[cfg(test)]
