@@ -230,7 +230,7 @@ pub(super) async fn record_clip(
         extended.as_mut().enable();
 
         let end = job.plan().end;
-        let read = feed.ring().read(&mut cursor, end, &mut batch);
+        let read = feed.ring().read_past(&mut cursor, end, &mut batch);
         for frame in batch.drain(..) {
             if let Err(error) = writer.push(frame) {
                 writer.abort();

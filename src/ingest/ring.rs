@@ -263,6 +263,24 @@ impl FrameRing {
     /// than `end` (in decode order), and advances the cursor past what it appended. Payloads
     /// are shared, not copied.
     pub fn read(&self, cursor: &mut Cursor, end: MonoNs, out: &mut Vec<Frame>) -> ReadEnd {
+        self.read_to(cursor, end, false, out)
+    }
+
+    /// Like [`read`](Self::read), but takes the first frame later than `end` too. The
+    /// picture shown at `end` lasts until that frame's time, and a clip's frame times are
+    /// snapped to a grid that can round the last one back by the camera's jitter: a clip
+    /// that holds the next frame's start covers `end` whatever the rounding.
+    pub fn read_past(&self, cursor: &mut Cursor, end: MonoNs, out: &mut Vec<Frame>) -> ReadEnd {
+        self.read_to(cursor, end, true, out)
+    }
+
+    fn read_to(
+        &self,
+        cursor: &mut Cursor,
+        end: MonoNs,
+        past: bool,
+        out: &mut Vec<Frame>,
+    ) -> ReadEnd {
         let first = self
             .gops
             .partition_point(|g| g.end_seq() <= cursor.next_seq);
@@ -278,6 +296,10 @@ impl FrameRing {
             let skip = (cursor.next_seq - gop.first_seq) as usize;
             for frame in &gop.frames[skip..] {
                 if frame.time > end {
+                    if past {
+                        out.push(frame.clone());
+                        cursor.next_seq += 1;
+                    }
                     return ReadEnd::Reached;
                 }
                 out.push(frame.clone());
@@ -428,6 +450,13 @@ mod tests {
         assert_eq!(frames[0].time, 6 * SEC);
         assert_eq!(frames.last().unwrap().time, 15 * SEC);
         assert_eq!(frames.len(), 91);
+        // Reading past the end takes the next frame too, once.
+        let mut cursor = cut.cursor;
+        let mut past = Vec::new();
+        let why = ring.read_past(&mut cursor, 15 * SEC, &mut past);
+        assert_eq!(why, ReadEnd::Reached);
+        assert_eq!(past.len(), 92);
+        assert_eq!(past.last().unwrap().time, 15_100 * MS);
         // Exactly on a keyframe.
         let cut = ring.start_cut(8 * SEC, 12 * SEC).unwrap();
         assert_eq!(read_all(&ring, &cut, 8 * SEC).0.len(), 1);
