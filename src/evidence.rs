@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use alertclip_wire::signature::{self, SigningKey, VerifyingKey};
-use alertclip_wire::{Alert, ChainState, Manifest};
+use alertclip_wire::{Alert, ChainState, EventUpdate, Manifest};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 
@@ -249,6 +249,26 @@ impl Chain {
     }
 }
 
+/// A payload that is a link of the alert chain: alerts, and updates of open events.
+pub trait Chained: serde::Serialize {
+    /// Sets its place in the chain: its sequence number and the previous link's hash.
+    fn place(&mut self, sequence: u64, previous: Option<String>);
+}
+
+impl Chained for Alert {
+    fn place(&mut self, sequence: u64, previous: Option<String>) {
+        self.sequence = sequence;
+        self.previous_alert_sha256 = previous;
+    }
+}
+
+impl Chained for EventUpdate {
+    fn place(&mut self, sequence: u64, previous: Option<String>) {
+        self.sequence = sequence;
+        self.previous_alert_sha256 = previous;
+    }
+}
+
 /// What the box signs with: its key, and the chain its alerts are linked in. Every payload
 /// the box signs is signed here.
 #[derive(Debug)]
@@ -272,22 +292,21 @@ impl Evidence {
         &self.key
     }
 
-    /// Makes `alert` the next link of the chain, signs it and hands it to `spool`, which makes
-    /// it durable: returns the payload as it is to be published. The chain advances only when
-    /// `spool` succeeds.
-    pub fn sign_alert(
+    /// Makes `link` (an alert or an event update) the next link of the chain, signs it and
+    /// hands it to `spool`, which makes it durable: returns the payload as it is to be
+    /// published. The chain advances only when `spool` succeeds.
+    pub fn sign_chained<T: Chained>(
         &self,
-        alert: &mut Alert,
+        link: &mut T,
         spool: impl FnOnce(&[u8]) -> io::Result<()>,
     ) -> Result<Vec<u8>, EvidenceError> {
         let chain = self.chain.as_ref().ok_or(EvidenceError::Unchained)?;
         chain.append(
             |sequence, previous| {
-                alert.sequence = sequence;
-                alert.previous_alert_sha256 = previous;
+                link.place(sequence, previous);
                 // A struct of plain data always serialises.
                 self.key
-                    .sign(&serde_json::to_vec(&*alert).unwrap_or_default())
+                    .sign(&serde_json::to_vec(&*link).unwrap_or_default())
             },
             spool,
         )

@@ -735,11 +735,36 @@ async fn a_camera_going_offline_and_back_is_reported_on_the_alerts_topic() {
     receiver.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_receiver_with_the_device_key_verifies_alert_and_clip_signatures() {
-    let broker = Broker::start("");
-    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &mqtt(&broker, "")).await;
-    // The precinct registers the device's public key.
+/// Fires a trigger that opens a new event, whose alert must reach the receiver as link
+/// `sequence` of the chain, and no chain problem reported so far.
+async fn next_alert_continues_the_chain(
+    rig: &mut Rig,
+    receiver: &mut ReceiverProcess,
+    sequence: u64,
+) {
+    let event = rig
+        .fire(Trigger::now(TriggerKind::Manual, "test"))
+        .await
+        .to_string();
+    let alert = receiver
+        .wait_for("next alert", |v| {
+            v["type"] == "alert" && v["alert"]["event_id"] == event.as_str()
+        })
+        .await;
+    assert_eq!(alert["alert"]["sequence"], sequence);
+    assert!(
+        receiver.seen.iter().all(|v| v["type"] != "chain"),
+        "{:?}",
+        receiver.seen
+    );
+}
+
+/// A receiver at a precinct that registered the device's public key, and the directory the
+/// key is kept in.
+async fn receiver_with_device_key(
+    rig: &Rig,
+    broker: &Broker,
+) -> (ReceiverProcess, tempfile::TempDir) {
     let keys = tempfile::tempdir().unwrap();
     std::fs::copy(
         rig.dir.path().join("evidence/device.pub"),
@@ -747,12 +772,20 @@ async fn a_receiver_with_the_device_key_verifies_alert_and_clip_signatures() {
     )
     .unwrap();
     let keys_arg = keys.path().display().to_string();
-    let mut receiver = ReceiverProcess::start(
+    let receiver = ReceiverProcess::start(
         broker.port,
         &["--broker", &broker.url(), "--keys", &keys_arg],
         &[],
     )
     .await;
+    (receiver, keys)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_with_the_device_key_verifies_alert_and_clip_signatures() {
+    let broker = Broker::start("");
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &mqtt(&broker, "")).await;
+    let (mut receiver, _keys) = receiver_with_device_key(&rig, &broker).await;
     let (_, clip) = deliver_one(&mut rig, &mut receiver).await;
     assert_eq!(clip["signature"], "valid");
     let alert = receiver
@@ -768,21 +801,54 @@ async fn a_receiver_with_the_device_key_verifies_alert_and_clip_signatures() {
         serde_json::Value::Null
     );
     // The next event continues the chain: no chain report.
+    next_alert_continues_the_chain(&mut rig, &mut receiver, 2).await;
+    rig.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_during_an_event_reaches_the_officer_at_once_as_a_signed_update() {
+    let broker = Broker::start("");
+    let rolls = "pre_roll = \"2s\"\npost_roll = \"4s\"";
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], rolls, &mqtt(&broker, "")).await;
+    let (mut receiver, _keys) = receiver_with_device_key(&rig, &broker).await;
+    wait_buffered(rig.camera(0), 2.5).await;
     let event = rig
-        .fire(Trigger::now(TriggerKind::Manual, "test"))
-        .await
-        .to_string();
-    let second = receiver
-        .wait_for("second alert", |v| {
-            v["type"] == "alert" && v["alert"]["event_id"] == event.as_str()
-        })
+        .fire(Trigger::now(TriggerKind::Button, "register-2"))
         .await;
-    assert_eq!(second["alert"]["sequence"], 2);
+    receiver.wait_for("alert", |v| v["type"] == "alert").await;
+    // Pressed again at another button within post-roll: the same event, and news at once,
+    // before its clip is finished.
+    let mut again = Trigger::now(TriggerKind::Button, "door");
+    again.note = Some("front door".into());
+    assert_eq!(rig.fire(again).await, event, "the press joins the event");
+    let update = receiver.wait_for("update", |v| v["type"] == "update").await;
     assert!(
-        receiver.seen.iter().all(|v| v["type"] != "chain"),
-        "{:?}",
+        !receiver.seen_any(|v| v["type"] == "clip"),
+        "the update came only after the clip: {:?}",
         receiver.seen
     );
+    assert_eq!(update["signature"], "valid");
+    let update = &update["update"];
+    assert_schema("event_update", update);
+    assert_eq!(update["event_id"], event.to_string());
+    assert_eq!(update["update"], 1);
+    assert_eq!(update["site_id"], "test-site");
+    assert_eq!(update["trigger"]["source"], "door");
+    assert_eq!(update["trigger"]["note"], "front door");
+    assert_eq!(update["cameras"], serde_json::json!(["cam"]));
+    assert_eq!(update["sequence"], 2, "the update is the chain's next link");
+    let stored = receiver
+        .dir()
+        .join("test-site")
+        .join(event.to_string())
+        .join("update-1.json");
+    assert!(stored.exists(), "{}", stored.display());
+
+    // The clip covers both presses; the next event's alert follows the update in the chain.
+    let local = rig.next_clip().await;
+    assert_eq!(local.record.triggers.len(), 2);
+    next_alert_continues_the_chain(&mut rig, &mut receiver, 3).await;
     rig.stop().await;
     receiver.stop().await;
 }

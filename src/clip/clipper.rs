@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use alertclip_wire::TriggerKind;
-use alertclip_wire::payload::{ALERT_SCHEMA, Alert, CameraPlan, SiteInfo, TriggerInfo};
+use alertclip_wire::payload::{
+    ALERT_SCHEMA, Alert, CameraPlan, EVENT_UPDATE_SCHEMA, EventUpdate, SiteInfo, TriggerInfo,
+};
 use alertclip_wire::sidecar::SiteRecord;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -141,12 +143,12 @@ impl Clipper {
     }
 
     /// Starts or extends the clips a trigger asks for; returns its event id once the alert of
-    /// every event it opened is durably spooled.
+    /// every event it opened, and the update of every event it joined, is durably spooled.
     async fn handle(&mut self, trigger: Trigger) -> Result<Uuid, TriggerError> {
         let cameras = self.cameras_of(&trigger)?;
         let spans: Vec<Span> = cameras.iter().map(|c| Span::of(&c.config)).collect();
         let assigned = self.table.assign(&trigger, &spans);
-        let mut not_spooled = None;
+        let mut links = Vec::new();
         for (event, ids) in &assigned.opened {
             let opened: Vec<&Camera> = cameras
                 .iter()
@@ -158,29 +160,36 @@ impl Clipper {
                 opened.iter().map(|c| c.config.id.clone()).collect(),
                 self.context.spool.is_some(),
             );
-            // The alert goes out before any video work starts.
-            if let Some(spool) = &self.context.spool {
-                let alert = alert(&self.site, *event, &trigger, &opened);
+            links.push(Link::Alert(alert(&self.site, *event, &trigger, &opened)));
+        }
+        for joined in &assigned.joined {
+            tracing::info!(event = %joined.event, update = joined.number, cameras = ?joined.cameras,
+                source = %trigger.source, "trigger joins the event in progress");
+            links.push(Link::Update(update(&self.site, joined, &trigger)));
+        }
+        // The alerts and updates go out before any video work starts.
+        let mut not_spooled = None;
+        if let Some(spool) = &self.context.spool {
+            for link in links {
                 let evidence = self.context.evidence.clone();
-                if let Err(error) =
-                    spool_alert(spool.clone(), evidence.clone(), alert.clone()).await
+                if let Err(error) = spool_link(spool.clone(), evidence.clone(), link.clone()).await
                 {
-                    tracing::error!(%event, %error, "cannot spool the alert: retrying from memory");
-                    self.context.log.set_delivery(*event, Delivery::Retrying);
-                    not_spooled.get_or_insert((*event, error.to_string()));
-                    self.tracker.spawn(retry_alert(
+                    let event = link.event();
+                    tracing::error!(%event, %error, "cannot spool {}: retrying from memory", link.what());
+                    if let Link::Alert(_) = link {
+                        self.context.log.set_delivery(event, Delivery::Retrying);
+                    }
+                    not_spooled.get_or_insert((event, format!("{}: {error}", link.what())));
+                    self.tracker.spawn(retry_link(
                         spool.clone(),
                         evidence,
-                        alert,
+                        link,
                         error.to_string(),
                         self.context.log.clone(),
                         self.jobs_cancel.clone(),
                     ));
                 }
             }
-        }
-        for (id, event) in &assigned.extended {
-            tracing::info!(camera = %id, %event, source = %trigger.source, "trigger extends the clip in progress");
         }
         for job in assigned.started {
             let Some(camera) = cameras.iter().find(|c| c.config.id == job.camera) else {
@@ -249,39 +258,76 @@ impl Clipper {
     }
 }
 
-/// Chains, signs and spools an alert, on a blocking thread: the chain advances only once the
-/// alert is on disk.
-async fn spool_alert(
+/// A link of the alert chain, built but not yet chained or signed.
+#[derive(Debug, Clone)]
+enum Link {
+    /// The alert of a new event.
+    Alert(Alert),
+    /// News of an event in progress.
+    Update(EventUpdate),
+}
+
+impl Link {
+    fn event(&self) -> Uuid {
+        match self {
+            Link::Alert(alert) => alert.event_id,
+            Link::Update(update) => update.event_id,
+        }
+    }
+
+    /// What it is, for people.
+    fn what(&self) -> String {
+        match self {
+            Link::Alert(alert) => format!("the alert of event {}", alert.event_id),
+            Link::Update(update) => {
+                format!("update {} of event {}", update.update, update.event_id)
+            }
+        }
+    }
+}
+
+/// Chains, signs and spools an alert or an update, on a blocking thread: the chain advances
+/// only once it is on disk.
+async fn spool_link(
     spool: Arc<dyn Spool>,
     evidence: Arc<Evidence>,
-    mut alert: Alert,
+    mut link: Link,
 ) -> std::io::Result<()> {
-    let event = alert.event_id;
     tokio::task::spawn_blocking(move || {
-        evidence
-            .sign_alert(&mut alert, |payload| spool.alert(event, payload.to_vec()))
-            .map(|_| ())
-            .map_err(std::io::Error::other)
+        match &mut link {
+            Link::Alert(alert) => {
+                let event = alert.event_id;
+                evidence.sign_chained(alert, |payload| spool.alert(event, payload.to_vec()))
+            }
+            Link::Update(update) => {
+                let (event, number) = (update.event_id, update.update);
+                evidence.sign_chained(update, |payload| {
+                    spool.update(event, number, payload.to_vec())
+                })
+            }
+        }
+        .map(|_| ())
+        .map_err(std::io::Error::other)
     })
     .await
     .map_err(std::io::Error::other)?
 }
 
-/// How often an alert that could not be spooled is tried again.
+/// How often an alert or update that could not be spooled is tried again.
 const ALERT_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Keeps an alert that could not be spooled in memory and tries again every second until it
-/// is on disk (and so on its way), saying so at once on the health channel. At shutdown it is
-/// tried a last time; an alert lost then is logged as lost.
-async fn retry_alert(
+/// Keeps an alert or update that could not be spooled in memory and tries again every second
+/// until it is on disk (and so on its way), saying so at once on the health channel. At
+/// shutdown it is tried a last time; one lost then is logged as lost.
+async fn retry_link(
     spool: Arc<dyn Spool>,
     evidence: Arc<Evidence>,
-    alert: Alert,
+    link: Link,
     first_error: String,
     log: EventLog,
     stop: CancellationToken,
 ) {
-    let event = alert.event_id;
+    let (event, what) = (link.event(), link.what());
     let since = std::time::Instant::now();
     let tell = |kind: &'static str, message: String| {
         let spool = spool.clone();
@@ -290,7 +336,7 @@ async fn retry_alert(
     let _ = tell(
         "alert_not_spooled",
         format!(
-            "the alert of event {event} could not be written to disk ({first_error}); the box keeps it in memory and tries again every second: free space on the box"
+            "{what} could not be written to disk ({first_error}); the box keeps it in memory and tries again every second: free space on the box"
         ),
     )
     .await;
@@ -301,14 +347,16 @@ async fn retry_alert(
             _ = tokio::time::sleep(ALERT_RETRY_EVERY) => false,
         };
         attempts += 1;
-        match spool_alert(spool.clone(), evidence.clone(), alert.clone()).await {
+        match spool_link(spool.clone(), evidence.clone(), link.clone()).await {
             Ok(()) => {
-                tracing::warn!(%event, attempts, "the alert is spooled at last");
-                log.set_delivery(event, Delivery::Queued);
+                tracing::warn!(%event, attempts, "{what} is spooled at last");
+                if let Link::Alert(_) = link {
+                    log.set_delivery(event, Delivery::Queued);
+                }
                 let _ = tell(
                     "alert_spooled_late",
                     format!(
-                        "the alert of event {event} reached the disk {} s late, after space was freed",
+                        "{what} reached the disk {} s late, after space was freed",
                         since.elapsed().as_secs()
                     ),
                 )
@@ -316,11 +364,11 @@ async fn retry_alert(
                 return;
             }
             Err(error) if stopping => {
-                tracing::error!(%event, %error, "the daemon stopped before the alert could be written to disk: it is lost");
+                tracing::error!(%event, %error, "the daemon stopped before {what} could be written to disk: it is lost");
                 return;
             }
             Err(error) => {
-                tracing::debug!(%event, %error, attempts, "the alert still cannot be spooled")
+                tracing::debug!(%event, %error, attempts, "{what} still cannot be spooled")
             }
         }
     }
@@ -335,18 +383,42 @@ impl Drop for CloseOnDrop {
     }
 }
 
+/// A trigger as alerts and updates carry it.
+fn trigger_info(trigger: &Trigger) -> TriggerInfo {
+    TriggerInfo {
+        kind: trigger.kind,
+        source: trigger.source.clone(),
+        note: trigger.note.clone(),
+        detections: trigger.detections.clone(),
+    }
+}
+
+/// The update of an event a trigger joined, not yet chained or signed.
+fn update(site: &SiteInfo, joined: &Joined, trigger: &Trigger) -> EventUpdate {
+    EventUpdate {
+        schema: EVENT_UPDATE_SCHEMA.to_owned(),
+        event_id: joined.event,
+        update: joined.number,
+        site_id: site.id.clone(),
+        trigger: trigger_info(trigger),
+        triggered_at: rfc3339_ms(trigger.at.wall),
+        cameras: joined.cameras.clone(),
+        clock: clock::provenance(),
+        test: trigger.kind == TriggerKind::Test,
+        device_version: env!("CARGO_PKG_VERSION").to_owned(),
+        sequence: 0,
+        previous_alert_sha256: None,
+        signature: None,
+    }
+}
+
 /// The alert of a new event, not yet chained or signed.
 fn alert(site: &SiteInfo, event: Uuid, trigger: &Trigger, cameras: &[&Camera]) -> Alert {
     Alert {
         schema: ALERT_SCHEMA.to_owned(),
         event_id: event,
         site: site.clone(),
-        trigger: TriggerInfo {
-            kind: trigger.kind,
-            source: trigger.source.clone(),
-            note: trigger.note.clone(),
-            detections: trigger.detections.clone(),
-        },
+        trigger: trigger_info(trigger),
         triggered_at: rfc3339_ms(trigger.at.wall),
         cameras: cameras
             .iter()
@@ -392,10 +464,20 @@ struct Assigned {
     /// nothing, or for the cameras whose clip in the joined event is already finished (their
     /// footage then goes out as an event of its own).
     opened: Vec<(Uuid, Vec<String>)>,
-    /// Cameras whose clip in progress now covers this trigger too, with that clip's event.
-    extended: Vec<(String, Uuid)>,
+    /// The events in progress the trigger joined, each with its update.
+    joined: Vec<Joined>,
     /// New jobs to run.
     started: Vec<Arc<Job>>,
+}
+
+/// An event in progress that a trigger joined.
+#[derive(Debug, PartialEq, Eq)]
+struct Joined {
+    event: Uuid,
+    /// The event's update number for this trigger: 1 for its first, 2 ...
+    number: u32,
+    /// The cameras whose clip in the event now covers the trigger (extended or new to it).
+    cameras: Vec<String>,
 }
 
 /// The events with clips in progress, and every job each has started. An event is forgotten
@@ -404,6 +486,8 @@ struct Assigned {
 #[derive(Default)]
 struct EventTable {
     events: HashMap<Uuid, Vec<Arc<Job>>>,
+    /// The last update number of each event, while it is in `events`.
+    updates: HashMap<Uuid, u32>,
 }
 
 impl EventTable {
@@ -414,18 +498,21 @@ impl EventTable {
     fn assign(&mut self, trigger: &Trigger, spans: &[Span]) -> Assigned {
         self.events
             .retain(|_, jobs| jobs.iter().any(|job| job.is_open()));
+        let events = &self.events;
+        self.updates.retain(|event, _| events.contains_key(event));
         let joined = spans
             .iter()
             .filter_map(|span| self.open_job(&span.camera).map(|job| job.event))
             .max();
         let mut assigned = Assigned::default();
+        let mut joined_cameras: Vec<(Uuid, String)> = Vec::new();
         let mut left = Vec::new();
         for span in spans {
             let end = trigger.at.mono.saturating_add(span.post_roll_ns);
             if let Some(job) = self.open_job(&span.camera)
                 && job.extend(trigger, end)
             {
-                assigned.extended.push((span.camera.clone(), job.event));
+                joined_cameras.push((job.event, span.camera.clone()));
                 continue;
             }
             let Some(event) = joined else {
@@ -440,6 +527,21 @@ impl EventTable {
                 let job = new_job(event, trigger, span);
                 jobs.push(job.clone());
                 assigned.started.push(job);
+                joined_cameras.push((event, span.camera.clone()));
+            }
+        }
+        for (event, camera) in joined_cameras {
+            match assigned.joined.iter_mut().find(|j| j.event == event) {
+                Some(joined) => joined.cameras.push(camera),
+                None => {
+                    let number = self.updates.entry(event).or_default();
+                    *number = number.saturating_add(1);
+                    assigned.joined.push(Joined {
+                        event,
+                        number: *number,
+                        cameras: vec![camera],
+                    });
+                }
             }
         }
         assigned.event = joined.unwrap_or_default();
@@ -560,6 +662,14 @@ mod tests {
             .collect()
     }
 
+    fn joined(event: Uuid, number: u32, cameras: &[&str]) -> Joined {
+        Joined {
+            event,
+            number,
+            cameras: cameras.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn a_trigger_during_clips_extends_them_in_the_same_event() {
         let mut table = EventTable::default();
@@ -577,12 +687,12 @@ mod tests {
         assert_eq!(second.event, first.event);
         assert!(second.opened.is_empty() && second.started.is_empty());
         assert_eq!(
-            second.extended,
-            vec![
-                ("front".to_owned(), first.event),
-                ("back".to_owned(), first.event)
-            ]
+            second.joined,
+            vec![joined(first.event, 1, &["front", "back"])]
         );
+        // Each trigger that joins is the event's next update.
+        let third = table.assign(&trigger(6), &spans[..1]);
+        assert_eq!(third.joined, vec![joined(first.event, 2, &["front"])]);
     }
 
     #[test]
@@ -598,7 +708,7 @@ mod tests {
             second.event, first.event,
             "the trigger joins the event in progress"
         );
-        assert_eq!(second.extended, vec![("front".to_owned(), first.event)]);
+        assert_eq!(second.joined, vec![joined(first.event, 1, &["front"])]);
         // The back camera's footage around the second trigger goes out as an event of its own.
         let [(opened, opened_cameras)] = second.opened.as_slice() else {
             panic!("{:?}", second.opened)
@@ -611,7 +721,7 @@ mod tests {
         front.close();
         let third = table.assign(&trigger(6), &[span("front", 10), span("back", 2)]);
         assert_eq!(third.event, *opened);
-        assert_eq!(third.extended, vec![("back".to_owned(), *opened)]);
+        assert_eq!(third.joined, vec![joined(*opened, 1, &["front", "back"])]);
         let third_jobs = cameras(&third);
         assert_eq!(
             third_jobs,
@@ -630,6 +740,8 @@ mod tests {
         assert_ne!(second.event, first.event);
         assert_eq!(second.opened.len(), 1);
         assert!(table.events.len() == 1, "the finished event is forgotten");
+        assert!(second.joined.is_empty());
+        assert!(table.updates.is_empty());
     }
 
     #[test]
@@ -639,7 +751,10 @@ mod tests {
         let second = table.assign(&trigger(3), &[span("front", 10), span("back", 10)]);
         assert_eq!(second.event, first.event);
         assert!(second.opened.is_empty());
-        assert_eq!(second.extended, vec![("front".to_owned(), first.event)]);
+        assert_eq!(
+            second.joined,
+            vec![joined(first.event, 1, &["front", "back"])]
+        );
         assert_eq!(cameras(&second), vec![(first.event, "back".into())]);
     }
 

@@ -31,6 +31,9 @@ use uuid::Uuid;
 pub trait Spool: Send + Sync {
     /// The alert of a new event, as published: signed and chained.
     fn alert(&self, event: Uuid, payload: Vec<u8>) -> io::Result<()>;
+    /// Update `number` of an open event (a trigger that joined it), as published: signed
+    /// and chained.
+    fn update(&self, event: Uuid, number: u32, payload: Vec<u8>) -> io::Result<()>;
     /// A camera's snapshot for an event: a JPEG.
     fn snapshot(&self, event: Uuid, camera: &str, jpeg: Vec<u8>) -> io::Result<()>;
     /// A finished clip, with its signed manifest.

@@ -43,6 +43,8 @@ const FILLING_CLEARED_BELOW: f64 = 0.6;
 /// Ranks within an event (see [`outbox`]): the alert, then snapshots, then each camera's
 /// chunks and manifest.
 const RANK_ALERT: u16 = 0;
+/// An event update, in the alerts' class under a key of its own (see [`outbox`]).
+const RANK_UPDATE: u16 = 1;
 const RANK_SNAPSHOT: u16 = 100;
 const RANK_CLIP: u16 = 1000;
 
@@ -282,6 +284,21 @@ impl Spool for Publisher {
                 rank: RANK_ALERT,
             },
             topic: self.topics.alert(event),
+            payload,
+            retain: false,
+        })
+    }
+
+    fn update(&self, event: Uuid, number: u32, payload: Vec<u8>) -> io::Result<()> {
+        self.spool(NewMessage {
+            order: Order {
+                class: Class::Alert,
+                // Called in chain order, and UUIDv7s from one process sort in the order they
+                // were made: updates and alerts leave in the order they were chained.
+                event: Uuid::now_v7(),
+                rank: RANK_UPDATE,
+            },
+            topic: self.topics.update(event, number),
             payload,
             retain: false,
         })

@@ -15,7 +15,9 @@
 //! health alerts (class 1), and both before any event's media (class 2): the officer hears of
 //! the newest incident at once, not after a backlog of video. Event ids are UUIDv7, so within
 //! a class events go oldest first; within an event the rank orders snapshots, then each
-//! camera's chunks, then its manifest.
+//! camera's chunks, then its manifest. An event update is in the alerts' class under a fresh
+//! UUIDv7 of its own, not its event's: alerts and updates then go in the order they were
+//! chained, which is the order a receiver follows the chain in.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
@@ -107,9 +109,10 @@ pub struct Key {
 }
 
 impl Key {
-    /// The event whose alert this is, if it is an alert.
+    /// The event whose alert this is, if it is an alert (not an event update, which sorts in
+    /// the same class under a key of its own).
     pub fn alert_event(&self) -> Option<Uuid> {
-        if self.chunk.is_none() && self.stem.starts_with("0-") {
+        if self.chunk.is_none() && self.stem.starts_with("0-") && self.stem.ends_with("-00000") {
             event_of(&self.stem)
         } else {
             None

@@ -18,12 +18,20 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use alertclip_wire::chain::{self, ChainState, Link};
-use alertclip_wire::signature::{self, Verdict, VerifyingKey};
-use alertclip_wire::{Alert, Health, Manifest, Status, TopicKind, TopicLayout, id};
+use alertclip_wire::signature::{self, SignatureInfo, Verdict, VerifyingKey};
+use alertclip_wire::{Alert, EventUpdate, Health, Manifest, Status, TopicKind, TopicLayout, id};
 
 use alertclip_mqtt::{LinkEvent, Session, Settings};
 
 use crate::store::write_durably;
+
+/// What places a payload in its device's chain.
+#[derive(Debug, Clone, Copy)]
+struct ChainLink<'a> {
+    sequence: u64,
+    previous: Option<&'a str>,
+    signature: Option<&'a SignatureInfo>,
+}
 
 /// Largest chunk index accepted: a guard against a hostile or broken sender.
 const MAX_CHUNKS: u32 = 1_000_000;
@@ -57,6 +65,20 @@ pub enum Report {
         site: String,
         alert: Box<Alert>,
         signature: Verdict,
+    },
+    /// News of an event in progress (a trigger that joined it), with what its signature
+    /// check found.
+    Update {
+        site: String,
+        update: Box<EventUpdate>,
+        signature: Verdict,
+    },
+    /// An alert or update that names another site or event than the topic it came on (a
+    /// genuine one republished elsewhere, or a forgery): neither kept nor presented.
+    Refused {
+        site: String,
+        event: Uuid,
+        reason: String,
     },
     /// A snapshot was saved at `path`.
     Snapshot {
@@ -246,30 +268,22 @@ impl Receiver {
         Ok(verdict)
     }
 
-    /// Places an alert in its device's chain; returns the problem, if any, and whether the
-    /// alert is a replay (to be reported, not presented).
+    /// Places a link (an alert or an update) in its device's chain; returns the problem, if
+    /// any, and whether the link is a replay (to be reported, not presented).
     fn follow_chain(
         &self,
         site: &str,
-        alert: &Alert,
+        link: ChainLink<'_>,
         payload: &[u8],
     ) -> io::Result<(Option<String>, bool)> {
         // Each key signs its own chain: a device given a new key starts a new one.
-        let key = alert
-            .signature
-            .as_ref()
-            .map_or("unsigned", |s| s.key_id.as_str());
+        let key = link.signature.map_or("unsigned", |s| s.key_id.as_str());
         let key = if id::is_valid(key) { key } else { "unknown" };
         let path = self.out.join(".chain").join(format!("{site}-{key}.json"));
         let last: Option<ChainState> = fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let (link, head) = chain::follow(
-            last.as_ref(),
-            alert.sequence,
-            alert.previous_alert_sha256.as_deref(),
-            payload,
-        );
+        let (link, head) = chain::follow(last.as_ref(), link.sequence, link.previous, payload);
         if let Some(head) = head {
             fs::create_dir_all(path.parent().unwrap_or(&self.out))?;
             write_durably(&path, &serde_json::to_vec(&head).map_err(io::Error::other)?)?;
@@ -278,7 +292,7 @@ impl Receiver {
             Link::First | Link::Continues => (None, false),
             Link::Gap { last, got, missing } => (
                 Some(format!(
-                    "alert {got} follows alert {last}: {missing} alert(s) from this device missing or suppressed"
+                    "alert {got} follows alert {last}: {missing} alert(s) or update(s) from this device missing or suppressed"
                 )),
                 false,
             ),
@@ -295,6 +309,58 @@ impl Receiver {
                 false,
             ),
         })
+    }
+
+    /// Checks and keeps a link of a device's chain (an alert, or an update) as `<name>.json`
+    /// in its event's directory, or `<name>.unverified.json` unless signed by the site's key:
+    /// the first verified one stays. Returns the chain's reports, and the signature's verdict
+    /// when the link is to be presented: not for a copy already kept, a bad site id or a
+    /// replay.
+    fn keep_link(
+        &self,
+        site: &str,
+        event: Uuid,
+        name: &str,
+        link: ChainLink<'_>,
+        payload: &[u8],
+    ) -> io::Result<(Vec<Report>, Option<Verdict>)> {
+        let Some(dir) = self.event_dir(site, event)? else {
+            return Ok((Vec::new(), None));
+        };
+        let verified = dir.join(format!("{name}.json"));
+        let unverified = dir.join(format!("{name}.unverified.json"));
+        if [&verified, &unverified]
+            .iter()
+            .any(|path| fs::read(path).is_ok_and(|known| known == payload))
+        {
+            return Ok((Vec::new(), None));
+        }
+        let signature = self.check(site, payload)?;
+        let mut reports = Vec::new();
+        // A forged link does not move the chain.
+        if !matches!(signature, Verdict::Invalid(_)) {
+            let (problem, replay) = self.follow_chain(site, link, payload)?;
+            if let Some(problem) = problem {
+                reports.push(Report::Chain {
+                    site: site.to_owned(),
+                    event,
+                    problem,
+                });
+            }
+            if replay {
+                return Ok((reports, None));
+            }
+        }
+        let path = if signature == Verdict::Valid {
+            if verified.exists() {
+                return Ok((reports, None));
+            }
+            verified
+        } else {
+            unverified
+        };
+        write_durably(&path, payload)?;
+        Ok((reports, Some(signature)))
     }
 
     /// Finishes what a previous run left: clips whose chunks and manifest all arrived.
@@ -331,40 +397,70 @@ impl Receiver {
         };
         match kind {
             TopicKind::Alert { site, event } => {
-                let Some(dir) = self.event_dir(&site, event)? else {
+                let Ok(alert) = serde_json::from_slice::<Alert>(payload) else {
+                    tracing::warn!(%topic, "ignoring an alert that is not valid");
                     return Ok(Vec::new());
                 };
-                let path = dir.join("alert.json");
-                let alert: Alert = match serde_json::from_slice(payload) {
-                    Ok(alert) => alert,
-                    Err(error) => {
-                        tracing::warn!(%topic, %error, "ignoring an alert that is not valid JSON");
-                        return Ok(Vec::new());
-                    }
+                if alert.event_id != event || alert.site.id != site {
+                    return Ok(vec![Report::Refused {
+                        reason: format!(
+                            "the alert describes site {} event {}, not where it was published: ignored",
+                            alert.site.id, alert.event_id
+                        ),
+                        site,
+                        event,
+                    }]);
+                }
+                let link = ChainLink {
+                    sequence: alert.sequence,
+                    previous: alert.previous_alert_sha256.as_deref(),
+                    signature: alert.signature.as_ref(),
                 };
-                if fs::read(&path).is_ok_and(|known| known == payload) {
-                    return Ok(Vec::new());
-                }
-                let signature = self.check(&site, payload)?;
-                let mut reports = Vec::new();
-                // A forged alert does not move the chain.
-                if !matches!(signature, Verdict::Invalid(_)) {
-                    let (problem, replay) = self.follow_chain(&site, &alert, payload)?;
-                    if let Some(problem) = problem {
-                        reports.push(Report::Chain {
-                            site: site.clone(),
-                            event,
-                            problem,
-                        });
-                    }
-                    if replay {
-                        return Ok(reports);
-                    }
-                }
-                write_durably(&path, payload)?;
+                let (mut reports, signature) =
+                    self.keep_link(&site, event, "alert", link, payload)?;
+                let Some(signature) = signature else {
+                    return Ok(reports);
+                };
                 reports.push(Report::Alert {
                     site,
                     alert: Box::new(alert),
+                    signature,
+                });
+                Ok(reports)
+            }
+            TopicKind::Update {
+                site,
+                event,
+                number,
+            } => {
+                let Ok(update) = serde_json::from_slice::<EventUpdate>(payload) else {
+                    tracing::warn!(%topic, "ignoring an event update that is not valid");
+                    return Ok(Vec::new());
+                };
+                if update.event_id != event || update.site_id != site || update.update != number {
+                    return Ok(vec![Report::Refused {
+                        reason: format!(
+                            "update {number} describes site {} event {} update {}, not where it was published: ignored",
+                            update.site_id, update.event_id, update.update
+                        ),
+                        site,
+                        event,
+                    }]);
+                }
+                let link = ChainLink {
+                    sequence: update.sequence,
+                    previous: update.previous_alert_sha256.as_deref(),
+                    signature: update.signature.as_ref(),
+                };
+                let name = format!("update-{number}");
+                let (mut reports, signature) =
+                    self.keep_link(&site, event, &name, link, payload)?;
+                let Some(signature) = signature else {
+                    return Ok(reports);
+                };
+                reports.push(Report::Update {
+                    site,
+                    update: Box::new(update),
                     signature,
                 });
                 Ok(reports)
@@ -702,6 +798,12 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
             Report::Alert { site, alert, signature } => {
                 json!({"type": "alert", "site": site, "alert": alert, "signature": signature.word(), "signature_detail": signature})
             }
+            Report::Update { site, update, signature } => {
+                json!({"type": "update", "site": site, "update": update, "signature": signature.word(), "signature_detail": signature})
+            }
+            Report::Refused { site, event, reason } => {
+                json!({"type": "refused", "site": site, "event_id": event, "reason": reason})
+            }
             Report::Chain { site, event, problem } => {
                 json!({"type": "chain", "site": site, "event_id": event, "problem": problem})
             }
@@ -753,6 +855,34 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                     alert.event_id
                 )
             }
+            Report::Update {
+                site,
+                update,
+                signature,
+            } => {
+                let note = update
+                    .trigger
+                    .note
+                    .as_deref()
+                    .map(|n| format!(" \"{n}\""))
+                    .unwrap_or_default();
+                format!(
+                    "{} UPDATE {}{}{} {site} event {}: {} from {}{note}; cameras {}",
+                    update.triggered_at,
+                    update.update,
+                    if update.test { " (TEST)" } else { "" },
+                    signature_note(signature),
+                    update.event_id,
+                    update.trigger.kind.as_str(),
+                    update.trigger.source,
+                    update.cameras.join(", "),
+                )
+            }
+            Report::Refused {
+                site,
+                event,
+                reason,
+            } => format!("REFUSED {site} event {event}: {reason}"),
             Report::Snapshot {
                 site,
                 event,
@@ -943,6 +1073,30 @@ mod tests {
             payload
         }
 
+        /// The next link of the chain as update `number` of `event`, signed, as published.
+        fn update(&self, event: Uuid, number: u32, site: &str) -> Vec<u8> {
+            let mut head = self.head.borrow_mut();
+            let sequence = head.sequence + 1;
+            let unsigned = EventUpdate {
+                schema: alertclip_wire::payload::EVENT_UPDATE_SCHEMA.into(),
+                event_id: event,
+                update: number,
+                site_id: site.into(),
+                trigger: alert(event, 0, None, "again").trigger,
+                triggered_at: "2026-01-01T00:00:05.000Z".into(),
+                cameras: vec!["cam".into()],
+                clock: alert(event, 0, None, "").clock,
+                test: false,
+                device_version: "0".into(),
+                sequence,
+                previous_alert_sha256: head.last_alert_sha256.clone(),
+                signature: None,
+            };
+            let payload = self.sign(&serde_json::to_vec(&unsigned).unwrap());
+            *head = ChainState::after(sequence, &payload);
+            payload
+        }
+
         /// A receiver in `out` with this device's key registered.
         fn trusted_by(&self, out: &Path) -> Receiver {
             let keys = out.join("registered-keys");
@@ -963,6 +1117,10 @@ mod tests {
             .iter()
             .map(|r| match r {
                 Report::Alert { signature, .. } => format!("alert:{}", signature.word()),
+                Report::Update {
+                    signature, update, ..
+                } => format!("update {}:{}", update.update, signature.word()),
+                Report::Refused { .. } => "refused".into(),
                 Report::Chain { problem, .. } => {
                     format!("chain:{}", problem.split(':').next().unwrap_or_default())
                 }
@@ -1018,6 +1176,83 @@ mod tests {
                 .join(events[0].to_string())
                 .join("alert.json")
                 .exists()
+        );
+    }
+
+    #[test]
+    fn updates_are_links_of_the_same_chain_and_must_be_where_they_say() {
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
+        let (event, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = device.alert(event, "register 2");
+        let update = device.update(event, 1, "s");
+        let next = device.alert(other, "door");
+        let at = |e: Uuid, rest: &str| format!("alertclip/v1/s/events/{e}{rest}");
+        assert_eq!(
+            words(&receiver.handle(&at(event, ""), &first).unwrap()),
+            vec!["alert:valid"]
+        );
+        // Republished as another event's, or under another number: refused, chain untouched.
+        for topic in [at(other, "/update/1"), at(event, "/update/2")] {
+            assert_eq!(
+                words(&receiver.handle(&topic, &update).unwrap()),
+                vec!["refused"],
+                "{topic}"
+            );
+        }
+        assert_eq!(
+            words(&receiver.handle(&at(event, "/update/1"), &update).unwrap()),
+            vec!["update 1:valid"]
+        );
+        assert!(
+            receiver
+                .handle(&at(event, "/update/1"), &update)
+                .unwrap()
+                .is_empty(),
+            "a duplicate is not news"
+        );
+        // The next alert follows the update in the chain: no gap.
+        assert_eq!(
+            words(&receiver.handle(&at(other, ""), &next).unwrap()),
+            vec!["alert:valid"]
+        );
+        let dir = out.path().join("s").join(event.to_string());
+        assert_eq!(fs::read(dir.join("update-1.json")).unwrap(), update);
+        // A suppressed update shows as a gap before the next link.
+        let _suppressed = device.update(other, 1, "s");
+        let after = device.update(other, 2, "s");
+        assert_eq!(
+            words(&receiver.handle(&at(other, "/update/2"), &after).unwrap()),
+            vec!["chain:alert 5 follows alert 3", "update 2:valid"]
+        );
+        // A forgery is kept apart, presented as such, and never replaces the genuine one.
+        let forged = String::from_utf8(update.clone())
+            .unwrap()
+            .replace("again", "forged");
+        assert_eq!(
+            words(
+                &receiver
+                    .handle(&at(event, "/update/1"), forged.as_bytes())
+                    .unwrap()
+            ),
+            vec!["update 1:invalid"]
+        );
+        assert_eq!(fs::read(dir.join("update-1.json")).unwrap(), update);
+        assert!(dir.join("update-1.unverified.json").exists());
+        let mut line = Vec::new();
+        print(
+            &mut line,
+            &receiver
+                .handle(&at(event, "/update/3"), &device.update(event, 3, "s"))
+                .unwrap()[0],
+            false,
+        )
+        .unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert!(line.contains(" UPDATE 3 s event "), "{line}");
+        assert!(
+            line.contains("button from b1 \"again\"; cameras cam"),
+            "{line}"
         );
     }
 

@@ -17,6 +17,7 @@ const EVENT: &str = "01a2230b-5694-742b-bf4e-9e1f596c6c22";
 fn messages() -> impl Strategy<Value = (String, Vec<u8>)> {
     let topic = prop_oneof![
         Just(format!("alertclip/v1/s/events/{EVENT}")),
+        (0u32..3).prop_map(|n| format!("alertclip/v1/s/events/{EVENT}/update/{n}")),
         Just(format!("alertclip/v1/s/events/{EVENT}/snapshot/cam")),
         Just(format!("alertclip/v1/s/events/{EVENT}/clip/cam")),
         (0u32..4).prop_map(|n| format!("alertclip/v1/s/events/{EVENT}/clip/cam/{n}")),
@@ -29,6 +30,7 @@ fn messages() -> impl Strategy<Value = (String, Vec<u8>)> {
         proptest::collection::vec(any::<u8>(), 0..400),
         "[{}\\[\\]\":,a-z0-9 .\\-\u{1b}\n]{0,200}".prop_map(String::into_bytes),
         Just(format!(r#"{{"schema":"alertclip.alert.v1","event_id":"{EVENT}","site":{{"id":"s","name":"n\u001b[2J"}},"sequence":1}}"#).into_bytes()),
+        Just(format!(r#"{{"schema":"alertclip.event_update.v1","event_id":"{EVENT}","update":1,"site_id":"s","trigger":{{"kind":"button","source":"b\u001b"}},"triggered_at":"x","cameras":[],"clock":{{"synchronized":null}},"test":false,"device_version":"0","sequence":2,"previous_alert_sha256":null}}"#).into_bytes()),
         Just(format!(r#"{{"schema":"alertclip.manifest.v1","event_id":"{EVENT}","site_id":"s","camera":"cam","bytes":3,"sha256":"00","chunk_size":1,"chunks":1,"chunk_sha256":["00"]}}"#).into_bytes()),
     ];
     (topic, payload)

@@ -1,9 +1,9 @@
 //! The per-device alert chain, as a receiver follows it.
 //!
-//! Each alert carries its device's `sequence` (1, 2, 3 ...) and the SHA-256 of the previous
-//! alert's payload as published (`previous_alert_sha256`), so a receiver sees a deleted or
-//! suppressed event as a gap, a replayed one by its sequence, and a rewritten history as a
-//! broken link. Sequence numbers come from outside: every step here is checked arithmetic, and
+//! Each alert, and each event update, carries its device's `sequence` (1, 2, 3 ..., one
+//! numbering for both) and the SHA-256 of the previous link's payload as published
+//! (`previous_alert_sha256`), so a receiver sees a deleted or suppressed event or update as a
+//! gap, a replayed one by its sequence, and a rewritten history as a broken link. Sequence numbers come from outside: every step here is checked arithmetic, and
 //! a number that cannot follow (the end of the range) is a broken chain, never a wrap.
 
 use serde::{Deserialize, Serialize};

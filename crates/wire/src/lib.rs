@@ -23,9 +23,9 @@ pub mod topics;
 pub use chain::{ChainState, Link};
 pub use digest::{ClipCheck, Digests};
 pub use payload::{
-    Alert, ButtonSummary, CameraPlan, CameraSummary, DetectState, Detection, Health, Manifest,
-    MapRecord, OutboxSummary, Provenance, Rect, SiteInfo, Status, TriggerInfo, TriggerKind,
-    TriggerRecord,
+    Alert, ButtonSummary, CameraPlan, CameraSummary, DetectState, Detection, EventUpdate, Health,
+    Manifest, MapRecord, OutboxSummary, Provenance, Rect, SiteInfo, Status, TriggerInfo,
+    TriggerKind, TriggerRecord,
 };
 pub use sidecar::{ClipRecord, SiteRecord, TimeSpan};
 pub use signature::{SignatureInfo, Verdict};

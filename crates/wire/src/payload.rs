@@ -19,6 +19,8 @@ pub const MANIFEST_SCHEMA: &str = "alertclip.manifest.v1";
 pub const STATUS_SCHEMA: &str = "alertclip.status.v1";
 /// `schema` of a health alert.
 pub const HEALTH_SCHEMA: &str = "alertclip.health.v1";
+/// `schema` of an event update.
+pub const EVENT_UPDATE_SCHEMA: &str = "alertclip.event_update.v1";
 
 /// The alert, published the moment a trigger opens an event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +51,41 @@ pub struct Alert {
     pub previous_alert_sha256: Option<String>,
     /// The device's signature over every byte before it (docs/evidence.md). Always the last
     /// member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureInfo>,
+}
+
+/// News of an open event: a trigger that joined it, such as a second press of a button or
+/// the detector seeing more, published the moment it comes. An update is a link of the same
+/// chain as alerts (one sequence for both), so a receiver sees a suppressed update as a gap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventUpdate {
+    /// [`EVENT_UPDATE_SCHEMA`].
+    pub schema: String,
+    /// The event it adds to.
+    pub event_id: Uuid,
+    /// The event's update number: 1, 2, 3 ..., as in its topic.
+    pub update: u32,
+    /// `site.id`.
+    pub site_id: String,
+    /// What joined the event.
+    pub trigger: TriggerInfo,
+    /// When, RFC 3339 UTC with milliseconds.
+    pub triggered_at: String,
+    /// The cameras whose clip in this event now covers the trigger too, each now running to
+    /// its post-roll after it.
+    pub cameras: Vec<String>,
+    /// How far the box's clock can be trusted.
+    pub clock: Provenance,
+    /// A test of the path, not a real alarm.
+    pub test: bool,
+    /// The alertclip version that sent it.
+    pub device_version: String,
+    /// The device's next number in its alert chain, shared with alerts.
+    pub sequence: u64,
+    /// SHA-256 of the previous link of the chain (an alert or an update) as published.
+    pub previous_alert_sha256: Option<String>,
+    /// The device's signature over every byte before it. Always the last member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureInfo>,
 }

@@ -5,15 +5,19 @@
 pub const ALERT: &str = include_str!("../schemas/alert.v1.json");
 /// `<prefix>/events/<event_id>/clip/<camera>`: [`crate::Manifest`].
 pub const MANIFEST: &str = include_str!("../schemas/manifest.v1.json");
+/// `<prefix>/events/<event_id>/update/<n>`: [`crate::EventUpdate`].
+pub const EVENT_UPDATE: &str = include_str!("../schemas/event_update.v1.json");
 /// `<prefix>/status`: [`crate::Status`].
 pub const STATUS: &str = include_str!("../schemas/status.v1.json");
 /// `<prefix>/alerts`: [`crate::Health`].
 pub const HEALTH: &str = include_str!("../schemas/health.v1.json");
 
-/// The schema of a payload by its short name (`alert`, `manifest`, `status`, `health`).
+/// The schema of a payload by its short name (`alert`, `event_update`, `manifest`, `status`,
+/// `health`).
 pub fn by_name(name: &str) -> Option<&'static str> {
     match name {
         "alert" => Some(ALERT),
+        "event_update" => Some(EVENT_UPDATE),
         "manifest" => Some(MANIFEST),
         "status" => Some(STATUS),
         "health" => Some(HEALTH),

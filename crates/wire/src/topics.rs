@@ -6,6 +6,7 @@
 //! <prefix>/status                              retained device status, and the last will
 //! <prefix>/alerts                              health alerts
 //! <prefix>/events/<event_id>                   the alert
+//! <prefix>/events/<event_id>/update/<n>        update n: a trigger that joined the event
 //! <prefix>/events/<event_id>/snapshot/<camera> a JPEG
 //! <prefix>/events/<event_id>/clip/<camera>     the clip's manifest
 //! <prefix>/events/<event_id>/clip/<camera>/<n> chunk n of the clip
@@ -60,6 +61,11 @@ impl Topics {
         format!("{}/events/{event}", self.prefix)
     }
 
+    /// `<prefix>/events/<event_id>/update/<n>`: the event's update `n` (1, 2 ...).
+    pub fn update(&self, event: Uuid, n: u32) -> String {
+        format!("{}/events/{event}/update/{n}", self.prefix)
+    }
+
     /// `<prefix>/events/<event_id>/snapshot/<camera>`: a JPEG.
     pub fn snapshot(&self, event: Uuid, camera: &str) -> String {
         format!("{}/events/{event}/snapshot/{camera}", self.prefix)
@@ -91,6 +97,15 @@ pub enum TopicKind {
         site: String,
         /// The event.
         event: Uuid,
+    },
+    /// `<prefix>/events/<event>/update/<n>`
+    Update {
+        /// The device's site id.
+        site: String,
+        /// The event.
+        event: Uuid,
+        /// The update's number in its event.
+        number: u32,
     },
     /// `<prefix>/events/<event>/snapshot/<camera>`
     Snapshot {
@@ -243,6 +258,11 @@ impl TopicLayout {
                 site,
                 event: event()?,
             },
+            ["events", _, "update", number] => TopicKind::Update {
+                site,
+                event: event()?,
+                number: number.parse().ok().filter(|n| *n > 0)?,
+            },
             ["events", _, "snapshot", camera] => TopicKind::Snapshot {
                 site,
                 event: event()?,
@@ -308,6 +328,14 @@ mod tests {
                 })
             );
             assert_eq!(
+                layout.parse(&topics.update(event, 3)),
+                Some(TopicKind::Update {
+                    site: site.clone(),
+                    event,
+                    number: 3
+                })
+            );
+            assert_eq!(
                 layout.parse(&topics.status()),
                 Some(TopicKind::Status { site: site.clone() })
             );
@@ -333,6 +361,12 @@ mod tests {
         );
         assert_eq!(layout.parse(&format!("other/v1/s/events/{event}")), None);
         assert_eq!(layout.parse("alertclip/v1/s/events/not-a-uuid"), None);
+        for number in ["0", "-1", "x", "4294967296"] {
+            assert_eq!(
+                layout.parse(&format!("alertclip/v1/s/events/{event}/update/{number}")),
+                None
+            );
+        }
         let one = TopicLayout::new(DEFAULT_PREFIX, Some("a")).unwrap();
         assert_eq!(one.parse(&format!("alertclip/v1/b/events/{event}")), None);
         assert_eq!(one.filters()[0], "alertclip/v1/a/events/#");
