@@ -8,7 +8,10 @@
 //!   its arrival at the broker;
 //! - the delivery time of a 5 MB clip in `chunk_size` chunks (100 KiB), from handing it to the
 //!   outbox to the broker's last acknowledgement, beside `mosquitto_pub` sending the same
-//!   bytes in chunks of the same size at QoS 1 over one connection (`--repeat`).
+//!   bytes in chunks of the same size at QoS 1 over one connection (`--repeat`);
+//! - at the officer side (`alertclip receive`, in-process): how soon an alert published right
+//!   behind a 2,000-chunk clip is reported, beside an alert with nothing queued before it, and
+//!   when the clip itself is done.
 
 // A test or benchmark that cannot go on fails with the value it got.
 #![allow(clippy::unwrap_used)]
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         latency(&daemon, &broker, triggers).await?;
         throughput(&daemon, &broker, &work).await?;
         daemon.shutdown(Duration::from_secs(5)).await;
+        receiver_backlog(&broker, &work).await?;
         anyhow::Ok(())
     })
 }
@@ -244,6 +248,223 @@ async fn throughput(daemon: &Daemon, broker: &LocalBroker, work: &Path) -> anyho
         theirs / ours
     );
     Ok(())
+}
+
+/// Chunks of the clip an alert is published behind at the receiver.
+const BACKLOG_CHUNKS: usize = 2_000;
+const BACKLOG_CHUNK: usize = 4 << 10;
+
+/// An alert published right behind a 2,000-chunk clip, at an in-process receiver: from the
+/// alert's publishing to its report, beside an alert with nothing before it.
+async fn receiver_backlog(broker: &LocalBroker, work: &Path) -> anyhow::Result<()> {
+    use alertclip_officer::{ReceiveOptions, Report};
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (reported, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let options = ReceiveOptions {
+        settings: Settings::new(
+            subscriber(broker).url,
+            format!("bench-receiver-{}", std::process::id()),
+        ),
+        layout: alertclip_wire::TopicLayout::default(),
+        out: work.join("received"),
+        json: true,
+        keys: None,
+        trust_on_first_use: true,
+    };
+    let receiving = tokio::spawn(alertclip_officer::receive::run(
+        options,
+        cancel.clone(),
+        move |report: Report| {
+            let _ = reported.send((Instant::now(), report));
+            Ok(())
+        },
+    ));
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut publisher = Publisher::connect(broker, &tracker, cancel.clone()).await?;
+    // Both of the receiver's sessions subscribed: a retained status and snapshot come back.
+    let probe = Uuid::now_v7();
+    let status = r#"{"schema":"alertclip.status.v1","state":"probe"}"#;
+    publisher
+        .send("alertclip/v1/probe/status", status.as_bytes(), true)
+        .await?;
+    let snapshot = format!("alertclip/v1/probe/events/{probe}/snapshot/cam");
+    publisher.send(&snapshot, b"probe", true).await?;
+    let (mut status_back, mut snapshot_back) = (false, false);
+    while !(status_back && snapshot_back) {
+        let (_, report) = next_report(&mut reports).await?;
+        status_back |= matches!(report, Report::Status { .. });
+        snapshot_back |= matches!(report, Report::Snapshot { event, .. } if event == probe);
+    }
+    publisher.send(&snapshot, b"", true).await?;
+
+    let alone = Uuid::now_v7();
+    let sent = publisher.send_alert(alone).await?;
+    let alone_took = report_of(&mut reports, alone, sent).await?.0;
+
+    let clip = Uuid::now_v7();
+    let bytes: Vec<u8> = (0..BACKLOG_CHUNKS * BACKLOG_CHUNK)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let digests = alertclip_wire::digest::digest(&mut bytes.as_slice(), BACKLOG_CHUNK as u64)?;
+    let started = Instant::now();
+    for (n, chunk) in bytes.chunks(BACKLOG_CHUNK).enumerate() {
+        let topic = format!("alertclip/v1/bench/events/{clip}/clip/cam/{n}");
+        publisher.send(&topic, chunk, false).await?;
+    }
+    let mp4 = work.join("backlog.mp4");
+    let mut done = synthetic_clip(clip, mp4, digests);
+    let mut manifest: Manifest = serde_json::from_slice(&done.manifest)?;
+    manifest.chunk_size = BACKLOG_CHUNK as u64;
+    done.manifest = serde_json::to_vec(&manifest)?;
+    let manifest_topic = format!("alertclip/v1/bench/events/{clip}/clip/cam");
+    publisher
+        .send(&manifest_topic, &done.manifest, false)
+        .await?;
+    let published = started.elapsed();
+    let behind = Uuid::now_v7();
+    let sent = publisher.send_alert(behind).await?;
+    let (behind_took, clip_done) = report_of(&mut reports, behind, sent).await?;
+    let clip_done = match clip_done {
+        Some(at) => at,
+        None => loop {
+            let (at, report) = next_report(&mut reports).await?;
+            if matches!(report, Report::Clip { event, .. } if event == clip) {
+                break at;
+            }
+        },
+    };
+    println!(
+        "alert at the receiver: {:.1} ms with nothing before it, {:.1} ms behind a {BACKLOG_CHUNKS}-chunk clip ({} KiB chunks, published in {:.0} ms); \
+         the clip was done {:.0} ms after the alert was published",
+        alone_took.as_secs_f64() * 1000.0,
+        behind_took.as_secs_f64() * 1000.0,
+        BACKLOG_CHUNK >> 10,
+        published.as_secs_f64() * 1000.0,
+        clip_done.saturating_duration_since(sent).as_secs_f64() * 1000.0,
+    );
+    cancel.cancel();
+    let _ = receiving.await;
+    Ok(())
+}
+
+/// The next report of an in-process receiver, with when it came.
+async fn next_report(
+    reports: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, alertclip_officer::Report)>,
+) -> anyhow::Result<(Instant, alertclip_officer::Report)> {
+    tokio::time::timeout(Duration::from_secs(120), reports.recv())
+        .await
+        .context("no report from the receiver within 2 minutes")?
+        .context("the receiver stopped")
+}
+
+/// How long after `sent` the alert of `event` was reported, and when the clip was, if it
+/// was first.
+async fn report_of(
+    reports: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, alertclip_officer::Report)>,
+    event: Uuid,
+    sent: Instant,
+) -> anyhow::Result<(Duration, Option<Instant>)> {
+    use alertclip_officer::Report;
+    let mut clip = None;
+    loop {
+        match next_report(reports).await? {
+            (at, Report::Alert { alert, .. }) if alert.event_id == event => {
+                return Ok((at.saturating_duration_since(sent), clip));
+            }
+            (at, Report::Clip { .. }) => clip = Some(at),
+            _ => {}
+        }
+    }
+}
+
+/// Publishes at QoS 1 as a box would, waiting for the broker's acknowledgement of each
+/// message before the next once the client's queue is full.
+struct Publisher {
+    session: Session<u64>,
+    events: tokio::sync::mpsc::UnboundedReceiver<LinkEvent<u64>>,
+    sent: u64,
+    acked: u64,
+    /// The chain its alerts are linked in, so that the receiver presents each.
+    chain: alertclip_wire::ChainState,
+}
+
+impl Publisher {
+    async fn connect(
+        broker: &LocalBroker,
+        tracker: &tokio_util::task::TaskTracker,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Publisher> {
+        let mut settings = subscriber(broker);
+        settings.client_id = format!("bench-publisher-{}", std::process::id());
+        // A manifest of 2,000 chunks is over 130 KB.
+        settings.max_outgoing = 1 << 20;
+        let (session, mut events) = Session::<u64>::start(&settings, tracker, cancel)?;
+        while !matches!(events.recv().await, Some(LinkEvent::Connected)) {}
+        Ok(Publisher {
+            session,
+            events,
+            sent: 0,
+            acked: 0,
+            chain: Default::default(),
+        })
+    }
+
+    /// Publishes, and returns once it is queued, keeping at most 16 unacknowledged.
+    async fn send(&mut self, topic: &str, payload: &[u8], retain: bool) -> anyhow::Result<()> {
+        while self.sent - self.acked >= 16 {
+            self.wait_ack().await?;
+        }
+        while self
+            .session
+            .publish(
+                alertclip_mqtt::Tag::Message(self.sent),
+                topic,
+                payload.to_vec(),
+                retain,
+            )
+            .is_err()
+        {
+            self.wait_ack().await?;
+        }
+        self.sent += 1;
+        Ok(())
+    }
+
+    async fn wait_ack(&mut self) -> anyhow::Result<()> {
+        loop {
+            match self.events.recv().await.context("the publisher stopped")? {
+                LinkEvent::Acked(_) => {
+                    self.acked += 1;
+                    return Ok(());
+                }
+                LinkEvent::Disconnected(error) => bail!("the publisher lost the broker: {error}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Publishes an unsigned alert of `event` at site `bench`; returns when it was sent.
+    async fn send_alert(&mut self, event: Uuid) -> anyhow::Result<Instant> {
+        let alert = serde_json::json!({
+            "schema": "alertclip.alert.v1", "event_id": event,
+            "site": {"id": "bench", "name": "Benchmark"},
+            "trigger": {"kind": "test", "source": "bench"},
+            "triggered_at": alertclip::clock::rfc3339_ms(std::time::SystemTime::now()),
+            "cameras": [], "clock": {"synchronized": null}, "test": true,
+            "device_version": "bench", "sequence": self.chain.sequence + 1,
+            "previous_alert_sha256": self.chain.last_alert_sha256
+        });
+        let payload = serde_json::to_vec(&alert)?;
+        self.chain = alertclip_wire::ChainState::after(self.chain.sequence + 1, &payload);
+        let sent = Instant::now();
+        self.send(
+            &format!("alertclip/v1/bench/events/{event}"),
+            &payload,
+            false,
+        )
+        .await?;
+        Ok(sent)
+    }
 }
 
 fn subscriber(broker: &LocalBroker) -> Settings {

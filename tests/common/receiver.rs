@@ -14,11 +14,16 @@ pub struct ReceiverProcess {
     lines: Lines<BufReader<ChildStdout>>,
     /// Every report seen so far.
     pub seen: Vec<Value>,
+    /// Reports read but not yet handed out by `next` or `wait_for`: alerts and media come on
+    /// sessions of their own, so a clip's snapshot may be printed before its alert.
+    pending: std::collections::VecDeque<Value>,
 }
 
 impl ReceiverProcess {
-    /// Starts `alertclip receive --json` with `args` (broker, TLS ...), and waits until it is
-    /// subscribed: a retained probe status is published with mosquitto_pub and must come back.
+    /// Starts `alertclip receive --json` with `args` (broker, TLS ...), and waits until both
+    /// its sessions are subscribed: a retained probe status (for alerts' session) and a
+    /// retained probe snapshot (for media's) are published with mosquitto_pub and must come
+    /// back. What the probes print is not kept in `seen`.
     /// Given no `--keys`, it trusts each site's first key, as a precinct does once it has
     /// registered a box, so that a box's clips verify.
     pub async fn start(broker_port: u16, args: &[&str], probe: &[&str]) -> ReceiverProcess {
@@ -47,6 +52,7 @@ impl ReceiverProcess {
             child,
             lines,
             seen: Vec::new(),
+            pending: Default::default(),
         };
         let state = format!("probe-{}", uuid::Uuid::now_v7());
         let payload = format!("{{\"schema\":\"alertclip.status.v1\",\"state\":\"{state}\"}}");
@@ -63,28 +69,49 @@ impl ReceiverProcess {
             .and_then(|i| args.get(i + 1))
             .copied()
             .unwrap_or("probe");
-        let topic = format!("{}/status", template.replace("{site}", site));
-        loop {
-            let mut extra = vec!["-r"];
-            extra.extend_from_slice(probe);
-            super::broker::mosquitto_pub(broker_port, &topic, &payload, &extra);
-            let found = tokio::time::timeout(Duration::from_secs(2), async {
-                loop {
-                    let line = receiver.next().await;
-                    if line["type"] == "status" && line["state"] == state.as_str() {
-                        break;
-                    }
+        let prefix = template.replace("{site}", site);
+        let topic = format!("{prefix}/status");
+        let event = uuid::Uuid::now_v7().to_string();
+        let snapshot = format!("{prefix}/events/{event}/snapshot/probe");
+        let (mut status_seen, mut snapshot_seen) = (false, false);
+        let mut extra = vec!["-r"];
+        extra.extend_from_slice(probe);
+        while !(status_seen && snapshot_seen) {
+            if !status_seen {
+                super::broker::mosquitto_pub(broker_port, &topic, &payload, &extra);
+            }
+            if !snapshot_seen {
+                super::broker::mosquitto_pub(broker_port, &snapshot, "probe", &extra);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while !(status_seen && snapshot_seen) {
+                    let line = receiver.read().await;
+                    status_seen |= line["type"] == "status" && line["state"] == state.as_str();
+                    snapshot_seen |=
+                        line["type"] == "snapshot" && line["event_id"] == event.as_str();
                 }
             })
             .await;
-            if found.is_ok() {
-                return receiver;
-            }
+        }
+        // The retained snapshot is cleared, so that no later subscriber gets it.
+        let mut clear = vec!["-r", "-n"];
+        clear.extend_from_slice(probe);
+        super::broker::mosquitto_pub_with(broker_port, &snapshot, &clear);
+        receiver.seen.clear();
+        receiver.pending.clear();
+        receiver
+    }
+
+    /// The next report not handed out yet, failing the test after a minute and a half.
+    pub async fn next(&mut self) -> Value {
+        match self.pending.pop_front() {
+            Some(value) => value,
+            None => self.read().await,
         }
     }
 
-    /// The next report, failing the test after a minute.
-    pub async fn next(&mut self) -> Value {
+    /// The next report the receiver prints.
+    async fn read(&mut self) -> Value {
         let line = tokio::time::timeout(Duration::from_secs(90), self.lines.next_line())
             .await
             .expect("a report from the receiver in time")
@@ -96,20 +123,25 @@ impl ReceiverProcess {
         value
     }
 
-    /// Waits for a report the predicate accepts, keeping the others in `seen`.
+    /// Waits for a report the predicate accepts that was not handed out yet (one read
+    /// already, or the next such to come), keeping the others for later calls.
     pub async fn wait_for(
         &mut self,
         what: &str,
         mut predicate: impl FnMut(&Value) -> bool,
     ) -> Value {
+        if let Some(i) = self.pending.iter().position(&mut predicate) {
+            return self.pending.remove(i).expect("a position within pending");
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let value = tokio::time::timeout_at(deadline, self.next())
+            let value = tokio::time::timeout_at(deadline, self.read())
                 .await
                 .unwrap_or_else(|_| panic!("no {what} from the receiver; saw {:?}", self.seen));
             if predicate(&value) {
                 return value;
             }
+            self.pending.push_back(value);
         }
     }
 

@@ -301,6 +301,17 @@ impl<K: Send + 'static> Session<K> {
         }
     }
 
+    /// Unsubscribes (queued): for a persistent session that holds a filter it no longer wants.
+    pub fn unsubscribe(&self, filter: &str) {
+        let result = match &self.client {
+            Client::V4(c) => c.try_unsubscribe(filter).is_ok(),
+            Client::V5(c) => c.try_unsubscribe(filter).is_ok(),
+        };
+        if !result {
+            tracing::warn!(%filter, "could not queue an unsubscription");
+        }
+    }
+
     /// Asks the broker to end the session cleanly (no last will).
     pub async fn disconnect(&self) {
         let _ = match &self.client {

@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,6 +26,25 @@ use alertclip_wire::{Alert, EventUpdate, Health, Manifest, Status, TopicKind, To
 use alertclip_mqtt::{LinkEvent, Session, Settings};
 
 use crate::store::write_durably;
+
+/// A clip being reassembled: site, event, camera, and whether it is the verified one.
+type ClipKey = (String, Uuid, String, bool);
+
+/// A manifest as stored beside its clip: its bytes (to check the signature of) and what they
+/// say.
+#[derive(Debug)]
+struct StoredManifest {
+    bytes: Vec<u8>,
+    manifest: Manifest,
+}
+
+/// Clips whose reassembly state is kept in memory at once: beyond it, the state is dropped
+/// and read again from disk, so a sender of endless clips costs disk reads, not memory.
+const MAX_TRACKED: usize = 4096;
+
+/// Manifests kept parsed at once (each at most the 1 MiB a message can hold): a clip in
+/// reassembly per camera of many boxes.
+const MAX_CACHED_MANIFESTS: usize = 64;
 
 /// What places a payload in its device's chain.
 #[derive(Debug, Clone, Copy)]
@@ -117,66 +138,143 @@ pub enum Report {
 }
 
 /// Runs until `cancel`, handing every report to `report` (the command prints them).
+///
+/// Two broker sessions: one for alerts, updates, health and status, one for media (client id
+/// `<client_id>-media`). Each has its own worker thread, so an alert is handled the moment it
+/// arrives, never after a backlog of chunks on the same connection.
 pub async fn run(
     options: ReceiveOptions,
     cancel: CancellationToken,
     mut report: impl FnMut(Report) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     fs::create_dir_all(&options.out)?;
-    let mut receiver = Receiver::new(&options.out, options.layout.clone());
+    let pinning = Arc::new(Mutex::new(()));
+    let receiver = || -> io::Result<Receiver> {
+        let mut receiver = Receiver::new(&options.out, options.layout.clone());
+        if let Some(keys) = &options.keys {
+            receiver.trust_keys(keys)?;
+        }
+        receiver.trust_on_first_use = options.trust_on_first_use;
+        receiver.pinning = pinning.clone();
+        Ok(receiver)
+    };
+    let (links, mut media) = (receiver()?, receiver()?);
     if let Some(keys) = &options.keys {
-        let count = receiver.trust_keys(keys)?;
-        tracing::info!(keys = count, dir = %keys.display(), "trusted device keys loaded");
+        tracing::info!(keys = links.trusted.len(), dir = %keys.display(), "trusted device keys loaded");
     }
-    receiver.trust_on_first_use = options.trust_on_first_use;
-    for resumed in receiver.resume()? {
+    for resumed in media.resume()? {
         report(resumed)?;
     }
     let tracker = tokio_util::task::TaskTracker::new();
-    let (session, mut events) = Session::<()>::start(&options.settings, &tracker, cancel.clone())?;
-    let filters = options.layout.filters();
-    let mut failures = 0u32;
-    loop {
-        let event = tokio::select! {
-            _ = cancel.cancelled() => break,
-            event = events.recv() => event,
+    let (reports, mut reported) = mpsc::unbounded_channel();
+    let mut media_settings = options.settings.clone();
+    media_settings.client_id = format!("{}-media", options.settings.client_id);
+    let layout = &options.layout;
+    let channels = [
+        (
+            "links",
+            &options.settings,
+            links,
+            layout.link_filters().to_vec(),
+            Some(layout.legacy_event_filter()),
+        ),
+        (
+            "media",
+            &media_settings,
+            media,
+            layout.media_filters().to_vec(),
+            None,
+        ),
+    ];
+    let mut sessions = Vec::new();
+    for (name, settings, receiver, filters, unwanted) in channels {
+        let (session, events) = Session::<()>::start(settings, &tracker, cancel.clone())?;
+        let session = Arc::new(session);
+        let serving = Serving {
+            name,
+            url: settings.url.to_string(),
+            session: session.clone(),
+            filters,
+            unwanted,
+            reports: reports.clone(),
         };
-        match event {
-            None => break,
-            Some(LinkEvent::Connected) => {
-                failures = 0;
-                tracing::info!(broker = %options.settings.url, "connected; subscribing");
-                for filter in &filters {
-                    session.subscribe(filter);
-                }
-            }
-            Some(LinkEvent::Disconnected(error)) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(%error, failures, "broker connection lost or refused; retrying");
-                }
-            }
-            Some(LinkEvent::Incoming { topic, payload, .. }) => match receiver
-                .handle(&topic, &payload)
-            {
-                Ok(reports) => {
-                    for one in reports {
-                        report(one)?;
-                    }
-                }
-                Err(error) => tracing::error!(%topic, %error, "cannot store a received message"),
+        std::thread::Builder::new()
+            .name(format!("receive-{name}"))
+            .spawn(move || serving.serve(receiver, events))?;
+        sessions.push(session);
+    }
+    drop(reports);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            one = reported.recv() => match one {
+                Some(one) => report(one)?,
+                None => break,
             },
-            Some(LinkEvent::IncomingTooLarge(error)) => tracing::error!(
-                %error,
-                "the broker sent a message over the size limit: it is discarded, with what the broker held for this receiver (MQTT 5, --protocol 5, keeps such messages from being sent at all)"
-            ),
-            Some(LinkEvent::Acked(()))
-            | Some(LinkEvent::Refused((), _))
-            | Some(LinkEvent::TooLarge((), _)) => {}
         }
     }
-    session.disconnect().await;
+    for session in &sessions {
+        session.disconnect().await;
+    }
     Ok(())
+}
+
+/// One broker session's worker: a thread of its own that stores what arrives, since storing
+/// blocks on the disk.
+struct Serving {
+    name: &'static str,
+    url: String,
+    session: Arc<Session<()>>,
+    filters: Vec<String>,
+    /// A filter an older receiver subscribed this session to, dropped on connecting.
+    unwanted: Option<String>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl Serving {
+    fn serve(self, mut receiver: Receiver, mut events: mpsc::UnboundedReceiver<LinkEvent<()>>) {
+        let mut failures = 0u32;
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                LinkEvent::Connected => {
+                    failures = 0;
+                    tracing::info!(broker = %self.url, session = self.name, "connected; subscribing");
+                    if let Some(unwanted) = &self.unwanted {
+                        self.session.unsubscribe(unwanted);
+                    }
+                    for filter in &self.filters {
+                        self.session.subscribe(filter);
+                    }
+                }
+                LinkEvent::Disconnected(error) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(%error, failures, session = self.name, "broker connection lost or refused; retrying");
+                    }
+                }
+                LinkEvent::Incoming { topic, payload, .. } => {
+                    match receiver.handle(&topic, &payload) {
+                        Ok(reports) => {
+                            for one in reports {
+                                if self.reports.send(one).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(%topic, %error, "cannot store a received message")
+                        }
+                    }
+                }
+                LinkEvent::IncomingTooLarge(error) => tracing::error!(
+                    %error,
+                    session = self.name,
+                    "the broker sent a message over the size limit: it is discarded, with what the broker held for this receiver (MQTT 5, --protocol 5, keeps such messages from being sent at all)"
+                ),
+                LinkEvent::Acked(()) | LinkEvent::Refused((), _) | LinkEvent::TooLarge((), _) => {}
+            }
+        }
+    }
 }
 
 /// The receiver's state: everything lives on disk (pinned keys and each device's last chain
@@ -190,9 +288,14 @@ pub struct Receiver {
     /// Pin the first key each site signs with.
     pub trust_on_first_use: bool,
     /// For each clip being reassembled, how many of its first chunks are known to be here.
-    present: HashMap<(String, Uuid, String, bool), u32>,
+    present: HashMap<ClipKey, u32>,
+    /// The stored manifests of clips being reassembled, read once rather than per chunk.
+    manifests: HashMap<ClipKey, Arc<StoredManifest>>,
     /// Different chunks received under each index of a clip not yet reassembled.
     candidates: HashMap<(String, Uuid, String, u32), usize>,
+    /// Held while a site's key may be pinned, so that receivers sharing a directory pin one
+    /// key per site.
+    pinning: Arc<Mutex<()>>,
 }
 
 impl Receiver {
@@ -205,7 +308,9 @@ impl Receiver {
             trusted: HashMap::new(),
             trust_on_first_use: false,
             present: HashMap::new(),
+            manifests: HashMap::new(),
             candidates: HashMap::new(),
+            pinning: Arc::default(),
         }
     }
 
@@ -243,6 +348,7 @@ impl Receiver {
     /// Checks a signed payload from `site`: against the trusted keys, or the key pinned for the
     /// site, pinning the signer's key first when trusting on first use.
     fn check(&self, site: &str, payload: &[u8]) -> io::Result<Verdict> {
+        let _pinning = self.pinning.lock().unwrap_or_else(|p| p.into_inner());
         let pin_path = self.out.join(".pinned").join(format!("{site}.pub"));
         let pinned = fs::read_to_string(&pin_path)
             .ok()
@@ -513,17 +619,21 @@ impl Receiver {
                 if path.exists() {
                     return Ok(Vec::new());
                 }
-                let named = fs::read(dir.join(manifest_name(&camera, true)))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-                    .map(|m| {
-                        m.chunk_sha256
+                let named = self
+                    .stored_manifest(&site, event, &camera, true)
+                    .map(|stored| {
+                        stored
+                            .manifest
+                            .chunk_sha256
                             .get(index as usize)
                             .map(|h| chunk_name(index, h))
                     });
                 let genuine = named
                     .as_ref()
                     .is_some_and(|n| n.as_deref() == Some(name.as_str()));
+                if self.candidates.len() >= MAX_TRACKED * 64 {
+                    self.candidates.clear();
+                }
                 let candidates = self
                     .candidates
                     .entry((site.clone(), event, camera.clone(), index))
@@ -607,6 +717,8 @@ impl Receiver {
                     return Ok(Vec::new());
                 }
                 write_durably(&path, payload)?;
+                self.manifests
+                    .remove(&(site.clone(), event, camera.clone(), verified));
                 self.assemble(&site, event, &camera, verified)
             }
             TopicKind::Health { site } => match serde_json::from_slice::<Health>(payload) {
@@ -637,6 +749,33 @@ impl Receiver {
         Ok(Some(dir))
     }
 
+    /// The stored manifest of a clip, read from disk the first time it is asked for.
+    fn stored_manifest(
+        &mut self,
+        site: &str,
+        event: Uuid,
+        camera: &str,
+        verified: bool,
+    ) -> Option<Arc<StoredManifest>> {
+        let key = (site.to_owned(), event, camera.to_owned(), verified);
+        if let Some(stored) = self.manifests.get(&key) {
+            return Some(stored.clone());
+        }
+        let path = self
+            .out
+            .join(site)
+            .join(event.to_string())
+            .join(manifest_name(camera, verified));
+        let bytes = fs::read(path).ok()?;
+        let manifest = serde_json::from_slice(&bytes).ok()?;
+        let stored = Arc::new(StoredManifest { bytes, manifest });
+        if self.manifests.len() >= MAX_CACHED_MANIFESTS {
+            self.manifests.clear();
+        }
+        self.manifests.insert(key, stored.clone());
+        Some(stored)
+    }
+
     /// Reassembles a camera's clip once its manifest and every chunk it names are here,
     /// verifying each chunk and the whole file as it is written (never held in memory). The
     /// clip of a verified manifest (signed by the site's key) takes the final name
@@ -651,7 +790,6 @@ impl Receiver {
     ) -> io::Result<Vec<Report>> {
         let dir = self.out.join(site).join(event.to_string());
         let final_path = dir.join(clip_name(camera, verified));
-        let manifest_path = dir.join(manifest_name(camera, verified));
         let chunks = dir.join(format!(".chunks-{camera}"));
         if final_path.exists() {
             if verified {
@@ -659,12 +797,10 @@ impl Receiver {
             }
             return Ok(Vec::new());
         }
-        let Ok(manifest_bytes) = fs::read(&manifest_path) else {
+        let Some(stored) = self.stored_manifest(site, event, camera, verified) else {
             return Ok(Vec::new());
         };
-        let Ok(manifest) = serde_json::from_slice::<Manifest>(&manifest_bytes) else {
-            return Ok(Vec::new());
-        };
+        let manifest = &stored.manifest;
         let invalid = |reason: String| Report::Invalid {
             site: site.to_owned(),
             event,
@@ -680,6 +816,9 @@ impl Receiver {
         // Where the last look stopped: each arriving chunk costs a look from there on, so a
         // clip of n chunks is checked in O(n), not O(n^2), whatever the order of arrival.
         let key = (site.to_owned(), event, camera.to_owned(), verified);
+        if self.present.len() >= MAX_TRACKED {
+            self.present.clear();
+        }
         let from = self.present.get(&key).copied().unwrap_or(0);
         let mut present = from;
         while (present as usize) < manifest.chunk_sha256.len()
@@ -697,6 +836,7 @@ impl Receiver {
             return Ok(Vec::new());
         }
         self.present.remove(&key);
+        self.manifests.remove(&key);
         let temp = dir.join(format!(".{}.partial", clip_name(camera, verified)));
         let mut file = fs::File::create(&temp)?;
         let mut whole = Sha256::new();
@@ -731,13 +871,13 @@ impl Receiver {
             self.candidates
                 .retain(|(s, e, c, _), _| !(s == site && *e == event && c == camera));
         }
-        let signature = self.check(site, &manifest_bytes)?;
+        let signature = self.check(site, &stored.bytes)?;
         Ok(vec![Report::Clip {
             site: site.to_owned(),
             event,
             camera: camera.to_owned(),
             path: final_path,
-            manifest: Box::new(manifest),
+            manifest: Box::new(manifest.clone()),
             signature,
         }])
     }

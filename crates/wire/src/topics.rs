@@ -220,14 +220,33 @@ impl TopicLayout {
         levels.join("/")
     }
 
-    /// What to subscribe to: every event topic, the health alerts and the status.
-    pub fn filters(&self) -> [String; 3] {
+    /// What to subscribe to for the small, urgent messages: alerts, event updates, health
+    /// alerts and the status. A receiver takes these on a session of their own, so that they
+    /// never wait behind a backlog of video on another.
+    pub fn link_filters(&self) -> [String; 4] {
         let prefix = self.prefix_filter();
         [
-            format!("{prefix}/events/#"),
+            format!("{prefix}/events/+"),
+            format!("{prefix}/events/+/update/+"),
             format!("{prefix}/alerts"),
             format!("{prefix}/status"),
         ]
+    }
+
+    /// What to subscribe to for media: snapshots, clip chunks and manifests.
+    pub fn media_filters(&self) -> [String; 3] {
+        let prefix = self.prefix_filter();
+        [
+            format!("{prefix}/events/+/snapshot/+"),
+            format!("{prefix}/events/+/clip/+"),
+            format!("{prefix}/events/+/clip/+/+"),
+        ]
+    }
+
+    /// The one filter a receiver once took everything from an event on: a session that still
+    /// holds it is unsubscribed, so media stop coming on the urgent session.
+    pub fn legacy_event_filter(&self) -> String {
+        format!("{}/events/#", self.prefix_filter())
     }
 
     /// Reads a topic of this layout; `None` for anything else, including a site level that
@@ -340,11 +359,20 @@ mod tests {
                 Some(TopicKind::Status { site: site.clone() })
             );
             assert_eq!(
-                layout.filters(),
+                layout.link_filters(),
                 [
-                    format!("{filter}/events/#"),
+                    format!("{filter}/events/+"),
+                    format!("{filter}/events/+/update/+"),
                     format!("{filter}/alerts"),
                     format!("{filter}/status")
+                ]
+            );
+            assert_eq!(
+                layout.media_filters(),
+                [
+                    format!("{filter}/events/+/snapshot/+"),
+                    format!("{filter}/events/+/clip/+"),
+                    format!("{filter}/events/+/clip/+/+")
                 ]
             );
         }
@@ -369,7 +397,8 @@ mod tests {
         }
         let one = TopicLayout::new(DEFAULT_PREFIX, Some("a")).unwrap();
         assert_eq!(one.parse(&format!("alertclip/v1/b/events/{event}")), None);
-        assert_eq!(one.filters()[0], "alertclip/v1/a/events/#");
+        assert_eq!(one.link_filters()[0], "alertclip/v1/a/events/+");
+        assert_eq!(one.legacy_event_filter(), "alertclip/v1/a/events/#");
         assert!(TopicLayout::new("acme/corner", None).is_err());
         assert!(TopicLayout::new("acme/+/x", None).is_err());
         assert!(TopicLayout::new("acme//{site}", None).is_err());
