@@ -42,6 +42,12 @@ struct StoredManifest {
 /// and read again from disk, so a sender of endless clips costs disk reads, not memory.
 const MAX_TRACKED: usize = 4096;
 
+/// Bytes of chunks a site may have waiting for their clip to be reassembled, by default. A
+/// box sends one clip's chunks and then its manifest, camera after camera, so this is many
+/// clips' worth; chunks beyond it (someone publishing chunks that never become a clip) push
+/// out those that waited longest.
+pub const MAX_WAITING_CHUNKS: u64 = 1 << 30;
+
 /// Manifests kept parsed at once (each at most the 1 MiB a message can hold): a clip in
 /// reassembly per camera of many boxes.
 const MAX_CACHED_MANIFESTS: usize = 64;
@@ -287,6 +293,10 @@ pub struct Receiver {
     trusted: HashMap<String, (VerifyingKey, String)>,
     /// Pin the first key each site signs with.
     pub trust_on_first_use: bool,
+    /// Bytes of chunks each site may have waiting for their clip ([`MAX_WAITING_CHUNKS`]).
+    pub max_waiting_chunks: u64,
+    /// Bytes of chunks each site has waiting, as last measured plus what came since.
+    waiting: HashMap<String, u64>,
     /// For each clip being reassembled, how many of its first chunks are known to be here.
     present: HashMap<ClipKey, u32>,
     /// The stored manifests of clips being reassembled, read once rather than per chunk.
@@ -307,6 +317,8 @@ impl Receiver {
             states: HashMap::new(),
             trusted: HashMap::new(),
             trust_on_first_use: false,
+            max_waiting_chunks: MAX_WAITING_CHUNKS,
+            waiting: HashMap::new(),
             present: HashMap::new(),
             manifests: HashMap::new(),
             candidates: HashMap::new(),
@@ -643,8 +655,9 @@ impl Receiver {
                     return Ok(Vec::new());
                 }
                 *candidates += 1;
+                let mut reports =
+                    self.make_room_for_chunks(&site, &chunks, payload.len() as u64)?;
                 write_durably(&path, payload)?;
-                let mut reports = Vec::new();
                 // Against the verified manifest, a chunk it does not name is news: a
                 // corruption, or someone else publishing on the box's topics.
                 if let Some(named) = named
@@ -747,6 +760,91 @@ impl Receiver {
         let dir = self.out.join(site).join(event.to_string());
         fs::create_dir_all(&dir)?;
         Ok(Some(dir))
+    }
+
+    /// Makes room among `site`'s waiting chunks for `bytes` more, in `current`'s directory:
+    /// past the limit, the clips whose chunks waited longest (not `current`'s) are given up,
+    /// each reported. Blocks on the disk.
+    fn make_room_for_chunks(
+        &mut self,
+        site: &str,
+        current: &Path,
+        bytes: u64,
+    ) -> io::Result<Vec<Report>> {
+        let waiting = match self.waiting.get(site) {
+            Some(waiting) => *waiting,
+            None => self.waiting_chunks(site)?.iter().map(|w| w.2).sum(),
+        } + bytes;
+        let limit = self.max_waiting_chunks;
+        if waiting <= limit {
+            self.waiting.insert(site.to_owned(), waiting);
+            return Ok(Vec::new());
+        }
+        // Measured again: reassembled clips took their chunks along.
+        let mut dirs = self.waiting_chunks(site)?;
+        dirs.sort();
+        let mut total = dirs.iter().map(|w| w.2).sum::<u64>() + bytes;
+        let mut reports = Vec::new();
+        for (_, dir, size) in dirs {
+            if total <= limit / 4 * 3 {
+                break;
+            }
+            if dir == current {
+                continue;
+            }
+            fs::remove_dir_all(&dir)?;
+            total = total.saturating_sub(size);
+            let event = dir
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| Uuid::parse_str(&n.to_string_lossy()).ok());
+            let camera = dir.file_name().and_then(|n| {
+                n.to_string_lossy()
+                    .strip_prefix(".chunks-")
+                    .map(str::to_owned)
+            });
+            tracing::warn!(%site, dir = %dir.display(), bytes = size, "gave up chunks that waited longest for their clip");
+            if let (Some(event), Some(camera)) = (event, camera) {
+                reports.push(Report::Invalid {
+                    site: site.to_owned(),
+                    event,
+                    camera,
+                    reason: format!(
+                        "gave up {size} bytes of chunks that waited longest for their clip: the site had over {limit} bytes of chunks waiting"
+                    ),
+                });
+            }
+        }
+        // What was known of the clips given up is gone with them.
+        self.present.clear();
+        self.candidates.clear();
+        self.waiting.insert(site.to_owned(), total);
+        Ok(reports)
+    }
+
+    /// Every directory of chunks waiting for their clip at `site`: when it last changed, where
+    /// it is, and how many bytes it holds.
+    fn waiting_chunks(&self, site: &str) -> io::Result<Vec<(std::time::SystemTime, PathBuf, u64)>> {
+        let mut found = Vec::new();
+        for event in read_dirs(&self.out.join(site))? {
+            for entry in fs::read_dir(&event)?.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(".chunks-") {
+                    continue;
+                }
+                let dir = entry.path();
+                let changed = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                let bytes = fs::read_dir(&dir)?
+                    .flatten()
+                    .filter_map(|chunk| chunk.metadata().ok())
+                    .map(|m| m.len())
+                    .sum();
+                found.push((changed, dir, bytes));
+            }
+        }
+        Ok(found)
     }
 
     /// The stored manifest of a clip, read from disk the first time it is asked for.
@@ -1489,6 +1587,58 @@ mod tests {
             words(&reports).contains(&"alert:untrusted".to_owned()),
             "{reports:?}"
         );
+    }
+
+    #[test]
+    fn chunks_that_never_become_a_clip_give_way_to_those_that_do() {
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
+        receiver.max_waiting_chunks = 2_000;
+        let junk: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let chunk = |e: Uuid, n: u32| format!("alertclip/v1/s/events/{e}/clip/cam/{n}");
+        for event in &junk {
+            for n in 0..2 {
+                assert!(
+                    receiver
+                        .handle(&chunk(*event, n), &[n as u8; 300])
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+        }
+        // The genuine clip's chunks push out the junk that waited longest, which is reported.
+        let event = Uuid::now_v7();
+        let data: Vec<u8> = (0..1200u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut reports = Vec::new();
+        for n in 0..4 {
+            let part = &data[n * 300..(n + 1) * 300];
+            reports.extend(receiver.handle(&chunk(event, n as u32), part).unwrap());
+        }
+        assert!(
+            reports.iter().all(|r| matches!(r, Report::Invalid { reason, .. } if reason.starts_with("gave up 600 bytes"))),
+            "{reports:?}"
+        );
+        assert!(!reports.is_empty());
+        let waiting = |e: Uuid| {
+            out.path()
+                .join("s")
+                .join(e.to_string())
+                .join(".chunks-cam")
+                .exists()
+        };
+        assert!(!waiting(junk[0]), "the oldest junk is given up");
+        assert!(waiting(junk[2]), "only as much as needed");
+        let manifest = device.sign(&serde_json::to_vec(&manifest(event, &data, 300)).unwrap());
+        let reports = receiver
+            .handle(
+                &format!("alertclip/v1/s/events/{event}/clip/cam"),
+                &manifest,
+            )
+            .unwrap();
+        let [Report::Clip { path, .. }] = reports.as_slice() else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(fs::read(path).unwrap(), data);
     }
 
     #[test]
