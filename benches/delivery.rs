@@ -26,7 +26,7 @@ use alertclip::config::{BrokerUrl, Config};
 use alertclip::demo::localbroker::LocalBroker;
 use alertclip::demo::teststream::{TestServer, TestStream};
 use alertclip::trigger::{Trigger, TriggerKind};
-use alertclip_mqtt::{LinkEvent, Session, Settings};
+use alertclip_mqtt::{LinkEvent, Session, Settings, Tag};
 use alertclip_wire::Manifest;
 use alertclip_wire::{ClipRecord, SiteRecord, TimeSpan};
 use anyhow::{Context, bail};
@@ -96,9 +96,25 @@ async fn latency(daemon: &Daemon, broker: &LocalBroker, count: usize) -> anyhow:
             break;
         }
     }
-    // Wait for the subscription to be in place: the broker acknowledges it before this
-    // retained probe comes back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The subscription is in place once a probe published under it comes back.
+    let probe = "alertclip/v1/bench/events/subscribed";
+    loop {
+        let _ = session.publish(Tag::Untracked, probe, b"probe".to_vec(), false);
+        let back = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(event) = events.recv().await {
+                if matches!(&event, LinkEvent::Incoming { topic, .. } if topic == probe) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        match back {
+            Ok(true) => break,
+            Ok(false) => bail!("the subscriber stopped"),
+            Err(_) => {}
+        }
+    }
     let mut clips = daemon.clips();
     let mut sent: HashMap<Uuid, Instant> = HashMap::new();
     let mut latencies = Vec::with_capacity(count);
@@ -416,12 +432,7 @@ impl Publisher {
         }
         while self
             .session
-            .publish(
-                alertclip_mqtt::Tag::Message(self.sent),
-                topic,
-                payload.to_vec(),
-                retain,
-            )
+            .publish(Tag::Message(self.sent), topic, payload.to_vec(), retain)
             .is_err()
         {
             self.wait_ack().await?;

@@ -21,7 +21,14 @@ fn main() -> ExitCode {
         _ => alertclip::daemon::service::init_logging("info"),
     }
     match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(cli::run(cli.command)),
+        Ok(runtime) => {
+            let code = runtime.block_on(cli::run(cli.command));
+            // Everything the command owns has finished; what may be left is a blocking thread
+            // stuck inside GStreamer on a camera that stopped answering, which must not keep
+            // the process from exiting.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            code
+        }
         Err(error) => {
             eprintln!("alertclip: cannot start the async runtime: {error}");
             ExitCode::FAILURE

@@ -1,5 +1,6 @@
 //! The box's promise under the faults a store's worst day brings: an alert that was triggered
-//! is delivered, or is on disk waiting to be, whatever the disk, the broker or a kill does.
+//! is delivered, or is on disk waiting to be, whatever the disk, the broker, a kill or a
+//! hostile camera does.
 //! Real mosquitto, a real receiver process, and small tmpfs file systems that fill up (these
 //! tests need root to mount them, and skip saying so without it).
 
@@ -574,4 +575,121 @@ async fn ten_kills_at_random_moments_lose_no_alert_and_no_finished_clip() {
     );
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
+}
+
+/// A camera that answers OPTIONS, then replies to DESCRIBE announcing a 2 GB body and trickles
+/// it, as one hostile RTSP server did: rtspsrc alone reads into a buffer of the announced size
+/// and cannot be stopped. Counts the connections of GStreamer's client that have closed.
+struct HugeReplyCamera {
+    port: u16,
+    closed: tokio::sync::watch::Receiver<usize>,
+}
+
+impl HugeReplyCamera {
+    async fn start() -> HugeReplyCamera {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (closed_tx, closed) = tokio::sync::watch::channel(0usize);
+        let closed_tx = std::sync::Arc::new(closed_tx);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    let mut gstreamer = false;
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        seen.extend_from_slice(&buffer[..n]);
+                        let text = String::from_utf8_lossy(&seen).into_owned();
+                        gstreamer |= text.contains("GStreamer");
+                        if text.starts_with("OPTIONS") && text.contains("\r\n\r\n") {
+                            seen.clear();
+                            let reply = "RTSP/1.0 200 OK\r\nCSeq: 1\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY\r\n\r\n";
+                            if socket.write_all(reply.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        } else if text.starts_with("DESCRIBE") && text.contains("\r\n\r\n") {
+                            let cseq = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("CSeq: "))
+                                .unwrap_or("2")
+                                .to_owned();
+                            let reply = format!(
+                                "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Length: 2000000000\r\n\r\n"
+                            );
+                            let mut trickle = socket.write_all(reply.as_bytes()).await.is_ok();
+                            // A slow body, until the client lets go.
+                            while trickle {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                trickle = socket.write_all(&[b'x'; 4096]).await.is_ok();
+                            }
+                            break;
+                        }
+                    }
+                    if gstreamer {
+                        closed_tx.send_modify(|n| *n += 1);
+                    }
+                });
+            }
+        });
+        HugeReplyCamera { port, closed }
+    }
+
+    fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+}
+
+/// A camera whose reply announces 2 GB: the box cuts that connection at once and says why,
+/// instead of reading it into memory on every reconnect, and still stops when asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_announcing_a_huge_reply_is_cut_said_so_and_the_box_still_stops() {
+    let broker = Broker::start("");
+    let mut camera = HugeReplyCamera::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let process = DaemonProcess::configure(
+        dir.path(),
+        &broker.url(),
+        &camera.url(),
+        "64KiB",
+        "stall_timeout = \"2s\"",
+    );
+    let mut daemon = process.start();
+    // GStreamer's connection is let go of, not read for gigabytes.
+    tokio::time::timeout(Duration::from_secs(30), camera.closed.wait_for(|n| *n >= 1))
+        .await
+        .expect("the box kept the hostile camera's connection open")
+        .unwrap();
+    // And the camera's status says why.
+    let reason = loop {
+        let status = alertclip::daemon::control::call(
+            &process.socket,
+            &alertclip::daemon::control::Request::Status,
+        )
+        .await;
+        let error = status
+            .ok()
+            .and_then(|s| s.cameras)
+            .and_then(|c| c["cam"].ingest.last_error.clone());
+        if let Some(error) = error {
+            break error;
+        }
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("2000000000-byte RTSP reply"), "{reason}");
+    // A stop completes: nothing is left stuck reading from the camera.
+    let pid = daemon.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("the daemon did not stop within 30 s of SIGTERM");
+    assert!(exited.unwrap().success());
 }

@@ -1128,6 +1128,13 @@ impl SecretUrl {
         }
     }
 
+    /// Whether it is `rtsps://`: RTSP over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("rtsps://"))
+    }
+
     /// The server's host and port (554 for `rtsp://`, 322 for `rtsps://` when none is given).
     pub fn host_port(&self) -> Option<(String, u16)> {
         let start = self
@@ -1135,11 +1142,7 @@ impl SecretUrl {
             .map_or(self.0.find("://")? + 3, |r| r.end + 1);
         let rest = &self.0[start..];
         let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let default = if self.0[..5].eq_ignore_ascii_case("rtsps") {
-            322
-        } else {
-            554
-        };
+        let default = if self.is_tls() { 322 } else { 554 };
         let (host, port) = match authority.strip_prefix('[') {
             Some(v6) => {
                 let (host, after) = v6.split_once(']')?;

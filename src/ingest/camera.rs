@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{self, MonoNs, StreamClock};
 use crate::config::{self, Transport};
 use crate::elements::{MissingElement, make};
+use crate::ingest::relay::Relay;
 use crate::ingest::ring::{Frame, FrameRing};
 
 /// How often the supervising task checks for stalls and refreshes the status.
@@ -281,6 +282,7 @@ impl Camera {
             password,
             feed: feed.clone(),
             status: status_tx,
+            stopping: Mutex::new(None),
         };
         tracker.spawn(ingest.supervise(cancel));
         Camera {
@@ -307,7 +309,7 @@ async fn answers(url: &config::SecretUrl) -> Option<bool> {
         Ok(Err(_)) => return Some(false),
         Err(_) => return None,
     };
-    if url.expose()[..5].eq_ignore_ascii_case("rtsps") {
+    if url.is_tls() {
         return Some(true);
     }
     let probe = async {
@@ -371,6 +373,8 @@ struct Ingest {
     password: Option<String>,
     feed: Arc<CameraFeed>,
     status: watch::Sender<CameraStatus>,
+    /// The stop of the last pipeline, when it did not finish in time.
+    stopping: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Ingest {
@@ -430,13 +434,38 @@ impl Ingest {
     /// One connection: runs until cancelled (`Ok`) or until the connection fails, returning
     /// the error and how long frames were flowing.
     async fn connect_once(&self, cancel: &CancellationToken) -> Result<(), (Fault, Duration)> {
+        // One pipeline per camera that will not stop, at most: a camera that wedges every
+        // connection must not pile them up.
+        let stuck = lock(&self.stopping).take();
+        if let Some(stopping) = stuck {
+            tracing::warn!(camera = %self.config.id, "waiting for the previous connection to close before the next");
+            tokio::select! {
+                _ = stopping => {}
+                _ = cancel.cancelled() => return Ok(()),
+            }
+        }
         let retired = Arc::new(AtomicBool::new(false));
+        // rtsps:// goes to the camera directly: through the relay its replies are encrypted,
+        // so only a stop could be made to work, not the limits.
+        let relay = match self.config.url.host_port() {
+            Some((host, port)) if !self.config.url.is_tls() => {
+                Some(Relay::start(host, port).await.map_err(|e| {
+                    (
+                        Fault::Start(format!("no relay to the camera: {e}")),
+                        Duration::ZERO,
+                    )
+                })?)
+            }
+            _ => None,
+        };
         let (pipeline, offered) = self
-            .build_pipeline(retired.clone())
+            .build_pipeline(retired.clone(), relay.as_ref())
             .map_err(|e| (e, Duration::ZERO))?;
         let guard = Teardown {
             pipeline: pipeline.clone(),
             retired,
+            relay,
+            stuck: &self.stopping,
         };
         let Some(bus) = pipeline.bus() else {
             return Err((
@@ -478,6 +507,10 @@ impl Ingest {
                         gst::MessageView::Error(e) => {
                             if let Some(offers) = offered.nothing_taken() {
                                 break Fault::Unsupported(offers);
+                            }
+                            // rtspsrc saw only the connection end; the relay knows why.
+                            if let Some(reason) = guard.relay.as_ref().and_then(Relay::violation) {
+                                break Fault::Stream(reason);
                             }
                             // GStreamer's details span lines; status and check show one.
                             let debug = e
@@ -534,12 +567,19 @@ impl Ingest {
 
     /// Builds the camera's pipeline. Also returns the encodings the camera offered, filled in
     /// as the session is set up, to explain a camera with nothing alertclip can take.
-    fn build_pipeline(&self, retired: Arc<AtomicBool>) -> Result<(gst::Pipeline, Offered), Fault> {
+    fn build_pipeline(
+        &self,
+        retired: Arc<AtomicBool>,
+        relay: Option<&Relay>,
+    ) -> Result<(gst::Pipeline, Offered), Fault> {
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.config.id));
         pipeline.use_clock(Some(&clock::pipeline_clock()));
 
         let src = make("rtspsrc")?;
         src.set_property("location", self.config.url.expose());
+        if let Some(relay) = relay {
+            src.set_property("proxy", relay.proxy());
+        }
         src.set_property("latency", LATENCY_MS);
         // Timestamps straight from RTP: the jitter buffer's own clock slaving smears B-frames
         // by tens of milliseconds. Drift is corrected by `StreamClock` instead.
@@ -740,23 +780,37 @@ fn frame_callbacks(feed: Arc<CameraFeed>, retired: Arc<AtomicBool>) -> gst_app::
 }
 
 /// Stops a pipeline off the async runtime: rtspsrc's teardown can block on the network.
-struct Teardown {
+struct Teardown<'a> {
     pipeline: gst::Pipeline,
     retired: Arc<AtomicBool>,
+    relay: Option<Relay>,
+    /// Where a stop that did not finish in time is left, for the next connection to wait on.
+    stuck: &'a Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl Teardown {
+impl Teardown<'_> {
     async fn stop(self) {
         self.retired.store(true, Ordering::Relaxed);
+        // First the connection: a read rtspsrc waits in then ends, and its stop can complete.
+        if let Some(relay) = &self.relay {
+            relay.stop();
+        }
         let pipeline = self.pipeline.clone();
-        let stopping = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null));
-        if tokio::time::timeout(TEARDOWN_TIMEOUT, stopping)
+        let mut stopping = tokio::task::spawn_blocking(move || {
+            let _ = pipeline.set_state(gst::State::Null);
+        });
+        if tokio::time::timeout(TEARDOWN_TIMEOUT, &mut stopping)
             .await
             .is_err()
         {
-            tracing::warn!(pipeline = %self.pipeline.name(), "pipeline did not stop in time; abandoned");
+            tracing::warn!(pipeline = %self.pipeline.name(), "pipeline did not stop in time; the next connection waits for it");
+            *lock(self.stuck) = Some(stopping);
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Frame and byte rates from the feed's counters, over about a second.

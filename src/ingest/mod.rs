@@ -1,12 +1,14 @@
 //! Ingest: every camera's stream, as the camera encoded it, into a ring of recent frames.
 //!
 //! [`camera`] runs one camera (connect, depayload, time each access unit, push it into its
-//! [`ring`], reconnect with backoff); [`pool`] keeps the running cameras across reloads so an
+//! [`ring`], reconnect with backoff), through a [`relay`] that bounds what the camera's RTSP
+//! replies can make rtspsrc hold and lets a stuck connection be cut; [`pool`] keeps the running cameras across reloads so an
 //! unchanged camera keeps its buffer. Readers (clips, the detector) follow a ring through its
 //! [`camera::CameraFeed`] and never block the camera.
 
 pub mod camera;
 pub mod pool;
+pub mod relay;
 pub mod ring;
 
 pub use camera::{Camera, CameraFeed, CameraState, CameraStatus};
