@@ -597,9 +597,10 @@ impl Outbox {
         let mut events = HashSet::new();
         let mut messages = 0;
         for (stem, entry) in &index.entries {
-            if !stem.starts_with('1')
-                && let Some(event) = event_of(stem)
-            {
+            // Health alerts and event updates sort under keys of their own, not an event's.
+            let own_key =
+                stem.starts_with('1') || (stem.starts_with("0-") && !stem.ends_with("-00000"));
+            if !own_key && let Some(event) = event_of(stem) {
                 events.insert(event);
             }
             messages += match entry {

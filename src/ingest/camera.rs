@@ -37,8 +37,14 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection that streamed this long resets the reconnect delay.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// A pipeline that does not stop within this long is abandoned (it can no longer push).
+/// A pipeline that does not stop within this long is abandoned (it can no longer push), and
+/// the next connection waits for it.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stop not done by then has its connection to the camera cut (see `relay`).
+const CUT_AFTER: Duration = Duration::from_secs(1);
+/// How long the next connection waits for a pipeline that would not stop: after that it is
+/// given up, and at most one per camera is ever waited for.
+const STUCK_WAIT: Duration = Duration::from_secs(60);
 
 /// What a camera is doing, for status and health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,22 +446,24 @@ impl Ingest {
         if let Some(stopping) = stuck {
             tracing::warn!(camera = %self.config.id, "waiting for the previous connection to close before the next");
             tokio::select! {
-                _ = stopping => {}
+                done = tokio::time::timeout(STUCK_WAIT, stopping) => if done.is_err() {
+                    tracing::error!(camera = %self.config.id, "the previous connection would not close; given up");
+                },
                 _ = cancel.cancelled() => return Ok(()),
             }
         }
         let retired = Arc::new(AtomicBool::new(false));
         // rtsps:// goes to the camera directly: through the relay its replies are encrypted,
-        // so only a stop could be made to work, not the limits.
+        // so only a stop could be made to work, not the limits. So does UDP: rtspsrc sends
+        // its RTCP to the address it connected to, which would be the relay's.
+        let relayed = !self.config.url.is_tls() && self.config.transport == Transport::Tcp;
         let relay = match self.config.url.host_port() {
-            Some((host, port)) if !self.config.url.is_tls() => {
-                Some(Relay::start(host, port).await.map_err(|e| {
-                    (
-                        Fault::Start(format!("no relay to the camera: {e}")),
-                        Duration::ZERO,
-                    )
-                })?)
-            }
+            Some((host, port)) if relayed => Some(Relay::start(host, port).await.map_err(|e| {
+                (
+                    Fault::Start(format!("no relay to the camera: {e}")),
+                    Duration::ZERO,
+                )
+            })?),
             _ => None,
         };
         let (pipeline, offered) = self
@@ -791,17 +799,26 @@ struct Teardown<'a> {
 impl Teardown<'_> {
     async fn stop(self) {
         self.retired.store(true, Ordering::Relaxed);
-        // First the connection: a read rtspsrc waits in then ends, and its stop can complete.
-        if let Some(relay) = &self.relay {
-            relay.stop();
-        }
         let pipeline = self.pipeline.clone();
         let mut stopping = tokio::task::spawn_blocking(move || {
             let _ = pipeline.set_state(gst::State::Null);
         });
-        if tokio::time::timeout(TEARDOWN_TIMEOUT, &mut stopping)
-            .await
-            .is_err()
+        // A stop that goes well sends the camera its TEARDOWN. One stuck in a read gets its
+        // connection cut: the read ends, and the stop completes.
+        let stopped = match &self.relay {
+            Some(relay) => {
+                let stopped = tokio::time::timeout(CUT_AFTER, &mut stopping).await.is_ok();
+                if !stopped {
+                    relay.stop();
+                }
+                stopped
+            }
+            None => false,
+        };
+        if !stopped
+            && tokio::time::timeout(TEARDOWN_TIMEOUT, &mut stopping)
+                .await
+                .is_err()
         {
             tracing::warn!(pipeline = %self.pipeline.name(), "pipeline did not stop in time; the next connection waits for it");
             *lock(self.stuck) = Some(stopping);

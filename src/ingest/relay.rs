@@ -24,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_HEADER: usize = 64 << 10;
 /// The largest body of an RTSP message from a camera: an SDP is a few kilobytes.
 pub const MAX_BODY: u64 = 1 << 20;
-/// Connections one session makes: one, or a few where a camera closes its connection between
-/// requests. More is a camera redirecting rtspsrc in a loop, which follows every redirect.
+/// Connections one session makes within [`CONNECTIONS_WITHIN`]: one, or a few where a camera
+/// closes its connection between requests. More is a camera redirecting rtspsrc in a loop,
+/// which follows every redirect.
 pub const MAX_CONNECTIONS: usize = 8;
+const CONNECTIONS_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bytes read from the camera at a time.
 const READ_SIZE: usize = 64 << 10;
 
@@ -50,17 +52,24 @@ impl Relay {
         };
         let (stop, violation) = (relay.stop.clone(), relay.violation.clone());
         tokio::spawn(async move {
-            let mut connections = 0;
+            let mut recent = std::collections::VecDeque::new();
             loop {
                 let accepted = tokio::select! {
                     _ = stop.cancelled() => return,
                     accepted = listener.accept() => accepted,
                 };
-                let Ok((client, _)) = accepted else { continue };
-                connections += 1;
-                if connections > MAX_CONNECTIONS {
+                let Ok((client, _)) = accepted else {
+                    // Out of descriptors, most likely: not in a tight loop.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                };
+                let now = tokio::time::Instant::now();
+                recent.retain(|at| now.duration_since(*at) < CONNECTIONS_WITHIN);
+                recent.push_back(now);
+                if recent.len() > MAX_CONNECTIONS {
                     let reason = format!(
-                        "the camera made the connection start over more than {MAX_CONNECTIONS} times in one session (a redirect loop?)"
+                        "the camera made the connection start over more than {MAX_CONNECTIONS} times in {} s (a redirect loop?)",
+                        CONNECTIONS_WITHIN.as_secs()
                     );
                     tracing::warn!(%host, port, %reason, "cut the camera's connection");
                     *lock(&violation) = Some(reason);
@@ -153,7 +162,9 @@ async fn relay_one(client: TcpStream, host: &str, port: u16) -> Result<(), Ended
 }
 
 /// Where the camera's byte stream is: RTSP messages (a header, then `Content-Length` bytes
-/// of body) and interleaved frames, one after another.
+/// of body) and interleaved frames, one after another. It reads them as GStreamer's own
+/// parser does (stray line ends between messages skipped; lines ended by CR LF, LF or CR;
+/// folded lines joined), so that it never sees a boundary where rtspsrc does not.
 #[derive(Debug, Default)]
 struct Framing {
     state: State,
@@ -166,10 +177,24 @@ enum State {
     Boundary,
     /// Inside an interleaved frame's 4-byte header, with the bytes so far.
     FrameHeader([u8; 4], usize),
-    /// Inside a message's header, with the bytes so far.
-    Header(Vec<u8>),
+    /// Inside a message's header.
+    Header(Header),
+    /// Right after a header that ended with a CR, with its body's length to come.
+    AfterCr(u64),
     /// Inside a body or a frame's data, with this many bytes to go.
     Skip(u64),
+}
+
+/// A message header being read: its bytes, and where its current line stands.
+#[derive(Debug, Default)]
+struct Header {
+    bytes: Vec<u8>,
+    /// Bytes in the current line, line ends left out.
+    line: usize,
+    /// The last byte was a CR, which a LF may complete.
+    after_cr: bool,
+    /// The empty line that ends the header ended with a CR: a LF right after belongs to it.
+    ended_by_cr: bool,
 }
 
 impl Framing {
@@ -177,8 +202,10 @@ impl Framing {
     fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
         while let Some(&first) = bytes.first() {
             match &mut self.state {
+                // GStreamer skips line ends between messages.
+                State::Boundary if first == b'\r' || first == b'\n' => bytes = &bytes[1..],
                 State::Boundary if first == b'$' => self.state = State::FrameHeader([0; 4], 0),
-                State::Boundary => self.state = State::Header(Vec::new()),
+                State::Boundary => self.state = State::Header(Header::default()),
                 State::FrameHeader(header, have) => {
                     let take = (4 - *have).min(bytes.len());
                     header[*have..*have + take].copy_from_slice(&bytes[..take]);
@@ -190,35 +217,45 @@ impl Framing {
                     }
                 }
                 State::Header(header) => {
-                    // Only the header is kept, and only up to its limit.
-                    let before = header.len();
-                    let room = MAX_HEADER + 1 - before;
-                    let take = room.min(bytes.len());
-                    header.extend_from_slice(&bytes[..take]);
-                    let from = before.saturating_sub(3);
-                    match find(&header[from..], b"\r\n\r\n") {
-                        Some(at) => {
-                            let end = from + at + 4;
-                            let body = content_length(&header[..end])?;
-                            bytes = &bytes[end - before..];
-                            self.state = State::Skip(body);
-                        }
-                        None if header.len() > MAX_HEADER => {
+                    // Byte by byte, but only through the header: a few hundred bytes.
+                    let mut used = 0;
+                    let mut ended = false;
+                    for &byte in bytes {
+                        used += 1;
+                        header.bytes.push(byte);
+                        if header.bytes.len() > MAX_HEADER {
                             return Err(format!(
                                 "the camera sent an RTSP header over {} KiB: not a camera's reply",
                                 MAX_HEADER >> 10
                             ));
                         }
-                        None => bytes = &bytes[take..],
+                        if header.line_end(byte) {
+                            ended = true;
+                            break;
+                        }
                     }
+                    bytes = &bytes[used..];
+                    if ended {
+                        let body = content_length(&header.bytes)?;
+                        self.state = if header.ended_by_cr {
+                            State::AfterCr(body)
+                        } else {
+                            State::Skip(body)
+                        };
+                    }
+                }
+                State::AfterCr(body) => {
+                    // The LF of the CR LF that ended the header, wherever the read split it.
+                    let body = *body;
+                    if first == b'\n' {
+                        bytes = &bytes[1..];
+                    }
+                    self.state = State::Skip(body);
                 }
                 State::Skip(left) => {
                     let take = (*left).min(bytes.len() as u64);
                     *left -= take;
                     bytes = &bytes[take as usize..];
-                    if *left == 0 {
-                        self.state = State::Boundary;
-                    }
                 }
             }
             if let State::Skip(0) = self.state {
@@ -229,15 +266,67 @@ impl Framing {
     }
 }
 
-/// The `Content-Length` of a message's header (0 without one), within [`MAX_BODY`].
+impl Header {
+    /// Takes one byte of the header; true when it ends the header (an empty line).
+    fn line_end(&mut self, byte: u8) -> bool {
+        match byte {
+            b'\n' if self.after_cr => {
+                // The LF of a CR LF: the line end was counted at the CR.
+                self.after_cr = false;
+                false
+            }
+            b'\n' | b'\r' => {
+                self.after_cr = byte == b'\r';
+                if self.line == 0 {
+                    self.ended_by_cr = self.after_cr;
+                    return true;
+                }
+                self.line = 0;
+                false
+            }
+            _ => {
+                self.after_cr = false;
+                self.line += 1;
+                false
+            }
+        }
+    }
+}
+
+/// The `Content-Length` of a message's header (0 without one), within [`MAX_BODY`]. Folded
+/// lines are joined first. A value that is not a plain number, or two that disagree, cut
+/// the connection: where the relay and rtspsrc could read a header differently, neither
+/// goes on.
 fn content_length(header: &[u8]) -> Result<u64, String> {
     let text = String::from_utf8_lossy(header);
-    let Some(value) = text.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().to_owned())
-    }) else {
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.split(['\r', '\n']).filter(|l| !l.is_empty()) {
+        match lines.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => last.push_str(line),
+            _ => lines.push(line.to_owned()),
+        }
+    }
+    let mut found: Option<String> = None;
+    for line in &lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        let value = value.trim().to_owned();
+        match &found {
+            Some(earlier) if *earlier != value => {
+                return Err(format!(
+                    "the camera sent an RTSP reply with two Content-Lengths, \"{}\" and \"{}\"",
+                    earlier.chars().take(20).collect::<String>(),
+                    value.chars().take(20).collect::<String>()
+                ));
+            }
+            _ => found = Some(value),
+        }
+    }
+    let Some(value) = found else {
         return Ok(0);
     };
     match value.parse::<u64>() {
@@ -251,10 +340,6 @@ fn content_length(header: &[u8]) -> Result<u64, String> {
             value.chars().take(40).collect::<String>()
         )),
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -284,6 +369,12 @@ mod tests {
         stream.extend(frame(1, &[0u8; 1400]));
         stream.extend_from_slice(b"RTSP/1.0 200 OK\r\nCSeq: 3\r\n\r\n");
         stream.extend(frame(0, &[b'$'; 65535]));
+        // A stray line end after a body, LF-only lines, and a folded header.
+        stream.extend_from_slice(b"\r\nRTSP/1.0 200 OK\nCSeq: 4\nContent-Length: 3\n\nabc");
+        stream.extend_from_slice(
+            b"RTSP/1.0 200 OK\r\nX-Note: a\r\n  b\r\nContent-Length: 2\r\n\r\nhi",
+        );
+        stream.extend(frame(1, b"end"));
         for piece in [1, 3, 7, 1000, stream.len()] {
             let mut framing = Framing::default();
             for part in stream.chunks(piece) {
@@ -305,8 +396,21 @@ mod tests {
             .find_map(|_| framing.feed(&line).err())
             .expect("refused before 100 KB");
         assert!(error.contains("over 64 KiB"), "{error}");
-        let bad = b"RTSP/1.0 200 OK\r\nContent-Length: -1\r\n\r\n";
-        assert!(Framing::default().feed(bad).is_err());
+        for bad in [
+            &b"RTSP/1.0 200 OK\r\nContent-Length: -1\r\n\r\n"[..],
+            b"RTSP/1.0 200 OK\r\nContent-Length: 2000000000abc\r\n\r\n",
+            b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\nContent-Length: 2000000000\r\n\r\n",
+            // Where another parser would end the header early, the body still counts.
+            b"RTSP/1.0 200 OK\nContent-Length: 2000000000\n\n",
+            b"RTSP/1.0 200 OK\rContent-Length: 2000000000\r\r",
+            b"RTSP/1.0 200 OK\r\nX: y\r\n Content-Length: 0\r\nContent-Length: 2000000000\r\n\r\n",
+        ] {
+            assert!(
+                Framing::default().feed(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         // At the limit is fine.
         let ok = format!("RTSP/1.0 200 OK\r\nContent-Length: {MAX_BODY}\r\n\r\n");
         Framing::default().feed(ok.as_bytes()).unwrap();

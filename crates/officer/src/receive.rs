@@ -48,9 +48,28 @@ const MAX_TRACKED: usize = 4096;
 /// out those that waited longest.
 pub const MAX_WAITING_CHUNKS: u64 = 1 << 30;
 
-/// Manifests kept parsed at once (each at most the 1 MiB a message can hold): a clip in
-/// reassembly per camera of many boxes.
+/// How often a site over its limit of waiting chunks is measured again.
+const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Manifests kept parsed at once: a clip in reassembly per camera of many boxes.
 const MAX_CACHED_MANIFESTS: usize = 64;
+/// The largest manifest kept parsed: that of a clip of about 15,000 chunks. A larger one (a
+/// message may hold up to the receiver's packet limit) is read from disk each time, so the
+/// cache holds at most 64 MiB of what senders chose.
+const MAX_CACHED_MANIFEST: usize = 1 << 20;
+
+/// A device's chain as a receiver follows it: its last link, and the numbers it skipped that
+/// may still arrive.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Followed {
+    #[serde(flatten)]
+    head: ChainState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<u64>,
+}
+
+/// Skipped sequence numbers remembered per device, the most recent.
+const MAX_MISSING: usize = 256;
 
 /// What places a payload in its device's chain.
 #[derive(Debug, Clone, Copy)]
@@ -192,7 +211,7 @@ pub async fn run(
             None,
         ),
     ];
-    let mut sessions = Vec::new();
+    let (mut sessions, mut workers) = (Vec::new(), Vec::new());
     for (name, settings, receiver, filters, unwanted) in channels {
         let (session, events) = Session::<()>::start(settings, &tracker, cancel.clone())?;
         let session = Arc::new(session);
@@ -204,9 +223,11 @@ pub async fn run(
             unwanted,
             reports: reports.clone(),
         };
-        std::thread::Builder::new()
-            .name(format!("receive-{name}"))
-            .spawn(move || serving.serve(receiver, events))?;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("receive-{name}"))
+                .spawn(move || serving.serve(receiver, events))?,
+        );
         sessions.push(session);
     }
     drop(reports);
@@ -221,6 +242,18 @@ pub async fn run(
     }
     for session in &sessions {
         session.disconnect().await;
+    }
+    // What was stored is reported: the workers end once their sessions have (the broker
+    // would not send a stored alert again, as it was acknowledged).
+    while let Some(one) = reported.recv().await {
+        report(one)?;
+    }
+    for worker in workers {
+        let name = worker.thread().name().unwrap_or("a worker").to_owned();
+        let joined = tokio::task::spawn_blocking(move || worker.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            anyhow::bail!("the receiver's {name} thread failed");
+        }
     }
     Ok(())
 }
@@ -297,6 +330,10 @@ pub struct Receiver {
     pub max_waiting_chunks: u64,
     /// Bytes of chunks each site has waiting, as last measured plus what came since.
     waiting: HashMap<String, u64>,
+    /// When each site over its limit was last measured.
+    measured: HashMap<String, std::time::Instant>,
+    /// The clips whose chunks were refused, each reported once.
+    refused: std::collections::HashSet<PathBuf>,
     /// For each clip being reassembled, how many of its first chunks are known to be here.
     present: HashMap<ClipKey, u32>,
     /// The stored manifests of clips being reassembled, read once rather than per chunk.
@@ -319,6 +356,8 @@ impl Receiver {
             trust_on_first_use: false,
             max_waiting_chunks: MAX_WAITING_CHUNKS,
             waiting: HashMap::new(),
+            measured: HashMap::new(),
+            refused: Default::default(),
             present: HashMap::new(),
             manifests: HashMap::new(),
             candidates: HashMap::new(),
@@ -398,19 +437,52 @@ impl Receiver {
         let key = link.signature.map_or("unsigned", |s| s.key_id.as_str());
         let key = if id::is_valid(key) { key } else { "unknown" };
         let path = self.out.join(".chain").join(format!("{site}-{key}.json"));
-        let last: Option<ChainState> = fs::read(&path)
+        let mut followed: Followed = fs::read(&path)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let (link, head) = chain::follow(last.as_ref(), link.sequence, link.previous, payload);
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let last = (followed.head.sequence > 0).then_some(&followed.head);
+        let (verdict, head) = chain::follow(last, link.sequence, link.previous, payload);
+        let mut changed = head.is_some();
         if let Some(head) = head {
-            fs::create_dir_all(path.parent().unwrap_or(&self.out))?;
-            write_durably(&path, &serde_json::to_vec(&head).map_err(io::Error::other)?)?;
+            followed.head = head;
         }
-        Ok(match link {
+        match verdict {
+            Link::Gap { last, got, .. } => {
+                // The most recent numbers skipped, which may yet arrive late.
+                let from = last
+                    .saturating_add(1)
+                    .max(got.saturating_sub(MAX_MISSING as u64));
+                followed.missing.extend(from..got);
+                let excess = followed.missing.len().saturating_sub(MAX_MISSING);
+                followed.missing.drain(..excess);
+            }
+            Link::Replay { sequence, .. } if followed.missing.contains(&sequence) => {
+                followed.missing.retain(|n| *n != sequence);
+                changed = true;
+            }
+            _ => {}
+        }
+        if changed {
+            fs::create_dir_all(path.parent().unwrap_or(&self.out))?;
+            write_durably(
+                &path,
+                &serde_json::to_vec(&followed).map_err(io::Error::other)?,
+            )?;
+        }
+        Ok(match verdict {
             Link::First | Link::Continues => (None, false),
             Link::Gap { last, got, missing } => (
                 Some(format!(
                     "alert {got} follows alert {last}: {missing} alert(s) or update(s) from this device missing or suppressed"
+                )),
+                false,
+            ),
+            // A number reported missing that turns up: late (an alert retried from a full
+            // disk, a redelivery out of order), not a replay.
+            Link::Replay { sequence, last } if changed => (
+                Some(format!(
+                    "alert {sequence} arrived late, after alert {last}: it is no longer missing"
                 )),
                 false,
             ),
@@ -655,8 +727,11 @@ impl Receiver {
                     return Ok(Vec::new());
                 }
                 *candidates += 1;
-                let mut reports =
+                let (mut reports, room) =
                     self.make_room_for_chunks(&site, &chunks, payload.len() as u64)?;
+                if !room {
+                    return Ok(reports);
+                }
                 write_durably(&path, payload)?;
                 // Against the verified manifest, a chunk it does not name is news: a
                 // corruption, or someone else publishing on the box's topics.
@@ -764,13 +839,18 @@ impl Receiver {
 
     /// Makes room among `site`'s waiting chunks for `bytes` more, in `current`'s directory:
     /// past the limit, the clips whose chunks waited longest (not `current`'s) are given up,
-    /// each reported. Blocks on the disk.
+    /// each reported. Says whether the chunk may be stored: not when `current`'s clip alone
+    /// is over the limit. Blocks on the disk.
     fn make_room_for_chunks(
         &mut self,
         site: &str,
         current: &Path,
         bytes: u64,
-    ) -> io::Result<Vec<Report>> {
+    ) -> io::Result<(Vec<Report>, bool)> {
+        if self.waiting.len() >= MAX_TRACKED {
+            self.waiting.clear();
+            self.measured.clear();
+        }
         let waiting = match self.waiting.get(site) {
             Some(waiting) => *waiting,
             None => self.waiting_chunks(site)?.iter().map(|w| w.2).sum(),
@@ -778,9 +858,19 @@ impl Receiver {
         let limit = self.max_waiting_chunks;
         if waiting <= limit {
             self.waiting.insert(site.to_owned(), waiting);
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         }
-        // Measured again: reassembled clips took their chunks along.
+        // Measured again: reassembled clips took their chunks along, and the oldest are given
+        // up down to three quarters of the limit, so this comes once per quarter of it. When
+        // nothing could be given up, not again for a second: in between, chunks are refused.
+        let now = std::time::Instant::now();
+        if self
+            .measured
+            .get(site)
+            .is_some_and(|at| now.duration_since(*at) < MEASURE_EVERY)
+        {
+            return Ok((self.refused(site, current), false));
+        }
         let mut dirs = self.waiting_chunks(site)?;
         dirs.sort();
         let mut total = dirs.iter().map(|w| w.2).sum::<u64>() + bytes;
@@ -794,15 +884,7 @@ impl Receiver {
             }
             fs::remove_dir_all(&dir)?;
             total = total.saturating_sub(size);
-            let event = dir
-                .parent()
-                .and_then(|p| p.file_name())
-                .and_then(|n| Uuid::parse_str(&n.to_string_lossy()).ok());
-            let camera = dir.file_name().and_then(|n| {
-                n.to_string_lossy()
-                    .strip_prefix(".chunks-")
-                    .map(str::to_owned)
-            });
+            let (event, camera) = clip_of(&dir);
             tracing::warn!(%site, dir = %dir.display(), bytes = size, "gave up chunks that waited longest for their clip");
             if let (Some(event), Some(camera)) = (event, camera) {
                 reports.push(Report::Invalid {
@@ -816,10 +898,42 @@ impl Receiver {
             }
         }
         // What was known of the clips given up is gone with them.
-        self.present.clear();
-        self.candidates.clear();
-        self.waiting.insert(site.to_owned(), total);
-        Ok(reports)
+        if !reports.is_empty() {
+            self.present.clear();
+            self.candidates.clear();
+        }
+        let room = total <= limit;
+        if room {
+            self.waiting.insert(site.to_owned(), total);
+            self.measured.remove(site);
+        } else {
+            self.waiting.insert(site.to_owned(), total - bytes);
+            self.measured.insert(site.to_owned(), now);
+            reports.extend(self.refused(site, current));
+        }
+        Ok((reports, room))
+    }
+
+    /// The report of chunks refused for `current`'s clip: once per clip.
+    fn refused(&mut self, site: &str, current: &Path) -> Vec<Report> {
+        if self.refused.len() >= MAX_TRACKED {
+            self.refused.clear();
+        }
+        if !self.refused.insert(current.to_owned()) {
+            return Vec::new();
+        }
+        let (Some(event), Some(camera)) = clip_of(current) else {
+            return Vec::new();
+        };
+        vec![Report::Invalid {
+            site: site.to_owned(),
+            event,
+            camera,
+            reason: format!(
+                "refused chunks: the site has over {} bytes of chunks waiting for their clips, and none older to give up",
+                self.max_waiting_chunks
+            ),
+        }]
     }
 
     /// Every directory of chunks waiting for their clip at `site`: when it last changed, where
@@ -827,8 +941,12 @@ impl Receiver {
     fn waiting_chunks(&self, site: &str) -> io::Result<Vec<(std::time::SystemTime, PathBuf, u64)>> {
         let mut found = Vec::new();
         for event in read_dirs(&self.out.join(site))? {
-            for entry in fs::read_dir(&event)?.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with(".chunks-") {
+            let Ok(entries) = fs::read_dir(&event) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if !is_dir || !entry.file_name().to_string_lossy().starts_with(".chunks-") {
                     continue;
                 }
                 let dir = entry.path();
@@ -836,7 +954,10 @@ impl Receiver {
                     .metadata()
                     .and_then(|m| m.modified())
                     .unwrap_or(std::time::UNIX_EPOCH);
-                let bytes = fs::read_dir(&dir)?
+                let Ok(chunks) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                let bytes = chunks
                     .flatten()
                     .filter_map(|chunk| chunk.metadata().ok())
                     .map(|m| m.len())
@@ -866,11 +987,14 @@ impl Receiver {
             .join(manifest_name(camera, verified));
         let bytes = fs::read(path).ok()?;
         let manifest = serde_json::from_slice(&bytes).ok()?;
+        let size = bytes.len();
         let stored = Arc::new(StoredManifest { bytes, manifest });
-        if self.manifests.len() >= MAX_CACHED_MANIFESTS {
-            self.manifests.clear();
+        if size <= MAX_CACHED_MANIFEST {
+            if self.manifests.len() >= MAX_CACHED_MANIFESTS {
+                self.manifests.clear();
+            }
+            self.manifests.insert(key, stored.clone());
         }
-        self.manifests.insert(key, stored.clone());
         Some(stored)
     }
 
@@ -979,6 +1103,20 @@ impl Receiver {
             signature,
         }])
     }
+}
+
+/// The event and camera of a clip's directory of waiting chunks.
+fn clip_of(chunks: &Path) -> (Option<Uuid>, Option<String>) {
+    let event = chunks
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| Uuid::parse_str(&n.to_string_lossy()).ok());
+    let camera = chunks.file_name().and_then(|n| {
+        n.to_string_lossy()
+            .strip_prefix(".chunks-")
+            .map(str::to_owned)
+    });
+    (event, camera)
 }
 
 /// A chunk's file: its index and the start of its hash.
@@ -1401,6 +1539,18 @@ mod tests {
             words(&reports),
             vec!["chain:alert 4 follows alert 2", "alert:valid"]
         );
+        // Alert 3 was only late (retried from a full disk): presented, and no longer missing.
+        let reports = receiver.handle(&topic(events[2]), &alerts[2]).unwrap();
+        assert_eq!(
+            words(&reports),
+            vec!["chain:alert 3 arrived late, after alert 4", "alert:valid"]
+        );
+        assert!(
+            receiver
+                .handle(&topic(events[2]), &alerts[2])
+                .unwrap()
+                .is_empty()
+        );
         // An old alert replayed to a desk that no longer has it: reported, not presented.
         fs::remove_dir_all(out.path().join("s").join(events[0].to_string())).unwrap();
         let reports = receiver.handle(&topic(events[0]), &alerts[0]).unwrap();
@@ -1639,6 +1789,24 @@ mod tests {
             panic!("{reports:?}")
         };
         assert_eq!(fs::read(path).unwrap(), data);
+        // A clip that alone is over the limit has its chunks refused, and says so.
+        let huge = Uuid::now_v7();
+        let reports: Vec<Report> = (0..8)
+            .flat_map(|n| receiver.handle(&chunk(huge, n), &[7u8; 300]).unwrap())
+            .collect();
+        assert!(
+            reports.iter().any(|r| matches!(r, Report::Invalid { reason, .. } if reason.starts_with("refused chunks"))),
+            "{reports:?}"
+        );
+        let kept = fs::read_dir(
+            out.path()
+                .join("s")
+                .join(huge.to_string())
+                .join(".chunks-cam"),
+        )
+        .unwrap()
+        .count();
+        assert!(kept < 8, "{kept} chunks kept");
     }
 
     #[test]
