@@ -1,0 +1,121 @@
+// The console's only script: ages that count up, and the live feed (server-sent events;
+// each change names an event whose card is fetched again, already rendered and escaped by
+// the server). Served by the desk itself; nothing is loaded from elsewhere.
+"use strict";
+
+const baseTitle = document.title;
+let unseen = 0;
+let audio = null;
+
+function age(time) {
+  const at = Date.parse(time.getAttribute("datetime"));
+  if (Number.isNaN(at)) return;
+  const seconds = Math.max(0, Math.round((Date.now() - at) / 1000));
+  let ago;
+  if (seconds < 60) ago = seconds + " s ago";
+  else if (seconds < 3600) ago = Math.floor(seconds / 60) + " min ago";
+  else if (seconds < 86400) ago = Math.floor(seconds / 3600) + " h ago";
+  else ago = Math.floor(seconds / 86400) + " d ago";
+  time.textContent = new Date(at).toLocaleString() + " (" + ago + ")";
+}
+
+function ages(root) {
+  root.querySelectorAll("time[data-age]").forEach(age);
+}
+
+// Browsers let a page make sound only after a person touched it.
+function enableSound() {
+  if (audio === null && window.AudioContext) audio = new AudioContext();
+}
+
+function chime() {
+  if (audio === null) return;
+  const now = audio.currentTime;
+  [0, 0.25].forEach((offset) => {
+    const tone = audio.createOscillator();
+    const gain = audio.createGain();
+    tone.frequency.value = 880;
+    gain.gain.setValueAtTime(0.3, now + offset);
+    gain.gain.exponentialRampToValueAtTime(0.001, now + offset + 0.2);
+    tone.connect(gain).connect(audio.destination);
+    tone.start(now + offset);
+    tone.stop(now + offset + 0.2);
+  });
+}
+
+function announce() {
+  if (document.visibilityState === "visible" && document.hasFocus()) return;
+  unseen += 1;
+  document.title = "(" + unseen + ") New alert · " + baseTitle;
+}
+
+async function refresh(feed, change) {
+  const response = await fetch("/events/" + encodeURIComponent(change.event) + "/card", {
+    credentials: "same-origin",
+    headers: { Accept: "text/html" },
+  });
+  if (response.redirected || response.status === 401) {
+    window.location.assign("/login");
+    return;
+  }
+  if (!response.ok) return;
+  const holder = document.createElement("div");
+  holder.innerHTML = await response.text();
+  const card = holder.firstElementChild;
+  if (card === null) return;
+  ages(card);
+  const existing = document.getElementById(card.id);
+  if (existing !== null) {
+    existing.replaceWith(card);
+  } else {
+    const empty = feed.querySelector(".empty");
+    if (empty !== null) empty.remove();
+    feed.prepend(card);
+    card.classList.add("new");
+  }
+  if (change.kind === "alert") {
+    chime();
+    announce();
+  }
+}
+
+function live(feed) {
+  const source = new EventSource("/feed");
+  const status = document.querySelector("[data-live]");
+  source.addEventListener("open", () => {
+    if (status) {
+      status.textContent = "Live: new alerts appear here as they arrive.";
+      status.classList.remove("offline");
+    }
+    document.body.dataset.live = "open";
+  });
+  source.addEventListener("error", () => {
+    if (status) {
+      status.textContent = "Reconnecting to the desk…";
+      status.classList.add("offline");
+    }
+    document.body.dataset.live = "reconnecting";
+  });
+  source.addEventListener("change", (message) => {
+    const change = JSON.parse(message.data);
+    if (change.event) refresh(feed, change);
+  });
+  source.addEventListener("reload", () => window.location.reload());
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  ages(document);
+  setInterval(() => ages(document), 15000);
+  document.addEventListener("click", enableSound, { once: true });
+  document.addEventListener("keydown", enableSound, { once: true });
+  const reset = () => {
+    unseen = 0;
+    document.title = baseTitle;
+  };
+  window.addEventListener("focus", reset);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") reset();
+  });
+  const feed = document.getElementById("feed");
+  if (feed !== null) live(feed);
+});

@@ -1,0 +1,207 @@
+//! `desk.toml`: where the desk listens, which broker it reads, and where it keeps what it
+//! receives. Relative paths are read from the config file's directory, so `init` can write
+//! a self-contained directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alertclip_officer::cli::{BrokerLogin, ReceiveArgs};
+use alertclip_officer::receive::ReceiveOptions;
+use alertclip_wire::topics::DEFAULT_PREFIX;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The broker the stores' boxes publish to.
+    pub mqtt: MqttConfig,
+    /// The web console.
+    pub http: HttpConfig,
+    /// The database, media and keys.
+    pub storage: StorageConfig,
+}
+
+/// The broker, with the same options as `alertclip receive`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host[:port]` or `mqtts://host[:port]`.
+    pub broker: String,
+    /// `"3.1.1"` (the default) or `"5"`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// PEM certificate authorities for mqtts:// (default: the system's).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// User name for the broker.
+    pub username: Option<String>,
+    /// File holding the broker password (with `username`).
+    pub password_file: Option<PathBuf>,
+    /// Client id; the broker keeps messages for it while the desk is down. Default:
+    /// `alertclip-desk-<hostname>`.
+    pub client_id: Option<String>,
+    /// The boxes' topic prefix, `{site}` standing for the site id. Default: the boxes' own.
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+}
+
+/// The web console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on. Default: `0.0.0.0:8443`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain served over HTTPS (`init` writes a self-signed one).
+    pub certificate: PathBuf,
+    /// PEM private key of `certificate`.
+    pub key: PathBuf,
+    /// A session unused this long ends. Default: `"30m"`.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+/// Where the desk keeps things.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Holds `desk.sqlite` (the database), `media/` (what the boxes sent, as received) and
+    /// `keys/` (the enrolled stores' public keys).
+    pub directory: PathBuf,
+    /// Events older than this are deleted, with their media, unless under an evidence hold.
+    /// Default: kept until deleted by hand.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retention: Option<Duration>,
+}
+
+fn default_protocol() -> String {
+    "3.1.1".into()
+}
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+/// A config that cannot be used, saying which file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// What is wrong, and where in it.
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| error(format!("{e} (alertclip-desk init writes one)")))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config.receive_options().map_err(error)?;
+        if config.http.idle_timeout < Duration::from_secs(60) {
+            return Err(error(
+                "http.idle_timeout: expected at least \"1m\"".to_owned(),
+            ));
+        }
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.http.certificate);
+        join(&mut self.http.key);
+        join(&mut self.storage.directory);
+        for p in [
+            &mut self.mqtt.ca,
+            &mut self.mqtt.cert,
+            &mut self.mqtt.key,
+            &mut self.mqtt.password_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(p);
+        }
+    }
+
+    /// The database file.
+    pub fn database(&self) -> PathBuf {
+        self.storage.directory.join("desk.sqlite")
+    }
+
+    /// Where received alerts, snapshots and clips are kept, as the receiver lays them out.
+    pub fn media(&self) -> PathBuf {
+        self.storage.directory.join("media")
+    }
+
+    /// The enrolled stores' public keys, one `<site>.pub` each: what the receiver trusts.
+    pub fn keys(&self) -> PathBuf {
+        self.storage.directory.join("keys")
+    }
+
+    /// The receiver's options, checked as `alertclip receive` checks its flags (the error
+    /// names the key).
+    pub fn receive_options(&self) -> Result<ReceiveOptions, String> {
+        let mqtt = &self.mqtt;
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let args = ReceiveArgs {
+            broker: mqtt.broker.clone(),
+            protocol: mqtt.protocol.clone(),
+            login: BrokerLogin {
+                ca: mqtt.ca.clone(),
+                cert: mqtt.cert.clone(),
+                key: mqtt.key.clone(),
+                username: mqtt.username.clone(),
+                password_file: mqtt.password_file.clone(),
+            },
+            client_id: Some(
+                mqtt.client_id
+                    .clone()
+                    .unwrap_or_else(|| format!("alertclip-desk-{}", hostname.trim())),
+            ),
+            site: "+".into(),
+            topic_prefix: mqtt.topic_prefix.clone(),
+            out: self.media(),
+            json: false,
+            keys: Some(self.keys()),
+            trust_on_first_use: false,
+        };
+        if mqtt.cert.is_some() != mqtt.key.is_some() {
+            return Err("mqtt.cert and mqtt.key: expected both or neither".into());
+        }
+        if mqtt.password_file.is_some() && mqtt.username.is_none() {
+            return Err("mqtt.password_file: needs mqtt.username".into());
+        }
+        args.options().map_err(|e| as_key(&e))
+    }
+}
+
+/// A receiver's flag error (`--password-file x: ...`) as this file's key (`mqtt.password_file`).
+fn as_key(error: &str) -> String {
+    let Some(rest) = error.strip_prefix("--") else {
+        return format!("mqtt: {error}");
+    };
+    let end = rest.find([':', ' ']).unwrap_or(rest.len());
+    format!("mqtt.{}{}", rest[..end].replace('-', "_"), &rest[end..])
+}

@@ -1,0 +1,285 @@
+//! What the boxes send, into the database: the receiver of `alertclip receive` (its verified
+//! reassembly, its chain checks, its files under `media/`), each of its reports recorded and
+//! announced to the consoles' live feeds.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alertclip_officer::Report;
+use alertclip_wire::signature::Verdict;
+use rusqlite::params;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::db::{Db, now};
+
+/// What changed, for the consoles: they fetch the event's card again, or the store's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// `alert`, `update`, `snapshot`, `clip`, `problem` or `site`.
+    pub kind: &'static str,
+    /// The store.
+    pub site: String,
+    /// The event, for all kinds but `site`.
+    pub event: Option<Uuid>,
+}
+
+/// How long a receiver that failed waits before it starts again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Receives until `cancel`, starting the receiver again whenever `restart` is notified (a
+/// store was enrolled: its key is now trusted) or it failed.
+pub async fn run(
+    config: Config,
+    db: Db,
+    feed: broadcast::Sender<Change>,
+    restart: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let media = config.media();
+    while !cancel.is_cancelled() {
+        let options = match config.receive_options() {
+            Ok(options) => options,
+            Err(error) => {
+                tracing::error!(%error, "the broker settings cannot be used");
+                return;
+            }
+        };
+        let this_run = cancel.child_token();
+        let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
+        let receiving = tokio::spawn(alertclip_officer::receive::run(
+            options,
+            this_run.clone(),
+            move |report| {
+                reports
+                    .send(report)
+                    .map_err(|_| io::Error::other("the desk is stopping"))
+            },
+        ));
+        let mut restarting = false;
+        loop {
+            tokio::select! {
+                report = reported.recv() => match report {
+                    Some(report) => {
+                        if let Err(error) = record(&db, &media, &feed, report).await {
+                            tracing::error!(%error, "cannot record a received message");
+                        }
+                    }
+                    None => break,
+                },
+                _ = restart.notified(), if !restarting => {
+                    tracing::info!("the registry changed: receiving again with its keys");
+                    restarting = true;
+                    this_run.cancel();
+                }
+            }
+        }
+        match receiving.await {
+            Ok(Ok(())) if restarting || cancel.is_cancelled() => continue,
+            Ok(Ok(())) => tracing::warn!("the receiver stopped; starting it again"),
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "receiving failed; retrying")
+            }
+            Err(error) => tracing::error!(%error, "the receiver failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+fn verdict_detail(verdict: &Verdict) -> Option<String> {
+    match verdict {
+        Verdict::Untrusted(key) => Some(key.clone()),
+        Verdict::Invalid(why) => Some(why.clone()),
+        Verdict::Valid | Verdict::Missing => None,
+    }
+}
+
+fn relative(media: &Path, path: &Path) -> Option<String> {
+    path.strip_prefix(media)
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Records one report and announces it.
+async fn record(
+    db: &Db,
+    media: &Path,
+    feed: &broadcast::Sender<Change>,
+    report: Report,
+) -> Result<(), crate::db::DbError> {
+    let at = now();
+    let media: PathBuf = media.to_owned();
+    let change = db
+        .call(move |conn| {
+            Ok(match report {
+                Report::Alert {
+                    site,
+                    alert,
+                    signature,
+                } => {
+                    let body = serde_json::to_string(&alert).unwrap_or_default();
+                    conn.execute(
+                        "INSERT INTO events (id, site, received, alert, signature, signature_detail)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                        params![
+                            alert.event_id.to_string(),
+                            site,
+                            at,
+                            body,
+                            signature.word(),
+                            verdict_detail(&signature)
+                        ],
+                    )?;
+                    Some(("alert", site, Some(alert.event_id)))
+                }
+                Report::Update {
+                    site,
+                    update,
+                    signature,
+                } => {
+                    let body = serde_json::to_string(&update).unwrap_or_default();
+                    conn.execute(
+                        "INSERT INTO updates (event, number, body, signature)
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                        params![
+                            update.event_id.to_string(),
+                            update.update,
+                            body,
+                            signature.word()
+                        ],
+                    )?;
+                    Some(("update", site, Some(update.event_id)))
+                }
+                Report::Snapshot {
+                    site,
+                    event,
+                    camera,
+                    path,
+                } => {
+                    let Some(path) = relative(&media, &path) else {
+                        return Ok(None);
+                    };
+                    conn.execute(
+                        "INSERT INTO media (event, camera, kind, path, received)
+                         VALUES (?1, ?2, 'snapshot', ?3, ?4)
+                         ON CONFLICT DO UPDATE SET path = excluded.path",
+                        params![event.to_string(), camera, path, at],
+                    )?;
+                    Some(("snapshot", site, Some(event)))
+                }
+                Report::Clip {
+                    site,
+                    event,
+                    camera,
+                    path,
+                    manifest,
+                    signature,
+                } => {
+                    let Some(path) = relative(&media, &path) else {
+                        return Ok(None);
+                    };
+                    let body = serde_json::to_string(&manifest).unwrap_or_default();
+                    conn.execute(
+                        "INSERT INTO media (event, camera, kind, path, manifest, signature,
+                                            signature_detail, received)
+                         VALUES (?1, ?2, 'clip', ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT DO UPDATE SET path = excluded.path,
+                             manifest = excluded.manifest, signature = excluded.signature,
+                             signature_detail = excluded.signature_detail",
+                        params![
+                            event.to_string(),
+                            camera,
+                            path,
+                            body,
+                            signature.word(),
+                            verdict_detail(&signature),
+                            at
+                        ],
+                    )?;
+                    Some(("clip", site, Some(event)))
+                }
+                Report::Chain {
+                    site,
+                    event,
+                    problem,
+                } => {
+                    conn.execute(
+                        "UPDATE events SET chain_problem = ?2 WHERE id = ?1",
+                        params![event.to_string(), problem],
+                    )?;
+                    problem_row(conn, &site, Some(event), None, "chain", &problem, at)?;
+                    Some(("problem", site, Some(event)))
+                }
+                Report::Refused {
+                    site,
+                    event,
+                    reason,
+                } => {
+                    problem_row(conn, &site, Some(event), None, "refused", &reason, at)?;
+                    Some(("problem", site, Some(event)))
+                }
+                Report::Invalid {
+                    site,
+                    event,
+                    camera,
+                    reason,
+                } => {
+                    problem_row(
+                        conn,
+                        &site,
+                        Some(event),
+                        Some(&camera),
+                        "invalid",
+                        &reason,
+                        at,
+                    )?;
+                    Some(("problem", site, Some(event)))
+                }
+                Report::Health { site, health } => {
+                    let body = serde_json::to_string(&health).unwrap_or_default();
+                    conn.execute(
+                        "INSERT INTO health (site, body, at) VALUES (?1, ?2, ?3)",
+                        params![site, body, at],
+                    )?;
+                    Some(("site", site, None))
+                }
+                Report::Status { site, state } => {
+                    let changed = conn.execute(
+                        "INSERT INTO site_status (site, state, since) VALUES (?1, ?2, ?3)
+                         ON CONFLICT DO UPDATE SET state = excluded.state, since = excluded.since
+                         WHERE site_status.state != excluded.state",
+                        params![site, state, at],
+                    )?;
+                    (changed > 0).then_some(("site", site, None))
+                }
+            })
+        })
+        .await?;
+    if let Some((kind, site, event)) = change {
+        let _ = feed.send(Change { kind, site, event });
+    }
+    Ok(())
+}
+
+fn problem_row(
+    conn: &rusqlite::Connection,
+    site: &str,
+    event: Option<Uuid>,
+    camera: Option<&str>,
+    kind: &str,
+    reason: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO problems (site, event, camera, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![site, event.map(|e| e.to_string()), camera, kind, reason, at],
+    )?;
+    Ok(())
+}

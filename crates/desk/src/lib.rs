@@ -1,0 +1,127 @@
+//! `alertclip-desk`, the precinct's server: it receives what the stores' boxes send with the
+//! receiver of `alertclip receive` (so a clip is verified exactly as there), keeps it in a
+//! database, and serves officers a web console over HTTPS with the live feed, the clips and
+//! the stores.
+//!
+//! [`Desk::start`] runs it in-process (the tests do); [`cli`] is the command line.
+
+pub mod accounts;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod ingest;
+pub mod retention;
+pub mod sites;
+pub mod tls;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+/// How long open requests (live feeds) may take to finish on stopping.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A running desk.
+pub struct Desk {
+    /// Where it listens (the real port when the config asked for port 0).
+    pub addr: SocketAddr,
+    /// Its database, for tools and tests that look inside.
+    pub db: db::Db,
+    handle: axum_server::Handle,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Desk {
+    /// Opens the database, starts receiving and starts serving the console.
+    pub async fn start(config: Config) -> anyhow::Result<Desk> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        for dir in [&config.storage.directory, &config.media(), &config.keys()] {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+        }
+        let db = db::Db::open(&config.database())?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+            &config.http.certificate,
+            &config.http.key,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "http.certificate {} / http.key {}: expected a PEM certificate and its key (alertclip-desk init writes a self-signed pair)",
+                config.http.certificate.display(),
+                config.http.key.display()
+            )
+        })?;
+        let (feed, _) = broadcast::channel(256);
+        let restart = Arc::new(Notify::new());
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(ingest::run(
+            config.clone(),
+            db.clone(),
+            feed.clone(),
+            restart.clone(),
+            cancel.clone(),
+        ));
+        if let Some(keep) = config.storage.retention {
+            tracker.spawn(retention::run(
+                db.clone(),
+                config.media(),
+                keep,
+                cancel.clone(),
+            ));
+        }
+        let state = Arc::new(web::AppState {
+            db: db.clone(),
+            feed,
+            media: config.media(),
+            keys: config.keys(),
+            idle_s: config.http.idle_timeout.as_secs() as i64,
+            restart,
+        });
+        let handle = axum_server::Handle::new();
+        let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum_server::bind_rustls(config.http.listen, tls).handle(handle.clone());
+        let serving = tokio::spawn(server.serve(app));
+        let Some(addr) = handle.listening().await else {
+            let why = match serving.await {
+                Ok(Err(error)) => error.to_string(),
+                _ => "the server stopped".into(),
+            };
+            cancel.cancel();
+            anyhow::bail!("http.listen {}: {why}", config.http.listen);
+        };
+        tracing::info!(url = %format!("https://{addr}/"), "console serving");
+        Ok(Desk {
+            addr,
+            db,
+            handle,
+            cancel,
+            tracker,
+        })
+    }
+
+    /// Stops serving and receiving; what was received is recorded first.
+    pub async fn stop(self) {
+        self.handle.graceful_shutdown(Some(GRACE));
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Runs until `cancel`, then stops.
+    pub async fn run_until(self, cancel: CancellationToken) {
+        cancel.cancelled().await;
+        self.stop().await;
+    }
+}

@@ -1,0 +1,135 @@
+//! The registry of enrolled stores: who they are, where, whom to call, and the one public
+//! key whose signature makes what they send verified. The receiver trusts exactly the keys
+//! written here, each for its own site.
+
+use std::path::Path;
+
+use alertclip_wire::signature::{fingerprint, key_id, parse_public_key, public_pem};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A store as enrolled.
+#[derive(Debug, Clone, Default)]
+pub struct Site {
+    /// The box's `site.id`.
+    pub id: String,
+    /// The store's name.
+    pub name: String,
+    /// Street address.
+    pub address: Option<String>,
+    /// Latitude, degrees.
+    pub latitude: Option<f64>,
+    /// Longitude, degrees.
+    pub longitude: Option<f64>,
+    /// Whom to call.
+    pub phone: Option<String>,
+    /// The box's public key, PEM (as `alertclip key show` prints it).
+    pub public_key: String,
+}
+
+/// A store that cannot be enrolled, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    /// A field is not acceptable.
+    #[error("{field}: {reason}")]
+    Field {
+        /// Which.
+        field: &'static str,
+        /// What was expected.
+        reason: String,
+    },
+    /// The key file could not be written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The database refused.
+    #[error("{0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+impl Site {
+    /// The key's fingerprint, as `alertclip key show` prints it, to compare by voice.
+    pub fn fingerprint(&self) -> Option<String> {
+        parse_public_key(&self.public_key).map(|k| fingerprint(&k))
+    }
+}
+
+/// Checks `site`, writes its key where the receiver reads keys (`keys/<id>.pub`, durably),
+/// then records it, replacing an enrolment under the same id.
+pub fn enrol(conn: &Connection, keys: &Path, site: &Site) -> Result<(), EnrolError> {
+    let field = |field, reason: &str| EnrolError::Field {
+        field,
+        reason: reason.to_owned(),
+    };
+    alertclip_wire::id::check(&site.id).map_err(|e| field("id", &e.to_string()))?;
+    if site.name.trim().is_empty() {
+        return Err(field("name", "expected the store's name"));
+    }
+    let key = parse_public_key(&site.public_key).ok_or_else(|| {
+        field(
+            "public key",
+            "expected the PEM public key `alertclip key show` prints on the box",
+        )
+    })?;
+    if site.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
+        return Err(field("latitude", "expected degrees between -90 and 90"));
+    }
+    if site
+        .longitude
+        .is_some_and(|l| !(-180.0..=180.0).contains(&l))
+    {
+        return Err(field("longitude", "expected degrees between -180 and 180"));
+    }
+    std::fs::create_dir_all(keys)?;
+    alertclip_officer::store::write_durably(
+        &keys.join(format!("{}.pub", site.id)),
+        public_pem(&key).as_bytes(),
+    )?;
+    conn.execute(
+        "INSERT INTO sites (id, name, address, latitude, longitude, phone, public_key, key_id, enrolled)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT DO UPDATE SET name = excluded.name, address = excluded.address,
+             latitude = excluded.latitude, longitude = excluded.longitude, phone = excluded.phone,
+             public_key = excluded.public_key, key_id = excluded.key_id, enrolled = excluded.enrolled",
+        params![
+            site.id,
+            site.name.trim(),
+            site.address,
+            site.latitude,
+            site.longitude,
+            site.phone,
+            public_pem(&key),
+            key_id(&key),
+            crate::db::now()
+        ],
+    )?;
+    Ok(())
+}
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
+    Ok(Site {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        address: row.get(2)?,
+        latitude: row.get(3)?,
+        longitude: row.get(4)?,
+        phone: row.get(5)?,
+        public_key: row.get(6)?,
+    })
+}
+
+const COLUMNS: &str = "id, name, address, latitude, longitude, phone, public_key";
+
+/// The store enrolled as `id`.
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Site>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM sites WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()
+}
+
+/// Every enrolled store, by name.
+pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Site>> {
+    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM sites ORDER BY name"))?;
+    statement.query_map([], from_row)?.collect()
+}

@@ -1,0 +1,128 @@
+//! The console over HTTPS: pages rendered on the server (every value a store sent escaped
+//! by the template), a little JavaScript for the live feed, every asset served from the
+//! binary itself, and every route but the login page behind a session.
+
+mod assets;
+mod auth;
+mod media;
+mod pages;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{Notify, broadcast};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::db::Db;
+use crate::ingest::Change;
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Changes, for the live feeds.
+    pub feed: broadcast::Sender<Change>,
+    /// Where received files are.
+    pub media: PathBuf,
+    /// Where enrolled stores' keys are written.
+    pub keys: PathBuf,
+    /// Seconds a session may stay unused.
+    pub idle_s: i64,
+    /// Tells the receiver to start again with the registry's keys.
+    pub restart: Arc<Notify>,
+}
+
+/// The console's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let pages = Router::new()
+        .route("/", get(pages::feed))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/events/{id}", get(pages::event))
+        .route("/events/{id}/card", get(pages::card))
+        .route("/events/{id}/hold", post(pages::hold))
+        .route("/feed", get(pages::stream))
+        .route("/sites", get(pages::sites).post(pages::enrol))
+        .route("/media/{id}/{camera}/{kind}", get(media::serve))
+        .route("/assets/{name}", get(assets::serve))
+        .route("/manifest.webmanifest", get(assets::manifest))
+        .with_state(state);
+    let header = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    pages
+        .layer(middleware::from_fn(same_origin_writes))
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self'; media-src 'self'; script-src 'self'; \
+             style-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; \
+             base-uri 'none'",
+        ))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000",
+        ))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+}
+
+/// Refuses a state-changing request another site's page sent (the browser says so in
+/// `Sec-Fetch-Site` or `Origin`): the first of two CSRF defences, the form's token being the
+/// second.
+async fn same_origin_writes(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let headers = request.headers();
+        let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        if site.is_some_and(|s| s != "same-origin" && s != "none") {
+            return refused("this form was sent from another site");
+        }
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if let (Some(origin), Some(host)) = (origin, host)
+            && origin.split_once("://").map(|(_, h)| h) != Some(host)
+        {
+            return refused("this form was sent from another site");
+        }
+    }
+    next.run(request).await
+}
+
+/// A 403 with a sentence a person can act on.
+fn refused(why: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("Refused: {why}. Reload the page and try again.\n"),
+    )
+        .into_response()
+}
+
+/// The client's address, for the audit log.
+pub struct ClientAddress(pub String);
+
+impl<S: Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(client(parts)))
+    }
+}
+
+fn client(request: &axum::http::request::Parts) -> String {
+    request
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,642 @@
+//! The console's pages: the live feed, an event, the stores. Rendered by maud, which escapes
+//! every value it is given, so nothing a store sent can become markup.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alertclip_wire::payload::{TriggerInfo, TriggerKind};
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures_util::Stream;
+use maud::{DOCTYPE, Markup, html};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Signed;
+use crate::accounts::Role;
+use crate::audit::{self, Entry};
+use crate::events::{self, Event, Verification};
+use crate::sites::{self, Site};
+
+/// Alerts the feed shows.
+const FEED_LENGTH: u32 = 100;
+
+fn layout(title: &str, signed: Option<&Signed>, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    meta name="theme-color" content="#14213d";
+                    title { (title) }
+                    link rel="stylesheet" href="/assets/desk.css";
+                    link rel="manifest" href="/manifest.webmanifest";
+                    link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
+                    script src="/assets/desk.js" defer {}
+                }
+                body {
+                    header.top {
+                        a.brand href="/" { "alertclip desk" }
+                        @if let Some(signed) = signed {
+                            nav {
+                                a href="/" { "Alerts" }
+                                a href="/sites" { "Stores" }
+                                span.who { (signed.user.name) " · " (signed.user.role.as_str()) }
+                                form method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(signed.csrf);
+                                    button type="submit" { "Log out" }
+                                }
+                            }
+                        }
+                    }
+                    main { (body) }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+/// A page with one message.
+pub fn message(title: &str, text: &str) -> Html<String> {
+    layout(
+        title,
+        None,
+        html! { h1 { (title) } p { (text) } p { a href="/" { "Back to the alerts" } } },
+    )
+}
+
+/// The login form, with why the last attempt failed.
+pub fn login(csrf: &str, problem: Option<&str>) -> Html<String> {
+    layout(
+        "Log in · alertclip desk",
+        None,
+        html! {
+            form.login method="post" action="/login" {
+                h1 { "Log in" }
+                @if let Some(problem) = problem { p.problem role="alert" { (problem) } }
+                label { "Name" input name="name" autocomplete="username" required autofocus; }
+                label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                input type="hidden" name="csrf" value=(csrf);
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+fn trigger_text(trigger: &TriggerInfo) -> String {
+    let what = match trigger.kind {
+        TriggerKind::Button => format!("Panic button {}", trigger.source),
+        TriggerKind::Detection => {
+            let seen: Vec<String> = trigger
+                .detections
+                .iter()
+                .map(|d| match &d.zone {
+                    Some(zone) => format!("{} {:.0}% in {zone}", d.label, d.score * 100.0),
+                    None => format!("{} {:.0}%", d.label, d.score * 100.0),
+                })
+                .collect();
+            if seen.is_empty() {
+                format!("Detection on {}", trigger.source)
+            } else {
+                format!("Detection on {}: {}", trigger.source, seen.join(", "))
+            }
+        }
+        TriggerKind::Manual => format!("Raised by hand ({})", trigger.source),
+        TriggerKind::Remote => format!("Requested remotely ({})", trigger.source),
+        TriggerKind::Test => format!("Test ({})", trigger.source),
+    };
+    match &trigger.note {
+        Some(note) => format!("{what}: {note}"),
+        None => what,
+    }
+}
+
+/// A link to the store on a map: its coordinates, else its address.
+fn map_link(site: Option<&Site>, address: Option<&str>) -> Option<String> {
+    if let Some((lat, lon)) = site.and_then(|s| s.latitude.zip(s.longitude)) {
+        return Some(format!(
+            "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=18/{lat}/{lon}"
+        ));
+    }
+    let address = site.and_then(|s| s.address.as_deref()).or(address)?;
+    let query: String = address
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Some(format!(
+        "https://www.openstreetmap.org/search?query={query}"
+    ))
+}
+
+fn verification_badge(verification: &Verification) -> Markup {
+    match verification {
+        Verification::Verified => {
+            html! { span.badge.verified title="Signed by the store's enrolled key, chain unbroken, clock synchronised" { "verified" } }
+        }
+        Verification::Unverified(reasons) => html! {
+            span.badge.unverified title=(reasons.join("; ")) { "unverified" }
+        },
+        Verification::Arriving => html! { span.badge.arriving { "arriving" } },
+    }
+}
+
+fn card_markup(event: &Event, site: Option<&Site>) -> Markup {
+    let alert = &event.alert;
+    let name = site
+        .map(|s| s.name.as_str())
+        .unwrap_or(alert.site.name.as_str());
+    let address = site
+        .and_then(|s| s.address.as_deref())
+        .or(alert.site.address.as_deref());
+    let alert_reasons = event.alert_reasons();
+    html! {
+        article.card id={ "event-" (event.id) } data-event=(event.id) {
+            header {
+                h2 { a href={ "/events/" (event.id) } { (name) } }
+                @if alert.test { span.badge.test { "test" } }
+                @if site.is_none() { span.badge.unverified title="No store is enrolled under this id" { "not enrolled" } }
+                @if event.hold { span.badge.hold { "evidence hold" } }
+            }
+            p.trigger { (trigger_text(&alert.trigger)) }
+            @for update in &event.updates {
+                p.trigger.joined { "Then: " (trigger_text(&update.trigger)) " at " (update.triggered_at) }
+            }
+            p.meta {
+                time datetime=(alert.triggered_at) data-age { (alert.triggered_at) }
+                @if let Some(address) = address {
+                    " · "
+                    @if let Some(link) = map_link(site, Some(address)) {
+                        a href=(link) rel="noreferrer" target="_blank" { (address) }
+                    } @else { (address) }
+                }
+                @if let Some(phone) = site.and_then(|s| s.phone.as_deref()) {
+                    " · " a href={ "tel:" (phone) } { (phone) }
+                }
+            }
+            @if !alert_reasons.is_empty() {
+                ul.problems { @for reason in &alert_reasons { li { (reason) } } }
+            }
+            div.cameras {
+                @for camera in &event.cameras {
+                    figure.camera data-camera=(camera.id) {
+                        @if camera.snapshot {
+                            a href={ "/events/" (event.id) } {
+                                img src={ "/media/" (event.id) "/" (camera.id) "/snapshot" } alt={ "Snapshot from " (camera.id) } loading="lazy";
+                            }
+                        } @else {
+                            div.placeholder { "no snapshot yet" }
+                        }
+                        figcaption { (camera.id) " " (verification_badge(&event.verification(camera))) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn load(state: &AppState, id: Uuid) -> Result<Option<(Event, Option<Site>)>, Response> {
+    state
+        .db
+        .call(move |c| {
+            let Some(event) = events::get(c, id)? else {
+                return Ok(None);
+            };
+            let site = sites::get(c, &event.site)?;
+            Ok(Some((event, site)))
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "cannot read an event");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The desk cannot read its database.\n",
+            )
+                .into_response()
+        })
+}
+
+/// `GET /`: the live feed, newest first.
+pub async fn feed(State(state): State<Arc<AppState>>, signed: Signed) -> Response {
+    let found = state
+        .db
+        .call(|c| {
+            let mut cards = Vec::new();
+            for id in events::recent(c, FEED_LENGTH)? {
+                if let Some(event) = events::get(c, id)? {
+                    let site = sites::get(c, &event.site)?;
+                    cards.push((event, site));
+                }
+            }
+            Ok(cards)
+        })
+        .await;
+    let cards = match found {
+        Ok(cards) => cards,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the feed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The desk cannot read its database.\n",
+            )
+                .into_response();
+        }
+    };
+    layout(
+        "Alerts · alertclip desk",
+        Some(&signed),
+        html! {
+            h1 { "Alerts" }
+            p.live data-live { "Live: new alerts appear here as they arrive." }
+            section #feed {
+                @for (event, site) in &cards { (card_markup(event, site.as_ref())) }
+                @if cards.is_empty() { p.empty { "No alerts yet." } }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `GET /events/{id}/card`: one card, for the feed to replace or add.
+pub async fn card(
+    State(state): State<Arc<AppState>>,
+    _signed: Signed,
+    Path(id): Path<Uuid>,
+) -> Response {
+    match load(&state, id).await {
+        Ok(Some((event, site))) => {
+            Html(card_markup(&event, site.as_ref()).into_string()).into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "No such event.\n").into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /feed`: server-sent events, one per change, naming what to fetch again.
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    _signed: Signed,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let changes = BroadcastStream::new(state.feed.subscribe()).map(|change| {
+        Ok(match change {
+            Ok(change) => SseEvent::default()
+                .event("change")
+                .data(serde_json::to_string(&change).unwrap_or_default()),
+            // Missed changes: the page loads itself again.
+            Err(_) => SseEvent::default().event("reload").data("{}"),
+        })
+    });
+    Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// `GET /events/{id}`: everything about one event.
+pub async fn event(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let (user, client, target) = (
+        signed.user.name.clone(),
+        signed.client.clone(),
+        id.to_string(),
+    );
+    let recorded = state
+        .db
+        .call(move |c| {
+            audit::by(c, &user, "view_event", Some(&target), &client)?;
+            events::history(c, &target)
+        })
+        .await;
+    let history = recorded.unwrap_or_default();
+    let (event, site) = match load(&state, id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                message("No such event", "The desk has no event with this id."),
+            )
+                .into_response();
+        }
+        Err(response) => return response,
+    };
+    let alert = &event.alert;
+    layout(
+        &format!("{} · alertclip desk", site.as_ref().map(|s| s.name.as_str()).unwrap_or(&alert.site.name)),
+        Some(&signed),
+        html! {
+            (card_markup(&event, site.as_ref()))
+            section.clips {
+                h2 { "Clips" }
+                @for camera in &event.cameras {
+                    div.clip data-camera=(camera.id) {
+                        h3 { (camera.id) " " (verification_badge(&event.verification(camera))) }
+                        @match event.verification(camera) {
+                            Verification::Unverified(reasons) => ul.problems { @for r in &reasons { li { (r) } } },
+                            _ => {}
+                        }
+                        @if let Some(clip) = &camera.clip {
+                            video controls preload="metadata" playsinline src={ "/media/" (event.id) "/" (camera.id) "/clip" } {}
+                            @if let Some(manifest) = &clip.manifest {
+                                dl {
+                                    dt { "From" } dd { (manifest.start) }
+                                    dt { "To" } dd { (manifest.end) }
+                                    dt { "Codec" } dd { (manifest.codec) @if let (Some(w), Some(h)) = (manifest.width, manifest.height) { " " (w) "×" (h) } }
+                                    dt { "Size" } dd { (manifest.bytes) " bytes in " (manifest.chunks) " chunks" }
+                                    dt { "SHA-256" } dd.hash { (manifest.sha256) }
+                                }
+                            }
+                        } @else {
+                            p { "The clip has not arrived yet." }
+                        }
+                    }
+                }
+            }
+            section.alert {
+                h2 { "Alert" }
+                dl {
+                    dt { "Event" } dd.hash { (event.id) }
+                    dt { "Store id" } dd { (event.site) }
+                    dt { "Triggered" } dd { (alert.triggered_at) }
+                    dt { "Trigger" } dd { (trigger_text(&alert.trigger)) }
+                    dt { "Box clock" } dd {
+                        @match alert.clock.synchronized { Some(true) => "synchronised", Some(false) => "not synchronised", None => "unknown" }
+                        @if let Some(source) = &alert.clock.source { " (" (source) ")" }
+                    }
+                    dt { "Sequence" } dd { (alert.sequence) }
+                    dt { "Signature" } dd { (event.signature) @if let Some(d) = &event.signature_detail { " (" (d) ")" } }
+                    dt { "Box version" } dd { (alert.device_version) }
+                    @if let Some(site) = &site {
+                        dt { "Enrolled key" } dd.hash { (site.fingerprint().unwrap_or_default()) }
+                    }
+                }
+                @if !event.problems.is_empty() {
+                    h3 { "Refused or failed messages" }
+                    ul.problems { @for p in &event.problems { li { (p) } } }
+                }
+            }
+            @if signed.user.role >= Role::Supervisor {
+                form.hold method="post" action={ "/events/" (event.id) "/hold" } {
+                    input type="hidden" name="csrf" value=(signed.csrf);
+                    input type="hidden" name="hold" value=(if event.hold { "0" } else { "1" });
+                    button type="submit" { @if event.hold { "Release the evidence hold" } @else { "Place under evidence hold" } }
+                }
+            }
+            section.history {
+                h2 { "History" }
+                table {
+                    thead { tr { th { "When" } th { "Who" } th { "What" } } }
+                    tbody { @for (at, who, what) in &history { tr { td { (at) } td { (who) } td { (what) } } } }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// What the hold form sends.
+#[derive(serde::Deserialize)]
+pub struct Hold {
+    csrf: String,
+    hold: u8,
+}
+
+/// `POST /events/{id}/hold`: a supervisor places or releases an evidence hold.
+pub async fn hold(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(id): Path<Uuid>,
+    Form(form): Form<Hold>,
+) -> Response {
+    if let Err(refusal) = signed
+        .check_csrf(&form.csrf)
+        .and_then(|_| signed.require(Role::Supervisor))
+    {
+        return *refusal;
+    }
+    let (user, client, target) = (signed.user.name, signed.client, id.to_string());
+    let held = form.hold == 1;
+    let done = state
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let changed = tx.execute(
+                "UPDATE events SET hold = ?2 WHERE id = ?1",
+                rusqlite::params![target, held],
+            )?;
+            if changed > 0 {
+                let action = if held { "hold" } else { "release_hold" };
+                audit::by(&tx, &user, action, Some(&target), &client)?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await;
+    match done {
+        Ok(0) => (StatusCode::NOT_FOUND, "No such event.\n").into_response(),
+        Ok(_) => Redirect::to(&format!("/events/{id}")).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot change a hold");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// `GET /sites`: the enrolled stores and their boxes' state.
+pub async fn sites(State(state): State<Arc<AppState>>, signed: Signed) -> Response {
+    sites_page(&state, &signed, None, StatusCode::OK).await
+}
+
+async fn sites_page(
+    state: &AppState,
+    signed: &Signed,
+    problem: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let found = state
+        .db
+        .call(|c| {
+            let all = sites::all(c)?;
+            let mut statement = c.prepare("SELECT site, state, since FROM site_status")?;
+            let states = statement
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        (r.get::<_, String>(1)?, r.get::<_, i64>(2)?),
+                    ))
+                })?
+                .collect::<rusqlite::Result<std::collections::HashMap<_, _>>>()?;
+            Ok((all, states))
+        })
+        .await;
+    let Ok((all, states)) = found else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The desk cannot read its database.\n",
+        )
+            .into_response();
+    };
+    let since = |at: i64| {
+        jiff::Timestamp::from_second(at)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    (
+        status,
+        layout(
+            "Stores · alertclip desk",
+            Some(signed),
+            html! {
+                h1 { "Stores" }
+                table.sites {
+                    thead { tr { th { "Store" } th { "Id" } th { "Address" } th { "Phone" } th { "Key fingerprint" } th { "Box" } } }
+                    tbody {
+                        @for site in &all {
+                            tr {
+                                td { (site.name) }
+                                td { (site.id) }
+                                td { (site.address.as_deref().unwrap_or("")) }
+                                td { (site.phone.as_deref().unwrap_or("")) }
+                                td.hash { (site.fingerprint().unwrap_or_default()) }
+                                td {
+                                    @match states.get(&site.id) {
+                                        Some((state, at)) => { (state) " since " (since(*at)) }
+                                        None => "not heard from",
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if signed.user.role >= Role::Admin {
+                    form.enrol method="post" action="/sites" {
+                        h2 { "Enrol a store" }
+                        @if let Some(problem) = problem { p.problem role="alert" { (problem) } }
+                        input type="hidden" name="csrf" value=(signed.csrf);
+                        label { "Site id (the box's site.id)" input name="id" required; }
+                        label { "Name" input name="name" required; }
+                        label { "Address" input name="address"; }
+                        label { "Latitude" input name="latitude" inputmode="decimal"; }
+                        label { "Longitude" input name="longitude" inputmode="decimal"; }
+                        label { "Phone" input name="phone" type="tel"; }
+                        label { "Public key (paste what alertclip key show prints on the box)" textarea name="public_key" rows="4" required {} }
+                        button type="submit" { "Enrol" }
+                    }
+                }
+            },
+        ),
+    )
+        .into_response()
+}
+
+/// What the enrolment form sends.
+#[derive(serde::Deserialize)]
+pub struct Enrol {
+    csrf: String,
+    id: String,
+    name: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    latitude: String,
+    #[serde(default)]
+    longitude: String,
+    #[serde(default)]
+    phone: String,
+    public_key: String,
+}
+
+fn optional(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// `POST /sites`: an admin enrols a store; the receiver starts again trusting its key.
+pub async fn enrol(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Form(form): Form<Enrol>,
+) -> Response {
+    if let Err(refusal) = signed
+        .check_csrf(&form.csrf)
+        .and_then(|_| signed.require(Role::Admin))
+    {
+        return *refusal;
+    }
+    let number = |field: &str, text: &str| -> Result<Option<f64>, String> {
+        optional(text)
+            .map(|t| {
+                t.parse::<f64>()
+                    .map_err(|_| format!("{field}: expected a number of degrees, found \"{t}\""))
+            })
+            .transpose()
+    };
+    let (latitude, longitude) = match (
+        number("latitude", &form.latitude),
+        number("longitude", &form.longitude),
+    ) {
+        (Ok(lat), Ok(lon)) => (lat, lon),
+        (Err(e), _) | (_, Err(e)) => {
+            return sites_page(&state, &signed, Some(&e), StatusCode::BAD_REQUEST).await;
+        }
+    };
+    let site = Site {
+        id: form.id.trim().to_owned(),
+        name: form.name,
+        address: optional(&form.address),
+        latitude,
+        longitude,
+        phone: optional(&form.phone),
+        public_key: form.public_key,
+    };
+    let (keys, user, client) = (
+        state.keys.clone(),
+        signed.user.name.clone(),
+        signed.client.clone(),
+    );
+    let done = state
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let result = sites::enrol(&tx, &keys, &site).map_err(|e| e.to_string());
+            if result.is_ok() {
+                audit::record(
+                    &tx,
+                    &Entry {
+                        user: Some(&user),
+                        action: "enrol",
+                        target: Some(&site.id),
+                        client: Some(&client),
+                    },
+                )?;
+            }
+            tx.commit()?;
+            Ok(result)
+        })
+        .await;
+    match done {
+        Ok(Ok(())) => {
+            state.restart.notify_one();
+            Redirect::to("/sites").into_response()
+        }
+        Ok(Err(problem)) => {
+            sites_page(&state, &signed, Some(&problem), StatusCode::BAD_REQUEST).await
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot enrol a store");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `alertclip-desk` in-process for tests (included by tests/desk.rs alone, so that other
+//! tests do not link the web stack): a self-signed certificate, a config on port 0, a
+//! database prepared with accounts and enrolled stores, and an HTTPS client that trusts the
+//! certificate and keeps cookies, as a browser would.
+
+use std::time::Duration;
+
+use alertclip_desk::accounts::{self, Role};
+use alertclip_desk::db::Db;
+use alertclip_desk::sites::{self, Site};
+use alertclip_desk::{Config, Desk};
+use reqwest::StatusCode;
+
+pub const PASSWORD: &str = "a long test password";
+
+pub struct DeskRig {
+    pub desk: Desk,
+    _dir: tempfile::TempDir,
+    pub url: String,
+    cert: Vec<u8>,
+}
+
+/// A store to enrol before the desk starts.
+pub fn site(id: &str, name: &str, key_pem: &str) -> Site {
+    Site {
+        id: id.into(),
+        name: name.into(),
+        address: Some("12 Main St".into()),
+        latitude: Some(40.7128),
+        longitude: Some(-74.006),
+        phone: Some("+1 212 555 0100".into()),
+        public_key: key_pem.into(),
+    }
+}
+
+impl DeskRig {
+    /// A desk reading `broker_url`, with accounts `users` (name, role) and stores `sites`.
+    pub async fn start(broker_url: &str, users: &[(&str, Role)], sites: &[Site]) -> DeskRig {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("desk.crt"), dir.path().join("desk.key"));
+        alertclip_desk::tls::write_self_signed(
+            &["127.0.0.1".into(), "localhost".into()],
+            &cert,
+            &key,
+        )
+        .unwrap();
+        let config_path = dir.path().join("desk.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[mqtt]\nbroker = \"{broker_url}\"\nclient_id = \"desk-{}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                 certificate = \"desk.crt\"\nkey = \"desk.key\"\n\n[storage]\ndirectory = \"state\"\n",
+                uuid::Uuid::now_v7()
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&config_path).unwrap();
+        std::fs::create_dir_all(&config.storage.directory).unwrap();
+        let db = Db::open(&config.database()).unwrap();
+        let hash = accounts::hash_password(PASSWORD).unwrap();
+        let (users, sites, keys): (Vec<_>, Vec<_>, _) = (
+            users.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
+            sites.to_vec(),
+            config.keys(),
+        );
+        db.call(move |c| {
+            for (name, role) in users {
+                accounts::add_user(c, &name, role, &hash)?;
+            }
+            for site in sites {
+                sites::enrol(c, &keys, &site).unwrap();
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        drop(db);
+        let desk = Desk::start(config).await.unwrap();
+        let url = format!("https://{}", desk.addr);
+        DeskRig {
+            desk,
+            url,
+            cert: std::fs::read(&cert).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// A browser-like client: trusts the desk's certificate, keeps cookies, does not follow
+    /// redirects (so that tests see them), and says it wants pages.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::ACCEPT, "text/html".parse().unwrap());
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.cert).unwrap())
+            .tls_built_in_root_certs(false)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Logs `name` in with `password`; the response as the desk gave it.
+    pub async fn login(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let page = client.get(self.at("/login")).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let csrf = csrf_of(&page.text().await.unwrap());
+        client
+            .post(self.at("/login"))
+            .form(&[("name", name), ("password", password), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A signed-in client for `name`, and its page's CSRF token.
+    pub async fn signed_in(&self, name: &str) -> (reqwest::Client, String) {
+        let client = self.client();
+        let response = self.login(&client, name, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {name}");
+        assert_eq!(response.headers()["location"], "/");
+        let feed = client.get(self.at("/")).send().await.unwrap();
+        assert_eq!(feed.status(), StatusCode::OK);
+        let csrf = csrf_of(&feed.text().await.unwrap());
+        (client, csrf)
+    }
+
+    pub async fn stop(self) {
+        self.desk.stop().await;
+    }
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in {page}"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// The console's live feed as a browser's EventSource reads it.
+pub struct Feed {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Feed {
+    pub async fn open(client: &reqwest::Client, rig: &DeskRig) -> Feed {
+        let response = client
+            .get(rig.at("/feed"))
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Feed {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next change announced, failing the test after a minute and a half.
+    pub async fn next(&mut self) -> serde_json::Value {
+        tokio::time::timeout(Duration::from_secs(90), async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let message: String = self.buffer.drain(..end + 2).collect();
+                    if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data: "))
+                        && message.lines().any(|l| l == "event: change")
+                    {
+                        return serde_json::from_str(data).unwrap();
+                    }
+                    continue;
+                }
+                let chunk = self
+                    .response
+                    .chunk()
+                    .await
+                    .unwrap()
+                    .expect("the feed stays open");
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("a change on the live feed within 90 s")
+    }
+
+    /// Waits for a change `predicate` accepts, skipping others.
+    pub async fn wait_for(
+        &mut self,
+        predicate: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        loop {
+            let change = self.next().await;
+            if predicate(&change) {
+                return change;
+            }
+        }
+    }
+}
+
+/// Waits until the desk's receiver has both its sessions subscribed: a retained probe status
+/// (alerts' session) and a retained probe snapshot (media's) must come back on the live feed.
+pub async fn wait_subscribed(feed: &mut Feed, broker_port: u16) {
+    let event = uuid::Uuid::now_v7();
+    let state = format!("probe-{event}");
+    let status = format!("{{\"schema\":\"alertclip.status.v1\",\"state\":\"{state}\"}}");
+    let snapshot = format!("alertclip/v1/probe/events/{event}/snapshot/probe");
+    crate::common::broker::mosquitto_pub(
+        broker_port,
+        "alertclip/v1/probe/status",
+        &status,
+        &["-r"],
+    );
+    crate::common::broker::mosquitto_pub(broker_port, &snapshot, "probe", &["-r"]);
+    let (mut status_seen, mut snapshot_seen) = (false, false);
+    while !(status_seen && snapshot_seen) {
+        let change = feed.next().await;
+        status_seen |= change["kind"] == "site" && change["site"] == "probe";
+        snapshot_seen |= change["kind"] == "snapshot" && change["event"] == event.to_string();
+    }
+    crate::common::broker::mosquitto_pub_with(broker_port, &snapshot, &["-r", "-n"]);
+}
