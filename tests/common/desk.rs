@@ -86,7 +86,9 @@ impl DeskRig {
     }
 
     /// A browser-like client: trusts the desk's certificate, keeps cookies, does not follow
-    /// redirects (so that tests see them), and says it wants pages.
+    /// redirects (so that tests see them), and says it wants pages. Its TLS uses the crypto
+    /// provider the desk installed (one provider in the process: the box's MQTT TLS would
+    /// not know which to take if a second were compiled in).
     pub fn client(&self) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::ACCEPT, "text/html".parse().unwrap());
@@ -121,6 +123,15 @@ impl DeskRig {
             .send()
             .await
             .unwrap()
+    }
+
+    /// A new session for `name`, as the `cookie` header a browser would send with it.
+    pub async fn session_cookie(&self, name: &str) -> String {
+        let client = self.client();
+        let response = self.login(&client, name, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {name}");
+        let set = response.headers()["set-cookie"].to_str().unwrap();
+        set.split(';').next().unwrap().to_owned()
     }
 
     /// A signed-in client for `name`, and its page's CSRF token.

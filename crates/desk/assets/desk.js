@@ -50,6 +50,10 @@ function announce() {
 }
 
 async function refresh(feed, change) {
+  if (change.kind === "alert") {
+    chime();
+    announce();
+  }
   const response = await fetch("/events/" + encodeURIComponent(change.event) + "/card", {
     credentials: "same-origin",
     headers: { Accept: "text/html" },
@@ -73,16 +77,18 @@ async function refresh(feed, change) {
     feed.prepend(card);
     card.classList.add("new");
   }
-  if (change.kind === "alert") {
-    chime();
-    announce();
-  }
 }
 
 function live(feed) {
   const source = new EventSource("/feed");
   const status = document.querySelector("[data-live]");
+  let dropped = false;
   source.addEventListener("open", () => {
+    // Changes sent while the feed was down are not sent again: load the page afresh.
+    if (dropped) {
+      window.location.reload();
+      return;
+    }
     if (status) {
       status.textContent = "Live: new alerts appear here as they arrive.";
       status.classList.remove("offline");
@@ -90,6 +96,12 @@ function live(feed) {
     document.body.dataset.live = "open";
   });
   source.addEventListener("error", () => {
+    dropped = true;
+    // A refusal (the session ended) closes the source for good: sign in again.
+    if (source.readyState === EventSource.CLOSED) {
+      window.location.assign("/login");
+      return;
+    }
     if (status) {
       status.textContent = "Reconnecting to the desk…";
       status.classList.add("offline");

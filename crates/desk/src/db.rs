@@ -55,13 +55,15 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_received ON events (received DESC);
 CREATE TABLE updates (
+    site TEXT NOT NULL,
     event TEXT NOT NULL,
     number INTEGER NOT NULL,
     body TEXT NOT NULL,
     signature TEXT NOT NULL,
-    PRIMARY KEY (event, number)
+    PRIMARY KEY (site, event, number)
 );
 CREATE TABLE media (
+    site TEXT NOT NULL,
     event TEXT NOT NULL,
     camera TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('snapshot', 'clip')),
@@ -70,7 +72,7 @@ CREATE TABLE media (
     signature TEXT,
     signature_detail TEXT,
     received INTEGER NOT NULL,
-    PRIMARY KEY (event, camera, kind)
+    PRIMARY KEY (site, event, camera, kind)
 );
 CREATE TABLE problems (
     id INTEGER PRIMARY KEY,

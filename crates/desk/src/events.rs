@@ -48,8 +48,8 @@ pub struct Event {
     pub chain_problem: Option<String>,
     /// Under an evidence hold: never deleted by retention.
     pub hold: bool,
-    /// Triggers that joined it.
-    pub updates: Vec<EventUpdate>,
+    /// Triggers that joined it, each with its signature's verdict.
+    pub updates: Vec<(EventUpdate, String)>,
     /// Each camera the alert named, then any other that sent something.
     pub cameras: Vec<Camera>,
     /// Messages about it refused or failed (forged, republished, chain).
@@ -177,11 +177,19 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
     else {
         return Ok(None);
     };
-    let mut statement =
-        conn.prepare("SELECT body FROM updates WHERE event = ?1 ORDER BY number")?;
+    // Everything below is the event's site's own: another site's box cannot add to it.
+    let site = event.site.clone();
+    let mut statement = conn.prepare(
+        "SELECT body, signature FROM updates WHERE site = ?2 AND event = ?1 ORDER BY number",
+    )?;
     event.updates = statement
-        .query_map([&key], |row| row.get::<_, String>(0))?
-        .filter_map(|body| serde_json::from_str(&body.ok()?).ok())
+        .query_map([&key, &site], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
+        .filter_map(|row| {
+            let (body, signature) = row.ok()?;
+            Some((serde_json::from_str(&body).ok()?, signature))
+        })
         .collect();
     event.cameras = event
         .alert
@@ -195,9 +203,10 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
         })
         .collect();
     let mut statement = conn.prepare(
-        "SELECT camera, kind, manifest, signature, signature_detail FROM media WHERE event = ?1",
+        "SELECT camera, kind, manifest, signature, signature_detail FROM media
+         WHERE site = ?2 AND event = ?1",
     )?;
-    let rows = statement.query_map([&key], |row| {
+    let rows = statement.query_map([&key, &site], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
@@ -219,9 +228,10 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
             });
         }
     }
-    let mut statement =
-        conn.prepare("SELECT camera, kind, reason FROM problems WHERE event = ?1 ORDER BY id")?;
-    let rows = statement.query_map([&key], |row| {
+    let mut statement = conn.prepare(
+        "SELECT camera, kind, reason FROM problems WHERE site = ?2 AND event = ?1 ORDER BY id",
+    )?;
+    let rows = statement.query_map([&key, &site], |row| {
         Ok((
             row.get::<_, Option<String>>(0)?,
             row.get::<_, String>(1)?,
@@ -264,7 +274,9 @@ pub fn media_path(
     kind: &str,
 ) -> rusqlite::Result<Option<String>> {
     conn.query_row(
-        "SELECT path FROM media WHERE event = ?1 AND camera = ?2 AND kind = ?3",
+        "SELECT media.path FROM media
+         JOIN events ON events.id = media.event AND events.site = media.site
+         WHERE media.event = ?1 AND media.camera = ?2 AND media.kind = ?3",
         params![event.to_string(), camera, kind],
         |row| row.get(0),
     )

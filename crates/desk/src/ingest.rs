@@ -42,12 +42,18 @@ pub async fn run(
 ) {
     let media = config.media();
     while !cancel.is_cancelled() {
-        let options = match config.receive_options() {
-            Ok(options) => options,
-            Err(error) => {
-                tracing::error!(%error, "the broker settings cannot be used");
-                return;
+        // Read again each time: a password file may have been fixed meanwhile.
+        let checked = config.clone();
+        let options = match tokio::task::spawn_blocking(move || checked.receive_options()).await {
+            Ok(Ok(options)) => options,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the broker settings cannot be used; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => continue,
+                }
             }
+            Err(_) => return,
         };
         let this_run = cancel.child_token();
         let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
@@ -64,11 +70,7 @@ pub async fn run(
         loop {
             tokio::select! {
                 report = reported.recv() => match report {
-                    Some(report) => {
-                        if let Err(error) = record(&db, &media, &feed, report).await {
-                            tracing::error!(%error, "cannot record a received message");
-                        }
-                    }
+                    Some(report) => record_retrying(&db, &media, &feed, report, &cancel).await,
                     None => break,
                 },
                 _ = restart.notified(), if !restarting => {
@@ -89,6 +91,32 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Records `report`, trying again while the database refuses (a full disk, a lock held by
+/// a backup): the receiver has already kept the file and will not report it twice.
+async fn record_retrying(
+    db: &Db,
+    media: &Path,
+    feed: &broadcast::Sender<Change>,
+    report: Report,
+    cancel: &CancellationToken,
+) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match record(db, media, feed, report.clone()).await {
+            Ok(()) => return,
+            Err(crate::db::DbError::Closed) => return,
+            Err(error) => {
+                tracing::error!(%error, retry_in = ?wait, "cannot record a received message");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(RETRY);
+            }
         }
     }
 }
@@ -125,7 +153,7 @@ async fn record(
                     signature,
                 } => {
                     let body = serde_json::to_string(&alert).unwrap_or_default();
-                    conn.execute(
+                    let added = conn.execute(
                         "INSERT INTO events (id, site, received, alert, signature, signature_detail)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                         params![
@@ -137,7 +165,9 @@ async fn record(
                             verdict_detail(&signature)
                         ],
                     )?;
-                    Some(("alert", site, Some(alert.event_id)))
+                    // A second alert under a known event id (a forgery among them) is not
+                    // news: consoles do not chime for it.
+                    (added > 0).then_some(("alert", site, Some(alert.event_id)))
                 }
                 Report::Update {
                     site,
@@ -145,14 +175,18 @@ async fn record(
                     signature,
                 } => {
                     let body = serde_json::to_string(&update).unwrap_or_default();
+                    // A genuine update replaces one that was not, never the reverse.
                     conn.execute(
-                        "INSERT INTO updates (event, number, body, signature)
-                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                        "INSERT INTO updates (site, event, number, body, signature)
+                         VALUES (?5, ?1, ?2, ?3, ?4)
+                         ON CONFLICT DO UPDATE SET body = excluded.body, signature = excluded.signature
+                         WHERE updates.signature != 'valid' AND excluded.signature = 'valid'",
                         params![
                             update.event_id.to_string(),
                             update.update,
                             body,
-                            signature.word()
+                            signature.word(),
+                            site
                         ],
                     )?;
                     Some(("update", site, Some(update.event_id)))
@@ -167,10 +201,10 @@ async fn record(
                         return Ok(None);
                     };
                     conn.execute(
-                        "INSERT INTO media (event, camera, kind, path, received)
-                         VALUES (?1, ?2, 'snapshot', ?3, ?4)
+                        "INSERT INTO media (site, event, camera, kind, path, received)
+                         VALUES (?5, ?1, ?2, 'snapshot', ?3, ?4)
                          ON CONFLICT DO UPDATE SET path = excluded.path",
-                        params![event.to_string(), camera, path, at],
+                        params![event.to_string(), camera, path, at, site],
                     )?;
                     Some(("snapshot", site, Some(event)))
                 }
@@ -187,12 +221,15 @@ async fn record(
                     };
                     let body = serde_json::to_string(&manifest).unwrap_or_default();
                     conn.execute(
-                        "INSERT INTO media (event, camera, kind, path, manifest, signature,
+                        // The receiver keeps a verified clip and an unverified one apart; the
+                        // console shows the verified one whichever came last.
+                        "INSERT INTO media (site, event, camera, kind, path, manifest, signature,
                                             signature_detail, received)
-                         VALUES (?1, ?2, 'clip', ?3, ?4, ?5, ?6, ?7)
+                         VALUES (?8, ?1, ?2, 'clip', ?3, ?4, ?5, ?6, ?7)
                          ON CONFLICT DO UPDATE SET path = excluded.path,
                              manifest = excluded.manifest, signature = excluded.signature,
-                             signature_detail = excluded.signature_detail",
+                             signature_detail = excluded.signature_detail
+                         WHERE media.signature IS NOT 'valid' OR excluded.signature = 'valid'",
                         params![
                             event.to_string(),
                             camera,
@@ -200,7 +237,8 @@ async fn record(
                             body,
                             signature.word(),
                             verdict_detail(&signature),
-                            at
+                            at,
+                            site
                         ],
                     )?;
                     Some(("clip", site, Some(event)))

@@ -38,6 +38,7 @@ pub struct Desk {
     /// Its database, for tools and tests that look inside.
     pub db: db::Db,
     handle: axum_server::Handle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -88,6 +89,7 @@ impl Desk {
             keys: config.keys(),
             idle_s: config.http.idle_timeout.as_secs() as i64,
             restart,
+            stopping: cancel.clone(),
         });
         let handle = axum_server::Handle::new();
         let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -106,6 +108,7 @@ impl Desk {
             addr,
             db,
             handle,
+            serving,
             cancel,
             tracker,
         })
@@ -113,8 +116,12 @@ impl Desk {
 
     /// Stops serving and receiving; what was received is recorded first.
     pub async fn stop(self) {
-        self.handle.graceful_shutdown(Some(GRACE));
+        // Cancelling first ends the live feeds, so the server's grace is for real requests.
         self.cancel.cancel();
+        self.handle.graceful_shutdown(Some(GRACE));
+        if let Ok(Err(error)) = self.serving.await {
+            tracing::error!(%error, "the console stopped with an error");
+        }
         self.tracker.close();
         self.tracker.wait().await;
     }

@@ -45,14 +45,14 @@ pub fn sweep(
             .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?
     };
-    for (_, id) in &gone {
+    for (site, id) in &gone {
         for table in [
-            "DELETE FROM media WHERE event = ?1",
-            "DELETE FROM updates WHERE event = ?1",
-            "DELETE FROM problems WHERE event = ?1",
-            "DELETE FROM events WHERE id = ?1",
+            "DELETE FROM media WHERE site = ?2 AND event = ?1",
+            "DELETE FROM updates WHERE site = ?2 AND event = ?1",
+            "DELETE FROM problems WHERE site = ?2 AND event = ?1",
+            "DELETE FROM events WHERE id = ?1 AND site = ?2",
         ] {
-            tx.execute(table, params![id])?;
+            tx.execute(table, params![id, site])?;
         }
         audit::record(
             &tx,

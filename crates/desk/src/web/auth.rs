@@ -149,6 +149,15 @@ fn decoy() -> &'static str {
     DECOY.get_or_init(|| accounts::hash_password(&accounts::token()).unwrap_or_default())
 }
 
+/// Password checks at once: each takes argon2's memory (19 MiB) and a core for tens of
+/// milliseconds, so a flood of logins waits here instead of exhausting the machine.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// The one answer to every failed login (wrong password, unknown name, locked account), so
+/// that the answer does not tell which names exist.
+const FAILED: &str =
+    "Wrong name or password. After 5 failures in a row an account is locked for 15 minutes.";
+
 /// Checks a login: a session and the feed, or the form again saying why not.
 pub async fn login(
     State(state): State<Arc<AppState>>,
@@ -172,6 +181,7 @@ pub async fn login(
         )
             .into_response()
     };
+    let unavailable = "The desk cannot read its accounts: try again.";
     let name = form.name.trim().to_owned();
     let lookup = name.clone();
     let candidate = match state
@@ -182,63 +192,54 @@ pub async fn login(
         Ok(candidate) => candidate,
         Err(error) => {
             tracing::error!(%error, "cannot read accounts");
-            return again(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The desk cannot read its accounts: try again.",
-            );
+            return again(StatusCode::SERVICE_UNAVAILABLE, unavailable);
         }
     };
-    let at = now();
-    if let Some(until) = candidate
-        .as_ref()
-        .and_then(|c| c.locked_until)
-        .filter(|u| *u > at)
-    {
-        let (user, client) = (name.clone(), address.clone());
-        let _ = state
-            .db
-            .call(move |c| audit::by(c, &user, "login_locked", None, &client))
-            .await;
-        let minutes = (until - at + 59) / 60;
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "Too many failed attempts: this account is locked for {minutes} more minute(s), or until an admin unlocks it."
-            ),
-        );
-    }
-    let hash = candidate
-        .as_ref()
-        .map(|c| c.hash.clone())
-        .unwrap_or_else(|| decoy().to_owned());
+    let hash = candidate.as_ref().map(|c| c.hash.clone());
     let password = form.password;
-    let matches = tokio::task::spawn_blocking(move || accounts::password_matches(&hash, &password))
-        .await
-        .unwrap_or(false);
-    let (user, client_address) = (name.clone(), address.clone());
+    let Ok(_permit) = HASHING.acquire().await else {
+        return again(StatusCode::SERVICE_UNAVAILABLE, unavailable);
+    };
+    let matches = tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or_else(|| decoy());
+        accounts::password_matches(hash, &password)
+    })
+    .await
+    .unwrap_or(false);
+    drop(_permit);
+    let (user, client) = (name.clone(), address.clone());
     let outcome = state
         .db
         .call(move |c| {
             let tx = c.transaction()?;
+            let at = now();
             let result = match candidate {
-                Some(candidate) if matches => {
-                    accounts::record_success(&tx, candidate.user.id)?;
-                    let (token, _) =
-                        accounts::open_session(&tx, candidate.user.id, &client_address, at)?;
-                    audit::by(&tx, &user, "login", None, &client_address)?;
-                    Ok(token)
-                }
                 Some(candidate) => {
-                    let locked = accounts::record_failure(&tx, candidate.user.id, at)?;
-                    audit::by(&tx, &user, "login_failed", None, &client_address)?;
-                    if locked.is_some() {
-                        audit::by(&tx, &user, "locked", None, &client_address)?;
+                    // Read again here: another attempt may have locked it meanwhile.
+                    let locked = accounts::candidate(&tx, &user)?
+                        .and_then(|c| c.locked_until)
+                        .is_some_and(|until| until > at);
+                    if locked {
+                        audit::by(&tx, &user, "login_locked", None, &client)?;
+                        None
+                    } else if matches {
+                        accounts::record_success(&tx, candidate.user.id)?;
+                        let (token, _) =
+                            accounts::open_session(&tx, candidate.user.id, &client, at)?;
+                        audit::by(&tx, &user, "login", None, &client)?;
+                        Some(token)
+                    } else {
+                        let locked = accounts::record_failure(&tx, candidate.user.id, at)?;
+                        audit::by(&tx, &user, "login_failed", None, &client)?;
+                        if locked.is_some() {
+                            audit::by(&tx, &user, "locked", None, &client)?;
+                        }
+                        None
                     }
-                    Err(locked.is_some())
                 }
                 None => {
-                    audit::by(&tx, &user, "login_failed", None, &client_address)?;
-                    Err(false)
+                    audit::by(&tx, &user, "login_failed", None, &client)?;
+                    None
                 }
             };
             tx.commit()?;
@@ -246,7 +247,7 @@ pub async fn login(
         })
         .await;
     match outcome {
-        Ok(Ok(token)) => (
+        Ok(Some(token)) => (
             [(
                 header::SET_COOKIE,
                 format!("{SESSION}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"),
@@ -254,11 +255,7 @@ pub async fn login(
             Redirect::to("/"),
         )
             .into_response(),
-        Ok(Err(true)) => again(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed attempts: this account is now locked for 15 minutes.",
-        ),
-        Ok(Err(false)) => again(StatusCode::UNAUTHORIZED, "Wrong name or password."),
+        Ok(None) => again(StatusCode::UNAUTHORIZED, FAILED),
         Err(error) => {
             tracing::error!(%error, "cannot record a login");
             again(

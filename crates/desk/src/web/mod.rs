@@ -37,6 +37,8 @@ pub struct AppState {
     pub idle_s: i64,
     /// Tells the receiver to start again with the registry's keys.
     pub restart: Arc<Notify>,
+    /// Cancelled when the desk stops: live feeds end with it.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The console's routes.
@@ -84,7 +86,11 @@ async fn same_origin_writes(request: Request, next: Next) -> Response {
         if site.is_some_and(|s| s != "same-origin" && s != "none") {
             return refused("this form was sent from another site");
         }
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        // HTTP/2 carries the host in the request's authority, not a Host header.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         if let (Some(origin), Some(host)) = (origin, host)
             && origin.split_once("://").map(|(_, h)| h) != Some(host)

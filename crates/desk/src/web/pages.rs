@@ -173,8 +173,11 @@ fn card_markup(event: &Event, site: Option<&Site>) -> Markup {
                 @if event.hold { span.badge.hold { "evidence hold" } }
             }
             p.trigger { (trigger_text(&alert.trigger)) }
-            @for update in &event.updates {
-                p.trigger.joined { "Then: " (trigger_text(&update.trigger)) " at " (update.triggered_at) }
+            @for (update, signature) in &event.updates {
+                p.trigger.joined {
+                    "Then: " (trigger_text(&update.trigger)) " at " (update.triggered_at)
+                    @if signature != "valid" { " " span.badge.unverified title={ "signature " (signature) } { "unverified" } }
+                }
             }
             p.meta {
                 time datetime=(alert.triggered_at) data-age { (alert.triggered_at) }
@@ -300,7 +303,9 @@ pub async fn stream(
             Err(_) => SseEvent::default().event("reload").data("{}"),
         })
     });
-    Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let until_stopped =
+        futures_util::StreamExt::take_until(changes, state.stopping.clone().cancelled_owned());
+    Sse::new(until_stopped).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// `GET /events/{id}`: everything about one event.
