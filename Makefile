@@ -27,6 +27,7 @@ bench:
 	$(CARGO) bench --locked --bench ingest
 	$(CARGO) bench --locked --bench delivery
 	$(CARGO) bench --locked --bench detect
+	$(CARGO) bench --locked --bench desk
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,8 @@
 #   scripts/deb.sh [amd64|arm64]   ->  target/debian/alertclip_<version>-1_<arch>.deb
 #   scripts/deb.sh amd64 --dev     ->  the same with the unoptimised (dev profile) binary the
 #                                      tests built: for testing the packaging (CI), not for boxes
+#   scripts/deb.sh desk [--dev]    ->  target/debian/alertclip-desk_<version>-1_<arch>.deb, the
+#                                      precinct's desk, for this machine's architecture
 #
 # The package holds the binary, the systemd unit, the example configuration, the docs, the
 # model with its card and license, and ONNX Runtime for the architecture (from the pinned
@@ -15,16 +17,23 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 arch=${1:-$(dpkg --print-architecture)}
 profile=release
 [ "${2:-}" = "--dev" ] && profile=dev
-case "$arch" in
-    amd64) ort_arch=x86_64 ;;
-    arm64) ort_arch=aarch64 ;;
-    *) echo "deb.sh: amd64 or arm64, not $arch" >&2; exit 2 ;;
-esac
 
 if ! command -v cargo-deb >/dev/null 2>&1; then
     echo "deb.sh: installing cargo-deb from crates.io"
     cargo install --locked cargo-deb@3.8.0
 fi
+
+# The desk: no model, no runtime, nothing staged.
+if [ "$arch" = "desk" ]; then
+    cd "$here"
+    cargo deb --locked -p alertclip-desk --profile "$profile"
+    exit 0
+fi
+case "$arch" in
+    amd64) ort_arch=x86_64 ;;
+    arm64) ort_arch=aarch64 ;;
+    *) echo "deb.sh: amd64, arm64 or desk, not $arch" >&2; exit 2 ;;
+esac
 
 "$here/models/fetch.sh" --arch "$ort_arch"
 stage=$here/target/deb-stage

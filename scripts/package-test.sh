@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds the Debian package for this machine and puts it through what a box does with it:
+# Builds the Debian packages for this machine and puts them through what a box (and a
+# precinct's desk) does with them. The box's:
 # install (user, directories, unit), the packaged detector loading from its default paths,
 # an upgrade over a provisioned box (configuration, outbox and device key kept), remove
 # (configuration kept), purge (everything gone). It installs and removes the package on this
@@ -75,3 +76,31 @@ $sudo apt-get purge -y -q alertclip
 [ ! -e /var/lib/alertclip ] || fail "purge left /var/lib/alertclip"
 ! getent passwd alertclip >/dev/null || fail "purge left the alertclip user"
 echo "package-test: install, upgrade, remove and purge behave"
+
+# The desk's package: its user, directory and unit; init as the service user; an upgrade
+# and a remove keep the database (it is evidence); purge deletes it.
+"$here/scripts/deb.sh" desk ${1:-}
+desk=$(ls -t "$here"/target/debian/alertclip-desk_*_"$arch".deb | head -n 1)
+echo "package-test: $desk ($(du -h "$desk" | cut -f1))"
+contents=$(dpkg-deb --contents "$desk")
+for file in ./usr/bin/alertclip-desk ./lib/systemd/system/alertclip-desk.service \
+    ./usr/share/doc/alertclip-desk/desk.md; do
+    echo "$contents" | grep -q " $file\$" || fail "$file is not in the desk's package"
+done
+$sudo apt-get install -y -q "$desk"
+getent passwd alertclip-desk >/dev/null || fail "no alertclip-desk user after install"
+state=/var/lib/alertclip-desk
+[ "$(stat -c '%U:%G %a' $state)" = "alertclip-desk:alertclip-desk 750" ] || fail "$state: $(stat -c '%U:%G %a' $state)"
+systemd-analyze verify /lib/systemd/system/alertclip-desk.service
+as_desk() { $sudo runuser -u alertclip-desk -- "$@"; }
+as_desk /usr/bin/alertclip-desk init --dir $state --broker mqtt://127.0.0.1:1883 --host localhost >/dev/null
+[ -f $state/desk.toml ] && [ -f $state/desk.sqlite ] || fail "init as the service user wrote no setup"
+as_desk /usr/bin/alertclip-desk audit verify --config $state/desk.toml
+$sudo dpkg -i "$desk"
+[ -f $state/desk.sqlite ] || fail "upgrade lost the desk's database"
+$sudo apt-get remove -y -q alertclip-desk
+[ -f $state/desk.sqlite ] || fail "remove deleted the desk's database"
+$sudo apt-get purge -y -q alertclip-desk
+[ ! -e $state ] || fail "purge left $state"
+! getent passwd alertclip-desk >/dev/null || fail "purge left the alertclip-desk user"
+echo "package-test: the desk's package installs, upgrades, removes and purges as it should"

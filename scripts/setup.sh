@@ -17,7 +17,8 @@ fonts-dejavu-core ffmpeg mosquitto mosquitto-clients
 mode=${1:-}
 if [ "$mode" = "--test" ]; then
     # systemd-analyze checks the unit file (it is not started: no init system is needed).
-    PACKAGES="$PACKAGES systemd"
+    # The desk's console is tested in a real browser, driven over WebDriver.
+    PACKAGES="$PACKAGES systemd chromium chromium-driver"
 fi
 if [ "$mode" = "--bench" ]; then
     PACKAGES="$PACKAGES motion"

@@ -4,7 +4,11 @@
 
 // A test or benchmark that cannot go on fails with the value it got.
 #![allow(clippy::unwrap_used)]
+// Where precinct servers run; the Raspberry Pi build leaves the desk's web stack out.
+#![cfg(target_arch = "x86_64")]
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 #[path = "common/desk.rs"]
 mod desk_rig;
@@ -12,10 +16,12 @@ mod desk_rig;
 use alertclip::demo::teststream::TestStream;
 use alertclip::trigger::{Trigger, TriggerKind};
 use alertclip_desk::accounts::Role;
+use browser::Browser;
 use common::broker::Broker;
 use common::*;
 use desk_rig::{DeskRig, Feed, PASSWORD, csrf_of, site, wait_subscribed};
 use reqwest::StatusCode;
+use serde_json::json;
 
 const ROLLS: &str = "pre_roll = \"2s\"\npost_roll = \"1s\"";
 
@@ -161,6 +167,78 @@ async fn an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip
         "{held_page}"
     );
 
+    // The export: one zip that `alertclip verify` checks, and in which a flipped byte fails.
+    let export = officer
+        .get(desk.at(&format!("/events/{id}/export")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), StatusCode::OK);
+    assert_eq!(export.headers()["content-type"], "application/zip");
+    let unpacked = tempfile::tempdir().unwrap();
+    let zip = unpacked.path().join("export.zip");
+    std::fs::write(&zip, export.bytes().await.unwrap()).unwrap();
+    let status = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&zip)
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let top = unpacked.path().join(format!("alertclip-test-site-{id}"));
+    for name in [
+        "alert.json",
+        "cam.mp4",
+        "cam.manifest.json",
+        "snapshot-cam.jpg",
+        "device.pub",
+        "VERIFICATION.txt",
+        "custody.csv",
+        "SHA256SUMS",
+    ] {
+        assert!(top.join(name).is_file(), "{name} in the export");
+    }
+    assert_eq!(sha256sum(&top.join("cam.mp4")), local.record.sha256);
+    let report = std::fs::read_to_string(top.join("VERIFICATION.txt")).unwrap();
+    assert!(
+        report.contains("alertclip verify <camera>.mp4 <camera>.manifest.json --pubkey device.pub"),
+        "{report}"
+    );
+    let custody = std::fs::read_to_string(top.join("custody.csv")).unwrap();
+    assert!(
+        custody.contains(",ana,view_clip") && custody.contains(",ana,export"),
+        "{custody}"
+    );
+    let sums = std::process::Command::new("sha256sum")
+        .args(["--quiet", "-c", "SHA256SUMS"])
+        .current_dir(&top)
+        .status()
+        .unwrap();
+    assert!(sums.success(), "every file matches SHA256SUMS");
+    let verify = |clip: &str| {
+        alertclip_command()
+            .arg("verify")
+            .arg(top.join(clip))
+            .arg(top.join("cam.manifest.json"))
+            .arg("--pubkey")
+            .arg(top.join("device.pub"))
+            .output()
+            .unwrap()
+    };
+    let valid = verify("cam.mp4");
+    assert!(
+        valid.status.success(),
+        "{}",
+        String::from_utf8_lossy(&valid.stdout)
+    );
+    assert!(String::from_utf8_lossy(&valid.stdout).contains("VALID"));
+    let mut flipped = std::fs::read(top.join("cam.mp4")).unwrap();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    std::fs::write(top.join("flipped.mp4"), flipped).unwrap();
+    let invalid = verify("flipped.mp4");
+    assert_eq!(invalid.status.code(), Some(1), "a flipped byte fails");
+
     // Media without a session: refused.
     let stranger = desk.client();
     let response = stranger
@@ -297,6 +375,11 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
         "{sites}"
     );
 
+    // The audit page: the admin's, saying the chain is intact, with the enrolment in it.
+    let audit = page(&admin, desk.at("/audit")).await;
+    assert!(audit.contains("Chain intact:"), "{audit}");
+    assert!(audit.contains("<td>enrol</td>"), "{audit}");
+
     // Logging out ends the session on the desk, not just in the browser: the old cookie,
     // sent again by hand, no longer works.
     let cookie = desk.session_cookie("ada").await;
@@ -354,5 +437,298 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
         "no enrolment form for an officer"
     );
     assert_eq!(csrf_of(&page), csrf);
+    let response = officer.get(desk.at("/audit")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "the audit page is an admin's"
+    );
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_officer_in_chromium_sees_the_alert_arrive_plays_the_clip_and_the_layout_holds_on_a_phone()
+ {
+    let broker = Broker::start("");
+    // An H.264 camera, and an H.265 one whose clip Chromium can only play as the desk's
+    // viewing copy.
+    let mut rig = Rig::start(
+        &[TestStream::h264("/cam"), TestStream::h265("/hevc")],
+        ROLLS,
+        &mqtt(&broker),
+    )
+    .await;
+    let key = std::fs::read_to_string(rig.dir.path().join("evidence/device.pub")).unwrap();
+    let name = "Deli & Grocery <b>";
+    let desk = DeskRig::start(
+        &broker.url(),
+        &[("ana", Role::Officer)],
+        &[site("test-site", name, &key)],
+    )
+    .await;
+    // A second session, over HTTP, tells when the desk's receiver is subscribed and when
+    // the clip has arrived.
+    let (watcher, _) = desk.signed_in("ana").await;
+    let mut feed = Feed::open(&watcher, &desk).await;
+    wait_subscribed(&mut feed, broker.port).await;
+
+    // The officer logs in as a person would.
+    let browser = Browser::start().await;
+    browser.goto(&desk.at("/")).await;
+    browser.appears("form.login").await;
+    browser.fill("input[name=name]", "ana").await;
+    browser.fill("input[name=password]", PASSWORD).await;
+    browser.click("form.login button[type=submit]").await;
+    browser.appears("body[data-live=open]").await;
+    // A mark that a reload would wipe: the alert must arrive without one.
+    browser
+        .run("window.stayed = true; return true;", vec![])
+        .await;
+
+    for camera in 0..2 {
+        wait_buffered(rig.camera(camera), 2.5).await;
+    }
+    let event = rig
+        .fire(Trigger::now(TriggerKind::Button, "register-2"))
+        .await;
+    let id = event.to_string();
+    let mut local = [rig.next_clip().await, rig.next_clip().await];
+    local.sort_by(|a, b| a.record.camera.cmp(&b.record.camera));
+    let (local, local_hevc) = (&local[0], &local[1]);
+    assert_eq!(
+        (
+            local.record.camera.as_str(),
+            local_hevc.record.camera.as_str()
+        ),
+        ("cam", "hevc")
+    );
+    let card = format!("#event-{id}");
+    browser.appears(&card).await;
+    let stayed = browser.run("return window.stayed === true;", vec![]).await;
+    assert_eq!(stayed, json!(true), "the alert appeared without a reload");
+    // The store's name is text on the page, not markup.
+    assert_eq!(browser.text(&format!("{card} h2")).await, name);
+
+    // The snapshot appears (the card is fetched again when it arrives) and is a picture.
+    let snapshot = format!("{card} figure[data-camera=cam] img");
+    browser.appears(&snapshot).await;
+    let size = browser
+        .run(
+            "const [selector] = args; const img = document.querySelector(selector);
+             await img.decode(); return [img.naturalWidth, img.naturalHeight];",
+            vec![json!(snapshot)],
+        )
+        .await;
+    assert_eq!(size, json!([320, 240]));
+    browser.screenshot("feed-desktop").await;
+    browser.resize(390, 844).await;
+    let fits = browser
+        .run(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await;
+    assert_eq!(fits, json!(true), "nothing wider than a phone's screen");
+    browser.screenshot("feed-phone").await;
+    browser.resize(1280, 900).await;
+
+    // The event page, once both clips and the H.265 one's viewing copy are in (each
+    // announced as a change of kind clip): both videos play and seek.
+    let mut clips = 0;
+    while clips < 3 {
+        let change = feed.wait_for(|c| c["event"] == id.as_str()).await;
+        clips += usize::from(change["kind"] == "clip");
+    }
+    browser.click(&format!("{card} h2 a")).await;
+    browser.appears(".clip[data-camera=hevc] video").await;
+    let view = browser
+        .run(
+            "return document.querySelector('.clip[data-camera=hevc] video').getAttribute('src');",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        view,
+        json!(format!("/media/{id}/hevc/view")),
+        "the H.265 clip plays as its viewing copy"
+    );
+    assert!(
+        browser
+            .text(".clip[data-camera=hevc] .derived")
+            .await
+            .contains("Viewing copy")
+    );
+    for (camera, cut) in [("cam", local), ("hevc", local_hevc)] {
+        let played = browser
+        .run(
+            "const video = document.querySelector(`.clip[data-camera=${args[0]}] video`);
+             video.muted = true;
+             await video.play();
+             await new Promise((resolve) => {
+               const check = () => (video.currentTime > 0.5 && video.readyState === 4)
+                 ? resolve() : video.addEventListener('timeupdate', check, {once: true});
+               check();
+             });
+             video.pause();
+             const seeked = new Promise((resolve) => video.addEventListener('seeked', resolve, {once: true}));
+             video.currentTime = 2.0;
+             await seeked;
+             return {readyState: video.readyState, at: video.currentTime, duration: video.duration,
+                     error: video.error && video.error.code};",
+            vec![json!(camera)],
+        )
+        .await;
+        assert_eq!(played["error"], json!(null), "{camera}: {played}");
+        assert!(
+            played["readyState"].as_u64().unwrap() >= 2,
+            "{camera}: {played}"
+        );
+        assert!(
+            (played["at"].as_f64().unwrap() - 2.0).abs() < 0.5,
+            "{camera} seeked: {played}"
+        );
+        let duration = played["duration"].as_f64().unwrap();
+        let expected = cut.record.duration_ms as f64 / 1000.0;
+        assert!(
+            (duration - expected).abs() < 0.5,
+            "{camera}: {duration} s in the browser, {expected} s cut"
+        );
+    }
+    browser.screenshot("event-desktop").await;
+    browser.resize(390, 844).await;
+    let fits = browser
+        .run(
+            "return document.documentElement.scrollWidth <= window.innerWidth
+               || Array.from(document.querySelectorAll('body *'))
+                    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+                    .map((e) => e.tagName + '.' + e.className).slice(0, 8);",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        fits,
+        json!(true),
+        "the event page is no wider than a phone's screen"
+    );
+    browser.screenshot("event-phone").await;
+    browser.close().await;
+    rig.stop().await;
+    desk.stop().await;
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_nothing_shows_as_verified()
+ {
+    let broker = Broker::start("");
+    let (genuine, forger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = alertclip::evidence::DeviceKey::load_or_create(genuine.path())
+        .unwrap()
+        .public_pem();
+    let forger = alertclip::evidence::DeviceKey::load_or_create(forger.path()).unwrap();
+    let desk = DeskRig::start(
+        &broker.url(),
+        &[("ana", Role::Officer)],
+        &[site("test-site", "Corner Shop", &key)],
+    )
+    .await;
+    let (officer, _) = desk.signed_in("ana").await;
+    let mut feed = Feed::open(&officer, &desk).await;
+    wait_subscribed(&mut feed, broker.port).await;
+
+    // An alert for the enrolled store, well formed, but signed by another key.
+    let event = uuid::Uuid::now_v7();
+    let alert = json!({
+        "schema": "alertclip.alert.v1",
+        "event_id": event,
+        "site": {"id": "test-site", "name": "<script>alert(1)</script>"},
+        "trigger": {"kind": "button", "source": "b1", "note": "<img src=x onerror=alert(1)>"},
+        "triggered_at": "2026-12-01T17:22:11.163Z",
+        "cameras": [{"id": "cam", "pre_roll_s": 2.0, "post_roll_s": 1.0}],
+        "clock": {"synchronized": true},
+        "test": false,
+        "device_version": "0.1.0",
+        "sequence": 1,
+        "previous_alert_sha256": null
+    });
+    let forged = forger.sign(&serde_json::to_vec(&alert).unwrap());
+    let forged = String::from_utf8(forged).unwrap();
+    let pub_ = |topic: &str, payload: &str| {
+        common::broker::mosquitto_pub(broker.port, topic, payload, &[]);
+    };
+    pub_(&format!("alertclip/v1/test-site/events/{event}"), &forged);
+    // Topics that try to leave the media directory, and a manifest far over any limit.
+    let other = uuid::Uuid::now_v7();
+    for topic in [
+        format!("alertclip/v1/../events/{other}"),
+        format!("alertclip/v1/.../events/{other}"),
+        format!("alertclip/v1/test-site/events/{event}/snapshot/.."),
+        format!("alertclip/v1/test-site/events/{event}/snapshot/..%2F..%2Fescape"),
+        format!("alertclip/v1/test-site/events/{event}/clip/../0"),
+        "alertclip/v1/test-site/events/../clip/cam/0".to_owned(),
+    ] {
+        pub_(&topic, &forged);
+    }
+    let huge = format!(
+        "{{\"schema\":\"alertclip.manifest.v1\",\"chunk_sha256\":[\"{}\"]}}",
+        "0".repeat(2 << 20)
+    );
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(manifest.path(), huge).unwrap();
+    common::broker::mosquitto_pub_with(
+        broker.port,
+        &format!("alertclip/v1/test-site/events/{event}/clip/cam"),
+        &["-f", manifest.path().to_str().unwrap()],
+    );
+
+    // The forged alert is shown, flagged, its text escaped.
+    feed.wait_for(|c| c["kind"] == "alert" && c["event"] == event.to_string())
+        .await;
+    let card = page(&officer, desk.at(&format!("/events/{event}/card"))).await;
+    assert!(
+        card.contains("not the key enrolled for this store"),
+        "{card}"
+    );
+    assert!(!card.contains("<img src=x"), "{card}");
+    assert!(
+        card.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{card}"
+    );
+    // Everything published so far has been handled once a new probe comes back on both
+    // sessions (each handles its messages in order).
+    wait_subscribed(&mut feed, broker.port).await;
+    let everything = page(&officer, desk.at("/")).await;
+    assert!(
+        !everything.contains("badge verified"),
+        "nothing shows as verified"
+    );
+
+    // The desk's files: its config and certificate, the database, keys and media, nothing
+    // else anywhere under its directory, and under media only safe names.
+    let root = desk.dir();
+    for file in files_under(root) {
+        let allowed = ["desk.toml", "desk.crt", "desk.key"].contains(&file.as_str())
+            || file.starts_with("state/desk.sqlite")
+            || file.starts_with("state/keys/")
+            || file.starts_with("state/media/");
+        assert!(allowed, "{file} written where nothing should be");
+        assert!(!file.contains(".."), "{file}");
+    }
     desk.stop().await;
 }

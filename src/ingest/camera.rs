@@ -474,6 +474,7 @@ impl Ingest {
             retired,
             relay,
             stuck: &self.stopping,
+            stopped: false,
         };
         let Some(bus) = pipeline.bus() else {
             return Err((
@@ -794,10 +795,31 @@ struct Teardown<'a> {
     relay: Option<Relay>,
     /// Where a stop that did not finish in time is left, for the next connection to wait on.
     stuck: &'a Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether [`Teardown::stop`] ran.
+    stopped: bool,
+}
+
+impl Drop for Teardown<'_> {
+    /// A connection dropped without [`Teardown::stop`] (its task cancelled: the runtime
+    /// ending, a shutdown that gave up) still stops its pipeline. A pipeline disposed while
+    /// PLAYING leaves rtspsrc's thread reading a closed connection, in a loop that takes a
+    /// core until the process ends. The connection is cut first, so the stop cannot wait on
+    /// the camera; it blocks only this abnormal path.
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.retired.store(true, Ordering::Relaxed);
+        if let Some(relay) = &self.relay {
+            relay.stop();
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
 }
 
 impl Teardown<'_> {
-    async fn stop(self) {
+    async fn stop(mut self) {
+        self.stopped = true;
         self.retired.store(true, Ordering::Relaxed);
         let pipeline = self.pipeline.clone();
         let mut stopping = tokio::task::spawn_blocking(move || {

@@ -146,6 +146,11 @@ impl DeskRig {
         (client, csrf)
     }
 
+    /// The directory holding the desk's config, certificate and storage.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub async fn stop(self) {
         self.desk.stop().await;
     }
@@ -189,6 +194,10 @@ impl Feed {
             loop {
                 if let Some(end) = self.buffer.find("\n\n") {
                     let message: String = self.buffer.drain(..end + 2).collect();
+                    assert!(
+                        !message.lines().any(|l| l == "event: reload"),
+                        "the live feed fell behind and asked for a reload"
+                    );
                     if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data: "))
                         && message.lines().any(|l| l == "event: change")
                     {

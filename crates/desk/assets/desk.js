@@ -76,6 +76,8 @@ async function refresh(feed, change) {
     if (empty !== null) empty.remove();
     feed.prepend(card);
     card.classList.add("new");
+    // The page shows the newest, as the server renders it: older ones are a reload away.
+    while (feed.children.length > 200) feed.lastElementChild.remove();
   }
 }
 

@@ -66,7 +66,7 @@ CREATE TABLE media (
     site TEXT NOT NULL,
     event TEXT NOT NULL,
     camera TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('snapshot', 'clip')),
+    kind TEXT NOT NULL CHECK (kind IN ('snapshot', 'clip', 'view')),
     path TEXT NOT NULL,
     manifest TEXT,
     signature TEXT,

@@ -12,6 +12,8 @@ pub struct Camera {
     pub id: String,
     /// The snapshot, when it came.
     pub snapshot: bool,
+    /// An H.264 viewing copy of an H.265 clip, when the desk made one.
+    pub view: bool,
     /// The clip, when it came whole and matched its manifest.
     pub clip: Option<Clip>,
     /// Why a clip failed, when one did.
@@ -198,6 +200,7 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
         .map(|plan| Camera {
             id: plan.id.clone(),
             snapshot: false,
+            view: false,
             clip: None,
             problems: Vec::new(),
         })
@@ -220,6 +223,8 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
         let slot = camera_slot(&mut event.cameras, &camera);
         if kind == "snapshot" {
             slot.snapshot = true;
+        } else if kind == "view" {
+            slot.view = true;
         } else {
             slot.clip = Some(Clip {
                 manifest: manifest.and_then(|m| serde_json::from_str(&m).ok()),
@@ -257,6 +262,7 @@ fn camera_slot<'a>(cameras: &'a mut Vec<Camera>, id: &str) -> &'a mut Camera {
             cameras.push(Camera {
                 id: id.to_owned(),
                 snapshot: false,
+                view: false,
                 clip: None,
                 problems: Vec::new(),
             });
@@ -331,6 +337,7 @@ mod tests {
         Camera {
             id: "cam".into(),
             snapshot: false,
+            view: false,
             clip: signature.map(|s| Clip {
                 manifest: None,
                 signature: s.into(),

@@ -41,6 +41,12 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let media = config.media();
+    let converter = crate::viewing::available();
+    if !converter {
+        tracing::warn!(
+            "ffmpeg is not installed: H.265 clips get no H.264 viewing copy, and most browsers cannot play them"
+        );
+    }
     while !cancel.is_cancelled() {
         // Read again each time: a password file may have been fixed meanwhile.
         let checked = config.clone();
@@ -70,7 +76,26 @@ pub async fn run(
         loop {
             tokio::select! {
                 report = reported.recv() => match report {
-                    Some(report) => record_retrying(&db, &media, &feed, report, &cancel).await,
+                    Some(report) => {
+                        let h265 = match &report {
+                            Report::Clip { site, event, camera, path, manifest, .. }
+                                if manifest.codec == "h265" && converter =>
+                            {
+                                Some(((site.clone(), *event, camera.clone()), path.clone()))
+                            }
+                            _ => None,
+                        };
+                        record_retrying(&db, &media, &feed, report, &cancel).await;
+                        if let Some((which, clip)) = h265 {
+                            tokio::spawn(crate::viewing::convert(
+                                db.clone(),
+                                media.clone(),
+                                feed.clone(),
+                                which,
+                                clip,
+                            ));
+                        }
+                    }
                     None => break,
                 },
                 _ = restart.notified(), if !restarting => {

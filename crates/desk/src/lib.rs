@@ -11,10 +11,12 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod export;
 pub mod ingest;
 pub mod retention;
 pub mod sites;
 pub mod tls;
+pub mod viewing;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -63,7 +65,8 @@ impl Desk {
                 config.http.key.display()
             )
         })?;
-        let (feed, _) = broadcast::channel(256);
+        // A console that falls this far behind loads its page again (the feed says reload).
+        let (feed, _) = broadcast::channel(1024);
         let restart = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -86,7 +89,9 @@ impl Desk {
             db: db.clone(),
             feed,
             media: config.media(),
+            scratch: config.storage.directory.clone(),
             keys: config.keys(),
+            converter: viewing::available(),
             idle_s: config.http.idle_timeout.as_secs() as i64,
             restart,
             stopping: cancel.clone(),

@@ -17,14 +17,14 @@ use super::auth::Signed;
 use crate::audit;
 use crate::events;
 
-/// `GET /media/{event}/{camera}/{snapshot|clip}`.
+/// `GET /media/{event}/{camera}/{snapshot|clip|view}` (`view`: an H.265 clip's viewing copy).
 pub async fn serve(
     State(state): State<Arc<AppState>>,
     signed: Signed,
     Path((event, camera, kind)): Path<(Uuid, String, String)>,
     request: Request,
 ) -> Response {
-    if kind != "snapshot" && kind != "clip" {
+    if !["snapshot", "clip", "view"].contains(&kind.as_str()) {
         return (StatusCode::NOT_FOUND, "No such media.\n").into_response();
     }
     let range = request

@@ -4,6 +4,7 @@
 
 mod assets;
 mod auth;
+mod export;
 mod media;
 mod pages;
 
@@ -31,8 +32,12 @@ pub struct AppState {
     pub feed: broadcast::Sender<Change>,
     /// Where received files are.
     pub media: PathBuf,
+    /// Where exports are built (the storage directory: the same file system as the media).
+    pub scratch: PathBuf,
     /// Where enrolled stores' keys are written.
     pub keys: PathBuf,
+    /// Whether H.265 clips get H.264 viewing copies (ffmpeg is installed).
+    pub converter: bool,
     /// Seconds a session may stay unused.
     pub idle_s: i64,
     /// Tells the receiver to start again with the registry's keys.
@@ -50,8 +55,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events/{id}", get(pages::event))
         .route("/events/{id}/card", get(pages::card))
         .route("/events/{id}/hold", post(pages::hold))
+        .route("/events/{id}/export", get(export::export))
         .route("/feed", get(pages::stream))
         .route("/sites", get(pages::sites).post(pages::enrol))
+        .route("/audit", get(pages::audit_log))
         .route("/media/{id}/{camera}/{kind}", get(media::serve))
         .route("/assets/{name}", get(assets::serve))
         .route("/manifest.webmanifest", get(assets::manifest))
@@ -68,7 +75,8 @@ pub fn router(state: Arc<AppState>) -> Router {
              base-uri 'none'",
         ))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        // Not no-referrer: under it a browser sends its own forms with `Origin: null`.
+        .layer(header(header::REFERRER_POLICY, "same-origin"))
         .layer(header(
             header::STRICT_TRANSPORT_SECURITY,
             "max-age=31536000",
@@ -83,18 +91,27 @@ async fn same_origin_writes(request: Request, next: Next) -> Response {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let headers = request.headers();
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-        if site.is_some_and(|s| s != "same-origin" && s != "none") {
-            return refused("this form was sent from another site");
-        }
         // HTTP/2 carries the host in the request's authority, not a Host header.
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .or_else(|| request.uri().authority().map(|a| a.as_str()));
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        if let (Some(origin), Some(host)) = (origin, host)
-            && origin.split_once("://").map(|(_, h)| h) != Some(host)
-        {
+        // A browser that sends Sec-Fetch-Site is believed (a page cannot forge it); one that
+        // does not is judged by its Origin.
+        let foreign = match site {
+            Some(site) => site != "same-origin" && site != "none",
+            None => matches!((origin, host), (Some(origin), Some(host))
+                if origin.split_once("://").map(|(_, h)| h) != Some(host)),
+        };
+        if foreign {
+            tracing::warn!(
+                path = %request.uri().path(),
+                sec_fetch_site = site.unwrap_or("-"),
+                origin = origin.unwrap_or("-"),
+                host = host.unwrap_or("-"),
+                "refused a form another site sent"
+            );
             return refused("this form was sent from another site");
         }
     }

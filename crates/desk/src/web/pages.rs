@@ -49,6 +49,7 @@ fn layout(title: &str, signed: Option<&Signed>, body: Markup) -> Html<String> {
                             nav {
                                 a href="/" { "Alerts" }
                                 a href="/sites" { "Stores" }
+                                @if signed.user.role >= Role::Admin { a href="/audit" { "Audit" } }
                                 span.who { (signed.user.name) " · " (signed.user.role.as_str()) }
                                 form method="post" action="/logout" {
                                     input type="hidden" name="csrf" value=(signed.csrf);
@@ -354,7 +355,25 @@ pub async fn event(
                             _ => {}
                         }
                         @if let Some(clip) = &camera.clip {
-                            video controls preload="metadata" playsinline src={ "/media/" (event.id) "/" (camera.id) "/clip" } {}
+                            @let original = format!("/media/{}/{}/clip", event.id, camera.id);
+                            @let h265 = clip.manifest.as_ref().is_some_and(|m| m.codec == "h265");
+                            @if h265 && camera.view {
+                                video controls preload="metadata" playsinline src={ "/media/" (event.id) "/" (camera.id) "/view" } {}
+                                p.derived {
+                                    "Viewing copy: converted to H.264 by the desk so that browsers can play it. The evidence is the original H.265 clip: "
+                                    a href=(original) download { "download the original" } "."
+                                }
+                            } @else if h265 {
+                                p.derived {
+                                    "This clip is H.265, which most browsers cannot play. "
+                                    @if state.converter { "The desk is making an H.264 viewing copy: reload in a moment. " }
+                                    @else { "Install ffmpeg on the desk for an H.264 viewing copy. " }
+                                    a href=(original) download { "Download the original" } "."
+                                }
+                                video controls preload="metadata" playsinline src=(original) {}
+                            } @else {
+                                video controls preload="metadata" playsinline src=(original) {}
+                            }
                             @if let Some(manifest) = &clip.manifest {
                                 dl {
                                     dt { "From" } dd { (manifest.start) }
@@ -392,6 +411,10 @@ pub async fn event(
                     h3 { "Refused or failed messages" }
                     ul.problems { @for p in &event.problems { li { (p) } } }
                 }
+            }
+            p.export {
+                a.button href={ "/events/" (event.id) "/export" } download { "Export evidence (zip)" }
+                " The original clips, manifests, alert and snapshots, the store's key, a verification report and the chain of custody."
             }
             @if signed.user.role >= Role::Supervisor {
                 form.hold method="post" action={ "/events/" (event.id) "/hold" } {
@@ -644,4 +667,71 @@ pub async fn enrol(
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// Audit rows the admin page shows, newest first.
+const AUDIT_PAGE: u32 = 500;
+
+/// `GET /audit`: the audit log, newest first, and whether its chain is intact (admins).
+pub async fn audit_log(State(state): State<Arc<AppState>>, signed: Signed) -> Response {
+    if let Err(refusal) = signed.require(Role::Admin) {
+        return *refusal;
+    }
+    let found = state
+        .db
+        .call(|c| {
+            let intact = audit::verify(c)?;
+            let mut statement = c.prepare(
+                "SELECT id, at, COALESCE(user, '-'), action, COALESCE(target, ''), COALESCE(client, '')
+                 FROM audit ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = statement
+                .query_map([AUDIT_PAGE], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((intact, rows))
+        })
+        .await;
+    let Ok((intact, rows)) = found else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The desk cannot read its database.\n",
+        )
+            .into_response();
+    };
+    layout(
+        "Audit log · alertclip desk",
+        Some(&signed),
+        html! {
+            h1 { "Audit log" }
+            @match &intact {
+                Ok(count) => p.intact { "Chain intact: " (count) " rows, none changed or deleted." },
+                Err(broken) => p.problem role="alert" { "Chain BROKEN: " (broken.to_string()) },
+            }
+            table.audit {
+                thead { tr { th { "#" } th { "When" } th { "Who" } th { "What" } th { "On" } th { "From" } } }
+                tbody {
+                    @for (id, at, who, what, target, client) in &rows {
+                        tr {
+                            td { (id) } td { (at) } td { (who) } td { (what) }
+                            td {
+                                @if uuid::Uuid::parse_str(target).is_ok() { a href={ "/events/" (target) } { (target) } }
+                                @else { (target) }
+                            }
+                            td { (client) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .into_response()
 }
