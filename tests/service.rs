@@ -17,42 +17,13 @@ const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/alertclip.servi
 
 #[test]
 fn the_unit_is_valid_and_hardened() {
-    // The unit names the packaged binary; verify it against the one just built.
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(UNIT)
-        .unwrap()
-        .replace("/usr/bin/alertclip", env!("CARGO_BIN_EXE_alertclip"));
-    let unit = dir.path().join("alertclip.service");
-    std::fs::write(&unit, text).unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .expect("systemd-analyze (scripts/setup.sh --test installs systemd)");
-    assert!(
-        verify.status.success() && verify.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
+    // The unit names the packaged binary; it is verified against the one just built.
+    common::unit::assert_unit_hardened(
+        Path::new(UNIT),
+        "/usr/bin/alertclip",
+        env!("CARGO_BIN_EXE_alertclip"),
+        2.0,
     );
-
-    let security = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(UNIT)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&security.stdout);
-    let line = out
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no score in {out}"));
-    println!("{line}");
-    let score: f64 = line
-        .split(':')
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unreadable score: {line}"));
-    assert!(score <= 2.0, "exposure {score} > 2.0:\n{out}");
 }
 
 /// Reads datagrams until one has a line equal to `wanted`, failing after `limit`.

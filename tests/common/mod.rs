@@ -6,6 +6,7 @@ pub mod broker;
 pub mod disk;
 pub mod receiver;
 pub mod tls;
+pub mod unit;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

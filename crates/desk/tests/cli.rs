@@ -4,6 +4,9 @@
 // A test that cannot go on fails with the value it got.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../../tests/common/unit.rs"]
+mod unit;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -198,37 +201,11 @@ fn the_service_unit_is_valid_and_hardened() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../systemd/alertclip-desk.service"
     );
-    // The unit names the packaged binary; verify it against the one just built.
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(unit).unwrap().replace(
+    // The unit names the packaged binary; it is verified against the one just built.
+    unit::assert_unit_hardened(
+        Path::new(unit),
         "/usr/bin/alertclip-desk",
         env!("CARGO_BIN_EXE_alertclip-desk"),
+        1.5,
     );
-    let copy = dir.path().join("alertclip-desk.service");
-    std::fs::write(&copy, text).unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("systemd-analyze (scripts/setup.sh --test installs systemd)");
-    assert!(
-        verify.status.success() && verify.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    let security = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(unit)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&security.stdout);
-    let score: f64 = out
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no score in {out}"));
-    println!("exposure {score}");
-    assert!(score <= 1.5, "exposure {score} > 1.5:\n{out}");
 }
