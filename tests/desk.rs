@@ -39,6 +39,23 @@ async fn post(
     client.post(url).form(form).send().await.unwrap()
 }
 
+/// The enrolment form, sent as an admin's browser sends it: a shop under `id` with `key`.
+async fn enrol(
+    desk: &DeskRig,
+    client: &reqwest::Client,
+    csrf: &str,
+    id: &str,
+    key: &str,
+) -> reqwest::Response {
+    let form = [
+        ("csrf", csrf),
+        ("id", id),
+        ("name", "Shop"),
+        ("public_key", key),
+    ];
+    post(client, desk.at("/sites"), &form).await
+}
+
 fn mqtt(broker: &Broker) -> String {
     format!("[mqtt]\nurl = \"{}\"\n", broker.url())
 }
@@ -333,17 +350,7 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
     // An officer may not enrol a store; an admin may, and a bad key is named.
     let ada_key = "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n";
     let (admin, csrf) = desk.signed_in("ada").await;
-    let response = post(
-        &admin,
-        desk.at("/sites"),
-        &[
-            ("csrf", csrf.as_str()),
-            ("id", "s1"),
-            ("name", "Shop"),
-            ("public_key", ada_key),
-        ],
-    )
-    .await;
+    let response = enrol(&desk, &admin, &csrf, "s1", ada_key).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(
         response
@@ -357,17 +364,7 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
     let key = alertclip::evidence::DeviceKey::load_or_create(dir.path())
         .unwrap()
         .public_pem();
-    let response = post(
-        &admin,
-        desk.at("/sites"),
-        &[
-            ("csrf", csrf.as_str()),
-            ("id", "s1"),
-            ("name", "Shop"),
-            ("public_key", key.as_str()),
-        ],
-    )
-    .await;
+    let response = enrol(&desk, &admin, &csrf, "s1", key.as_str()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let sites = page(&admin, desk.at("/sites")).await;
     assert!(
@@ -419,17 +416,7 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
         .await
         .unwrap();
     let (officer, csrf) = desk.signed_in("olu").await;
-    let response = post(
-        &officer,
-        desk.at("/sites"),
-        &[
-            ("csrf", csrf.as_str()),
-            ("id", "s2"),
-            ("name", "Shop"),
-            ("public_key", key.as_str()),
-        ],
-    )
-    .await;
+    let response = enrol(&desk, &officer, &csrf, "s2", key.as_str()).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let page = page(&officer, desk.at("/sites")).await;
     assert!(
