@@ -72,9 +72,12 @@ unset QEMU_LD_PREFIX
 
 cargo=/usr/bin/cargo
 "$cargo" --version
-"$cargo" build --release --locked --target "$target"
-file "$here/target/$target/release/alertclip"
-[ "$mode" = "--build" ] && exit 0
+binary=$here/target/$target/release/alertclip
+if [ "$mode" = "--build" ]; then
+    "$cargo" build --release --locked --target "$target"
+    file "$binary"
+    exit 0
+fi
 
 # The detector's tests load the aarch64 ONNX Runtime from the same pinned wheel.
 "$here/models/fetch.sh" --test-images --arch aarch64
@@ -84,4 +87,7 @@ export LD_LIBRARY_PATH=$libdir
 export ALERTCLIP_TEST_RUNNER=qemu-aarch64
 echo "aarch64: skipped under qemu: the detector's tests (tests/detect.rs, the detector lines of" \
     "tests/check.rs): ONNX Runtime crashes under qemu-user creating its environment"
+# The tests build the binary they start (with the dev-dependencies' features unified, so a
+# separate `cargo build` first would compile most crates twice).
 "$cargo" test --release --locked --target "$target" "$@"
+file "$binary"

@@ -67,8 +67,14 @@ impl ClockMap {
 const MAX_DRIFT_PPM: i64 = 200;
 /// How fast the offset may fall, in percent of elapsed time.
 const MAX_CATCH_UP_PERCENT: i64 = 2;
-/// A change of delay larger than this is a jump in the camera's timestamps, not drift.
+/// How far a camera's timestamps may step beyond the time that passed between two frames (or
+/// back, as B-frames do) before it counts as a jump in its timestamps.
 const JUMP_NS: i64 = 1_000_000_000;
+/// How much later than its timestamps say a frame may arrive and still be a late frame of the
+/// same timeline: a network stall of a few seconds delays frames without moving their capture
+/// times. Beyond this (the stall timeout's default, doubled) the camera's clock itself stood
+/// still, as a camera that counts frames rather than time does when it drops some.
+const MAX_DELAY_NS: i64 = 10_000_000_000;
 
 /// Places frames timed by a camera's clock (its RTP timestamps) on the monotonic clock.
 ///
@@ -80,6 +86,11 @@ const JUMP_NS: i64 = 1_000_000_000;
 /// way it moves gradually (at most 2% of elapsed time when falling, as after the burst that
 /// starts a session), so frames keep the camera's spacing to within 2% and never overlap,
 /// while staying within a network delay of when they arrived.
+///
+/// A jump is told from a stall by the timestamps: in a stall the frames arrive late but their
+/// timestamps keep the camera's spacing (they are placed when they were captured, and the clip
+/// in progress goes on); in a jump the timestamps step far from the time that passed (the
+/// camera restarted its clock), and the timeline starts again.
 #[derive(Debug, Default, Clone)]
 pub struct StreamClock {
     offset: Option<i64>,
@@ -92,11 +103,16 @@ impl StreamClock {
     /// whether the camera's timestamps jumped (a discontinuity).
     pub fn place(&mut self, stream: MonoNs, arrival: MonoNs) -> (MonoNs, bool) {
         let lag = arrival as i64 - stream as i64;
+        let elapsed = arrival.saturating_sub(self.last_arrival) as i64;
+        let step = stream as i64 - self.last_stream as i64;
         let (offset, jumped) = match self.offset {
             None => (lag, false),
-            Some(previous) if (lag - previous).abs() > JUMP_NS => (lag, true),
+            Some(previous)
+                if step > elapsed + JUMP_NS || step < -JUMP_NS || lag - previous > MAX_DELAY_NS =>
+            {
+                (lag, true)
+            }
             Some(previous) => {
-                let elapsed = arrival.saturating_sub(self.last_arrival) as i64;
                 let ceiling = previous + elapsed * MAX_DRIFT_PPM / 1_000_000;
                 // Measured in stream time, so frame spacing shrinks by at most that much. A
                 // B-frame (stream time going back in decode order) allows none.
@@ -314,6 +330,52 @@ mod tests {
         let (time, jumped) = clock.place(0, 1_266 * MS);
         assert!(jumped);
         assert_eq!(time, 1_266 * MS);
+    }
+
+    #[test]
+    fn stream_clock_keeps_frames_delayed_by_a_stall_on_their_timeline() {
+        // Live at 15 fps, then nothing arrives for 2.5 s (a Wi-Fi camera's stall over TCP),
+        // then the frames held up arrive in a burst, 1 ms apart, and the stream runs live again.
+        let mut clock = StreamClock::default();
+        let mut placed = Vec::new();
+        for i in 0..300u64 {
+            let stream = i * 66 * MS;
+            let live = 1_000 * MS + stream + 20 * MS;
+            let arrival = if (100..140).contains(&i) {
+                live.max(1_000 * MS + 100 * 66 * MS + 2_500 * MS + (i - 100) * MS)
+            } else {
+                live
+            };
+            let (time, jumped) = clock.place(stream, arrival);
+            assert!(!jumped, "frame {i}, 2.5 s late, taken for a jump");
+            placed.push(time);
+        }
+        // Every frame is where the camera captured it: the stall moved none of them.
+        for (i, time) in placed.iter().enumerate() {
+            let captured = 1_000 * MS + i as u64 * 66 * MS + 20 * MS;
+            assert!(
+                time.abs_diff(captured) < MS,
+                "frame {i}: {time} vs {captured}"
+            );
+        }
+    }
+
+    #[test]
+    fn stream_clock_takes_a_clock_that_stood_still_for_a_jump() {
+        // A camera that stamps frames by count stops counting for 12 s while frames go on
+        // arriving: its timeline is no longer ours.
+        let mut clock = StreamClock::default();
+        let mut jumps = Vec::new();
+        for i in 0..400u64 {
+            let arrival = 1_000 * MS + i * 66 * MS;
+            let stream = if i < 100 { i * 66 * MS } else { 100 * 66 * MS };
+            if clock.place(stream, arrival).1 {
+                jumps.push(i);
+            }
+        }
+        // 10 s of standing still is 152 frames: the first beyond is the jump, then (the
+        // timestamps stuck) the next each 10 s on.
+        assert_eq!(jumps.first(), Some(&(100 + 152)), "{jumps:?}");
     }
 
     #[test]

@@ -32,7 +32,9 @@ fn assert_full_length(done: &ClipDone, probe: &Probe) {
     let record = &done.record;
     assert!(
         probe.duration >= want - 0.1 && probe.duration <= want + GOP + 0.1,
-        "duration {} not within one GOP of {want}; partial: {:?}; requested {:?}, actual {:?}",
+        "camera {}: duration {} not within one GOP of {want}; partial: {:?}; requested {:?}, \
+         actual {:?}",
+        record.camera,
         probe.duration,
         record.partial_reason,
         record.requested,
