@@ -56,8 +56,12 @@ async fn enrol(
     post(client, desk.at("/sites"), &form).await
 }
 
+/// The box's broker; clips go in 16 KiB chunks, so that even a short one takes several.
 fn mqtt(broker: &Broker) -> String {
-    format!("[mqtt]\nurl = \"{}\"\n", broker.url())
+    format!(
+        "[mqtt]\nurl = \"{}\"\nchunk_size = \"16KiB\"\n",
+        broker.url()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,18 +88,33 @@ async fn an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip
     let local = rig.next_clip().await;
 
     // The alert, the snapshot and the clip each appear on the live feed (alerts and media
-    // come on sessions of their own, so in either order).
+    // come on sessions of their own, so in either order), the clip's chunks announced as
+    // they come, before it.
     let mut pending = vec!["alert", "snapshot", "clip"];
+    let mut progress = 0;
     while !pending.is_empty() {
         let change = feed.wait_for(|c| c["event"] == id.as_str()).await;
+        if change["kind"] == "progress" {
+            assert!(
+                pending.contains(&"clip"),
+                "progress after the clip: {change}"
+            );
+            progress += 1;
+        }
         pending.retain(|kind| change["kind"] != *kind);
     }
+    let chunks = local.record.bytes.div_ceil(local.chunk_size);
+    assert!(
+        chunks >= 2 && (1..=chunks).contains(&progress),
+        "{progress} progress changes for a clip of {chunks} chunks"
+    );
     // The card names the store, escaped.
     let card = page(&officer, desk.at(&format!("/events/{id}/card"))).await;
     assert!(card.contains("Deli &amp; Grocery &lt;b&gt;"), "{card}");
     assert!(!card.contains("<b>"), "a store's name never becomes markup");
     assert!(card.contains("Panic button register-2"), "{card}");
     assert!(card.contains("openstreetmap.org/?mlat=40.7128"), "{card}");
+    assert!(!card.contains("arriving"), "the clip is whole: {card}");
 
     // The snapshot is shown, and the clip verified.
     assert!(
@@ -275,7 +294,29 @@ async fn an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip
         .unwrap()
         .unwrap();
     assert!(rows >= 5, "{rows} audit rows");
+
+    // The store's box, from its retained status: online, its camera streaming. (Recorded
+    // before the feed opened, or announced on it since.)
+    loop {
+        let sites = page(&officer, desk.at("/sites")).await;
+        if sites.contains("1 streaming") {
+            assert!(
+                sites.contains("<td class=\"online\">online since"),
+                "{sites}"
+            );
+            break;
+        }
+        feed.wait_for(|c| c["kind"] == "site").await;
+    }
     rig.stop().await;
+    // Its last will: offline.
+    loop {
+        let sites = page(&officer, desk.at("/sites")).await;
+        if sites.contains("<td class=\"offline\">offline since") {
+            break;
+        }
+        feed.wait_for(|c| c["kind"] == "site").await;
+    }
     desk.stop().await;
 }
 
@@ -697,6 +738,17 @@ async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_noth
         card.contains("&lt;img src=x onerror=alert(1)&gt;"),
         "{card}"
     );
+    // Chunks for it, without a manifest yet: the card counts them as they come.
+    for index in 0..2 {
+        pub_(
+            &format!("alertclip/v1/test-site/events/{event}/clip/cam/{index}"),
+            &"x".repeat(1000),
+        );
+        feed.wait_for(|c| c["kind"] == "progress" && c["event"] == event.to_string())
+            .await;
+    }
+    let card = page(&officer, desk.at(&format!("/events/{event}/card"))).await;
+    assert!(card.contains("arriving: 2 chunks so far, 0.0 MB"), "{card}");
     // Everything published so far has been handled once a new probe comes back on both
     // sessions (each handles its messages in order).
     wait_subscribed(&mut feed, broker.port).await;

@@ -49,12 +49,33 @@ function announce() {
   document.title = "(" + unseen + ") New alert · " + baseTitle;
 }
 
-async function refresh(feed, change) {
+// Cards being fetched, by event: a change that comes meanwhile (a clip's chunks come fast)
+// asks for one more fetch once this one is done, never one fetch per change.
+const fetching = new Map();
+
+function refresh(feed, change) {
   if (change.kind === "alert") {
     chime();
     announce();
   }
-  const response = await fetch("/events/" + encodeURIComponent(change.event) + "/card", {
+  const id = change.event;
+  const inFlight = fetching.get(id);
+  if (inFlight !== undefined) {
+    inFlight.again = true;
+    return;
+  }
+  const entry = { again: false };
+  fetching.set(id, entry);
+  showCard(feed, id)
+    .catch(() => {})
+    .finally(() => {
+      fetching.delete(id);
+      if (entry.again) refresh(feed, { kind: "again", event: id });
+    });
+}
+
+async function showCard(feed, id) {
+  const response = await fetch("/events/" + encodeURIComponent(id) + "/card", {
     credentials: "same-origin",
     headers: { Accept: "text/html" },
   });

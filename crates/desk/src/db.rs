@@ -9,7 +9,8 @@ use tokio::sync::oneshot;
 
 /// The schema, one migration per entry, applied in order and recorded in `user_version`. A
 /// migration once released is never edited: a change is a new entry.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -101,7 +102,23 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX audit_by_target ON audit (target);
-"#];
+"#,
+    r#"
+-- The whole retained status each box last published (cameras, outbox), and when.
+ALTER TABLE site_status ADD COLUMN body TEXT;
+ALTER TABLE site_status ADD COLUMN updated INTEGER;
+-- Clips on their way: chunks stored so far, of a total known once the manifest is here.
+CREATE TABLE arriving (
+    site TEXT NOT NULL,
+    event TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    chunks INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    total INTEGER,
+    PRIMARY KEY (site, event, camera)
+);
+"#,
+];
 
 /// A database that cannot be opened or used.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,19 @@ pub struct Camera {
     pub clip: Option<Clip>,
     /// Why a clip failed, when one did.
     pub problems: Vec<String>,
+    /// How much of its clip is here, while it arrives.
+    pub progress: Option<Progress>,
+}
+
+/// A clip on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Chunks stored so far.
+    pub chunks: u32,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How many there are, once the manifest (which the box sends after them) is here.
+    pub total: Option<u32>,
 }
 
 /// A reassembled clip.
@@ -66,8 +79,8 @@ pub enum Verification {
     Verified,
     /// Playable, but not to be relied on, for the reasons given.
     Unverified(Vec<String>),
-    /// Not arrived yet.
-    Arriving,
+    /// Not arrived yet: nothing, or the chunks so far.
+    Arriving(Option<Progress>),
 }
 
 fn verdict_reason(what: &str, verdict: &str, detail: Option<&str>) -> Option<String> {
@@ -107,7 +120,7 @@ impl Event {
     pub fn verification(&self, camera: &Camera) -> Verification {
         let Some(clip) = &camera.clip else {
             if camera.problems.is_empty() {
-                return Verification::Arriving;
+                return Verification::Arriving(camera.progress);
             }
             return Verification::Unverified(camera.problems.clone());
         };
@@ -203,6 +216,7 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
             view: false,
             clip: None,
             problems: Vec::new(),
+            progress: None,
         })
         .collect();
     let mut statement = conn.prepare(
@@ -252,6 +266,23 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
             None => event.problems.push(format!("{kind}: {reason}")),
         }
     }
+    let mut statement = conn.prepare(
+        "SELECT camera, chunks, bytes, total FROM arriving WHERE site = ?2 AND event = ?1",
+    )?;
+    let rows = statement.query_map([&key, &site], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            Progress {
+                chunks: row.get(1)?,
+                bytes: row.get(2)?,
+                total: row.get(3)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (camera, progress) = row?;
+        camera_slot(&mut event.cameras, &camera).progress = Some(progress);
+    }
     Ok(Some(event))
 }
 
@@ -265,6 +296,7 @@ fn camera_slot<'a>(cameras: &'a mut Vec<Camera>, id: &str) -> &'a mut Camera {
                 view: false,
                 clip: None,
                 problems: Vec::new(),
+                progress: None,
             });
             cameras.len() - 1
         }
@@ -344,6 +376,7 @@ mod tests {
                 signature_detail: None,
             }),
             problems: problems.iter().map(|p| p.to_string()).collect(),
+            progress: None,
         }
     }
 
@@ -356,7 +389,7 @@ mod tests {
         );
         assert_eq!(
             good.verification(&camera(None, &[])),
-            Verification::Arriving
+            Verification::Arriving(None)
         );
         let Verification::Unverified(why) =
             good.verification(&camera(None, &["chunk 3 does not match"]))

@@ -128,7 +128,7 @@ fn report(export: &Export<'_>, hashes: &[(String, String)]) -> String {
         let state = match event.verification(camera) {
             Verification::Verified => "VERIFIED".to_owned(),
             Verification::Unverified(why) => format!("UNVERIFIED: {}", why.join("; ")),
-            Verification::Arriving => "not received".to_owned(),
+            Verification::Arriving(_) => "not received".to_owned(),
         };
         let _ = writeln!(text, "\nCamera {}: {state}", camera.id);
         if let Some(manifest) = camera.clip.as_ref().and_then(|c| c.manifest.as_ref()) {

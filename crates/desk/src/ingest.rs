@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alertclip_officer::Report;
+use alertclip_wire::payload::Status;
 use alertclip_wire::signature::Verdict;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -20,7 +21,7 @@ use crate::db::{Db, now};
 /// What changed, for the consoles: they fetch the event's card again, or the store's.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
-    /// `alert`, `update`, `snapshot`, `clip`, `problem` or `site`.
+    /// `alert`, `update`, `snapshot`, `progress`, `clip`, `problem` or `site`.
     pub kind: &'static str,
     /// The store.
     pub site: String,
@@ -266,6 +267,10 @@ async fn record(
                             site
                         ],
                     )?;
+                    conn.execute(
+                        "DELETE FROM arriving WHERE site = ?1 AND event = ?2 AND camera = ?3",
+                        params![site, event.to_string(), camera],
+                    )?;
                     Some(("clip", site, Some(event)))
                 }
                 Report::Chain {
@@ -274,8 +279,8 @@ async fn record(
                     problem,
                 } => {
                     conn.execute(
-                        "UPDATE events SET chain_problem = ?2 WHERE id = ?1",
-                        params![event.to_string(), problem],
+                        "UPDATE events SET chain_problem = ?2 WHERE id = ?1 AND site = ?3",
+                        params![event.to_string(), problem, site],
                     )?;
                     problem_row(conn, &site, Some(event), None, "chain", &problem, at)?;
                     Some(("problem", site, Some(event)))
@@ -313,14 +318,59 @@ async fn record(
                     )?;
                     Some(("site", site, None))
                 }
-                Report::Status { site, state } => {
-                    let changed = conn.execute(
-                        "INSERT INTO site_status (site, state, since) VALUES (?1, ?2, ?3)
-                         ON CONFLICT DO UPDATE SET state = excluded.state, since = excluded.since
-                         WHERE site_status.state != excluded.state",
-                        params![site, state, at],
+                Report::Progress {
+                    site,
+                    event,
+                    camera,
+                    chunks,
+                    bytes,
+                    total,
+                } => {
+                    // Only for an event the desk has, and not once its clip is here: a
+                    // stream of chunks for events never alerted costs no rows.
+                    let added = conn.execute(
+                        "INSERT INTO arriving (site, event, camera, chunks, bytes, total)
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM events
+                         WHERE id = ?2 AND site = ?1 AND NOT EXISTS (
+                             SELECT 1 FROM media WHERE site = ?1 AND event = ?2
+                             AND camera = ?3 AND kind = 'clip')
+                         ON CONFLICT DO UPDATE SET chunks = excluded.chunks,
+                             bytes = excluded.bytes, total = excluded.total",
+                        params![site, event.to_string(), camera, chunks, bytes, total],
                     )?;
-                    (changed > 0).then_some(("site", site, None))
+                    (added > 0).then_some(("progress", site, Some(event)))
+                }
+                Report::Status {
+                    site,
+                    status,
+                    state_changed: _,
+                } => {
+                    let body = serde_json::to_string(&status).unwrap_or_default();
+                    let before: Option<(String, Option<String>)> = conn
+                        .query_row(
+                            "SELECT state, body FROM site_status WHERE site = ?1",
+                            [&site],
+                            |row| Ok((row.get(0)?, row.get(1)?)),
+                        )
+                        .optional()?;
+                    conn.execute(
+                        "INSERT INTO site_status (site, state, since, body, updated)
+                         VALUES (?1, ?2, ?3, ?4, ?3)
+                         ON CONFLICT DO UPDATE SET body = excluded.body, updated = excluded.updated,
+                             state = excluded.state,
+                             since = CASE WHEN site_status.state = excluded.state
+                                     THEN site_status.since ELSE excluded.since END",
+                        params![site, status.state, at, body],
+                    )?;
+                    // Consoles hear of what an officer would notice (the box, a camera or the
+                    // backlog changing state), not of every figure each status repeats.
+                    let noticed = before.is_none_or(|(state, body)| {
+                        state != status.state
+                            || body
+                                .and_then(|b| serde_json::from_str::<Status>(&b).ok())
+                                .is_none_or(|b| crate::sites::summary(&b) != crate::sites::summary(&status))
+                    });
+                    noticed.then_some(("site", site, None))
                 }
             })
         })

@@ -2,8 +2,10 @@
 //! key whose signature makes what they send verified. The receiver trusts exactly the keys
 //! written here, each for its own site.
 
+use std::collections::HashMap;
 use std::path::Path;
 
+use alertclip_wire::payload::{OutboxSummary, Status};
 use alertclip_wire::signature::{fingerprint, key_id, parse_public_key, public_pem};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -132,4 +134,77 @@ pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Site>> {
 pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Site>> {
     let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM sites ORDER BY name"))?;
     statement.query_map([], from_row)?.collect()
+}
+
+/// What a store's box last said of itself, from its retained status on the broker.
+#[derive(Debug, Clone)]
+pub struct BoxState {
+    /// `online`, or `offline` (the box said goodbye, or the broker its last will).
+    pub state: String,
+    /// Since when (Unix seconds): when the desk first saw this state.
+    pub since: i64,
+    /// When the last status came (Unix seconds).
+    pub updated: Option<i64>,
+    /// That status, when it was one the desk could read.
+    pub status: Option<Status>,
+}
+
+/// How many of a box's cameras the console lists by name: a status is the box's own word,
+/// and a hostile one naming thousands of cameras gets a count, not a page of them.
+const LISTED_CAMERAS: usize = 32;
+
+impl BoxState {
+    /// The box's cameras that are not streaming, with their state (at most 32), and how
+    /// many cameras it has.
+    pub fn cameras_down(&self) -> (Vec<(&str, &str)>, usize) {
+        let Some(status) = &self.status else {
+            return (Vec::new(), 0);
+        };
+        let down = status
+            .cameras
+            .iter()
+            .filter(|(_, c)| c.state != "streaming")
+            .take(LISTED_CAMERAS)
+            .map(|(id, c)| (id.as_str(), c.state.as_str()))
+            .collect();
+        (down, status.cameras.len())
+    }
+
+    /// What waits in the box's outbox.
+    pub fn backlog(&self) -> Option<&OutboxSummary> {
+        self.status.as_ref().and_then(|s| s.outbox.as_ref())
+    }
+}
+
+/// What of a status an officer would notice change: the box's state, which cameras are not
+/// streaming, and whether anything waits in its outbox (not every figure it repeats).
+pub fn summary(status: &Status) -> (&str, Vec<(&str, &str)>, bool) {
+    let down = status
+        .cameras
+        .iter()
+        .filter(|(_, c)| c.state != "streaming")
+        .map(|(id, c)| (id.as_str(), c.state.as_str()))
+        .collect();
+    let waiting = status.outbox.as_ref().is_some_and(|o| o.events > 0);
+    (status.state.as_str(), down, waiting)
+}
+
+/// Every box's last state, by site id.
+pub fn box_states(conn: &Connection) -> rusqlite::Result<HashMap<String, BoxState>> {
+    let mut statement =
+        conn.prepare("SELECT site, state, since, updated, body FROM site_status")?;
+    statement
+        .query_map([], |row| {
+            let body: Option<String> = row.get(4)?;
+            Ok((
+                row.get::<_, String>(0)?,
+                BoxState {
+                    state: row.get(1)?,
+                    since: row.get(2)?,
+                    updated: row.get(3)?,
+                    status: body.and_then(|b| serde_json::from_str(&b).ok()),
+                },
+            ))
+        })?
+        .collect()
 }

@@ -156,10 +156,25 @@ pub enum Report {
         camera: String,
         reason: String,
     },
+    /// Another chunk of a clip arrived (before the clip is whole): `chunks` and `bytes` so
+    /// far, of `total` chunks once the manifest, which the box sends after them, is here.
+    Progress {
+        site: String,
+        event: Uuid,
+        camera: String,
+        chunks: u32,
+        bytes: u64,
+        total: Option<u32>,
+    },
     /// A health alert from a device.
     Health { site: String, health: Health },
-    /// A device went `online` or `offline`.
-    Status { site: String, state: String },
+    /// A device's retained status, each time it is published; `state_changed` when it went
+    /// `online` or `offline` since the last one.
+    Status {
+        site: String,
+        status: Box<Status>,
+        state_changed: bool,
+    },
 }
 
 /// Runs until `cancel`, handing every report to `report` (the command prints them).
@@ -340,6 +355,9 @@ pub struct Receiver {
     manifests: HashMap<ClipKey, Arc<StoredManifest>>,
     /// Different chunks received under each index of a clip not yet reassembled.
     candidates: HashMap<(String, Uuid, String, u32), usize>,
+    /// Chunks (and their bytes) stored so far of each clip not yet reassembled, counted for
+    /// [`Report::Progress`].
+    arriving: HashMap<(String, Uuid, String), (u32, u64)>,
     /// Held while a site's key may be pinned, so that receivers sharing a directory pin one
     /// key per site.
     pinning: Arc<Mutex<()>>,
@@ -361,6 +379,7 @@ impl Receiver {
             present: HashMap::new(),
             manifests: HashMap::new(),
             candidates: HashMap::new(),
+            arriving: HashMap::new(),
             pinning: Arc::default(),
         }
     }
@@ -703,15 +722,15 @@ impl Receiver {
                 if path.exists() {
                     return Ok(Vec::new());
                 }
-                let named = self
-                    .stored_manifest(&site, event, &camera, true)
-                    .map(|stored| {
-                        stored
-                            .manifest
-                            .chunk_sha256
-                            .get(index as usize)
-                            .map(|h| chunk_name(index, h))
-                    });
+                let stored = self.stored_manifest(&site, event, &camera, true);
+                let total = stored.as_ref().map(|stored| stored.manifest.chunks);
+                let named = stored.map(|stored| {
+                    stored
+                        .manifest
+                        .chunk_sha256
+                        .get(index as usize)
+                        .map(|h| chunk_name(index, h))
+                });
                 let genuine = named
                     .as_ref()
                     .is_some_and(|n| n.as_deref() == Some(name.as_str()));
@@ -733,6 +752,23 @@ impl Receiver {
                     return Ok(reports);
                 }
                 write_durably(&path, payload)?;
+                if self.arriving.len() >= MAX_TRACKED {
+                    self.arriving.clear();
+                }
+                let so_far = self
+                    .arriving
+                    .entry((site.clone(), event, camera.clone()))
+                    .or_default();
+                so_far.0 += 1;
+                so_far.1 += payload.len() as u64;
+                reports.push(Report::Progress {
+                    site: site.clone(),
+                    event,
+                    camera: camera.clone(),
+                    chunks: so_far.0,
+                    bytes: so_far.1,
+                    total,
+                });
                 // Against the verified manifest, a chunk it does not name is news: a
                 // corruption, or someone else publishing on the box's topics.
                 if let Some(named) = named
@@ -814,11 +850,18 @@ impl Receiver {
                 Err(_) => Ok(Vec::new()),
             },
             TopicKind::Status { site } => match serde_json::from_slice::<Status>(payload) {
-                Ok(status) if self.states.get(&site) != Some(&status.state) => {
-                    self.states.insert(site.clone(), status.state.clone());
+                Ok(status) if id::is_valid(&site) => {
+                    let state_changed = self.states.get(&site) != Some(&status.state);
+                    if state_changed {
+                        if self.states.len() >= MAX_TRACKED {
+                            self.states.clear();
+                        }
+                        self.states.insert(site.clone(), status.state.clone());
+                    }
                     Ok(vec![Report::Status {
                         site,
-                        state: status.state,
+                        status: Box::new(status),
+                        state_changed,
                     }])
                 }
                 _ => Ok(Vec::new()),
@@ -1092,6 +1135,8 @@ impl Receiver {
             let _ = fs::remove_dir_all(&chunks);
             self.candidates
                 .retain(|(s, e, c, _), _| !(s == site && *e == event && c == camera));
+            self.arriving
+                .remove(&(site.to_owned(), event, camera.to_owned()));
         }
         let signature = self.check(site, &stored.bytes)?;
         Ok(vec![Report::Clip {
@@ -1167,8 +1212,17 @@ fn signature_note(verdict: &Verdict) -> String {
     }
 }
 
-/// Prints a report as a readable line or a JSON object.
+/// Prints a report as a readable line or a JSON object. A clip's progress, and a status that
+/// repeats the device's state, are printed only as JSON: a line each would bury the alerts.
 pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()> {
+    let quiet = match report {
+        Report::Progress { .. } => true,
+        Report::Status { state_changed, .. } => !state_changed,
+        _ => false,
+    };
+    if quiet && !json {
+        return Ok(());
+    }
     let line = if json {
         match report {
             Report::Alert { site, alert, signature } => {
@@ -1195,7 +1249,14 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                 "type": "invalid", "site": site, "event_id": event, "camera": camera, "reason": reason
             }),
             Report::Health { site, health } => json!({"type": "health", "site": site, "health": health}),
-            Report::Status { site, state } => json!({"type": "status", "site": site, "state": state}),
+            Report::Progress { site, event, camera, chunks, bytes, total } => json!({
+                "type": "progress", "site": site, "event_id": event, "camera": camera,
+                "chunks": chunks, "bytes": bytes, "total": total
+            }),
+            Report::Status { site, status, state_changed } => json!({
+                "type": "status", "site": site, "state": status.state,
+                "state_changed": state_changed, "status": status
+            }),
         }
         .to_string()
     } else {
@@ -1311,7 +1372,8 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
             Report::Health { site, health } => {
                 format!("HEALTH {site} {}: {}", health.kind, health.message)
             }
-            Report::Status { site, state } => format!("STATUS {site} {state}"),
+            Report::Progress { .. } => String::new(),
+            Report::Status { site, status, .. } => format!("STATUS {site} {}", status.state),
         }
     };
     // Everything in a readable line came from the network: a control character (an ANSI
@@ -1488,9 +1550,29 @@ mod tests {
         }
     }
 
+    trait News {
+        /// [`Receiver::handle`], its reports but progress.
+        fn news(&mut self, topic: &str, payload: &[u8]) -> io::Result<Vec<Report>>;
+    }
+
+    impl News for Receiver {
+        fn news(&mut self, topic: &str, payload: &[u8]) -> io::Result<Vec<Report>> {
+            self.handle(topic, payload).map(news)
+        }
+    }
+
+    /// The reports but progress, which tests of other things leave aside.
+    fn news(reports: Vec<Report>) -> Vec<Report> {
+        reports
+            .into_iter()
+            .filter(|r| !matches!(r, Report::Progress { .. }))
+            .collect()
+    }
+
     fn words(reports: &[Report]) -> Vec<String> {
         reports
             .iter()
+            .filter(|r| !matches!(r, Report::Progress { .. }))
             .map(|r| match r {
                 Report::Alert { signature, .. } => format!("alert:{}", signature.word()),
                 Report::Update {
@@ -1750,7 +1832,7 @@ mod tests {
             for n in 0..2 {
                 assert!(
                     receiver
-                        .handle(&chunk(*event, n), &[n as u8; 300])
+                        .news(&chunk(*event, n), &[n as u8; 300])
                         .unwrap()
                         .is_empty()
                 );
@@ -1762,7 +1844,7 @@ mod tests {
         let mut reports = Vec::new();
         for n in 0..4 {
             let part = &data[n * 300..(n + 1) * 300];
-            reports.extend(receiver.handle(&chunk(event, n as u32), part).unwrap());
+            reports.extend(receiver.news(&chunk(event, n as u32), part).unwrap());
         }
         assert!(
             reports.iter().all(|r| matches!(r, Report::Invalid { reason, .. } if reason.starts_with("gave up 600 bytes"))),
@@ -1780,7 +1862,7 @@ mod tests {
         assert!(waiting(junk[2]), "only as much as needed");
         let manifest = device.sign(&serde_json::to_vec(&manifest(event, &data, 300)).unwrap());
         let reports = receiver
-            .handle(
+            .news(
                 &format!("alertclip/v1/s/events/{event}/clip/cam"),
                 &manifest,
             )
@@ -1792,7 +1874,7 @@ mod tests {
         // A clip that alone is over the limit has its chunks refused, and says so.
         let huge = Uuid::now_v7();
         let reports: Vec<Report> = (0..8)
-            .flat_map(|n| receiver.handle(&chunk(huge, n), &[7u8; 300]).unwrap())
+            .flat_map(|n| receiver.news(&chunk(huge, n), &[7u8; 300]).unwrap())
             .collect();
         assert!(
             reports.iter().any(|r| matches!(r, Report::Invalid { reason, .. } if reason.starts_with("refused chunks"))),
@@ -1817,35 +1899,43 @@ mod tests {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
         let manifest_json = device.sign(&serde_json::to_vec(&manifest(event, &data, 300)).unwrap());
-        assert!(
-            receiver
-                .handle(&format!("{base}/3"), &data[900..])
-                .unwrap()
-                .is_empty()
-        );
+        // Each new chunk is progress: so many so far, of a total once the manifest is here.
+        let progress = |reports: &[Report]| match reports {
+            [
+                Report::Progress {
+                    chunks,
+                    bytes,
+                    total,
+                    ..
+                },
+                ..,
+            ] => Some((*chunks, *bytes, *total)),
+            _ => None,
+        };
+        let reports = receiver.handle(&format!("{base}/3"), &data[900..]).unwrap();
+        assert_eq!(progress(&reports), Some((1, 100, None)), "{reports:?}");
         assert!(receiver.handle(&base, &manifest_json).unwrap().is_empty());
+        let reports = receiver
+            .handle(&format!("{base}/1"), &data[300..600])
+            .unwrap();
+        assert_eq!(progress(&reports), Some((2, 400, Some(4))), "{reports:?}");
         assert!(
             receiver
                 .handle(&format!("{base}/1"), &data[300..600])
                 .unwrap()
-                .is_empty()
+                .is_empty(),
+            "a duplicate is no progress"
         );
-        assert!(
-            receiver
-                .handle(&format!("{base}/1"), &data[300..600])
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            receiver
-                .handle(&format!("{base}/0"), &data[..300])
-                .unwrap()
-                .is_empty()
-        );
+        let reports = receiver.handle(&format!("{base}/0"), &data[..300]).unwrap();
+        assert_eq!(progress(&reports), Some((3, 700, Some(4))), "{reports:?}");
         let reports = receiver
             .handle(&format!("{base}/2"), &data[600..900])
             .unwrap();
-        let [Report::Clip { path, .. }] = reports.as_slice() else {
+        let [
+            Report::Progress { chunks: 4, .. },
+            Report::Clip { path, .. },
+        ] = reports.as_slice()
+        else {
             panic!("{reports:?}")
         };
         assert_eq!(fs::read(path).unwrap(), data);
@@ -1867,15 +1957,15 @@ mod tests {
         let data = vec![7u8; 500];
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
         receiver
-            .handle(
+            .news(
                 &base,
                 &device.sign(&serde_json::to_vec(&manifest(event, &data, 250)).unwrap()),
             )
             .unwrap();
-        receiver.handle(&format!("{base}/0"), &data[..250]).unwrap();
+        receiver.news(&format!("{base}/0"), &data[..250]).unwrap();
         let mut bad = data[250..].to_vec();
         bad[10] ^= 1;
-        let reports = receiver.handle(&format!("{base}/1"), &bad).unwrap();
+        let reports = receiver.news(&format!("{base}/1"), &bad).unwrap();
         assert!(
             matches!(reports.as_slice(), [Report::Invalid { reason, .. }] if reason.contains("chunk 1"))
         );
@@ -1884,7 +1974,7 @@ mod tests {
             !clip.exists(),
             "a clip that fails verification is never presented"
         );
-        let reports = receiver.handle(&format!("{base}/1"), &data[250..]).unwrap();
+        let reports = receiver.news(&format!("{base}/1"), &data[250..]).unwrap();
         assert!(matches!(reports.as_slice(), [Report::Clip { .. }]));
         assert_eq!(fs::read(clip).unwrap(), data);
     }
@@ -1899,9 +1989,9 @@ mod tests {
         wrong.sha256 = "00".repeat(32);
         let base = format!("alertclip/v1/s/events/{event}/clip/cam");
         receiver
-            .handle(&base, &device.sign(&serde_json::to_vec(&wrong).unwrap()))
+            .news(&base, &device.sign(&serde_json::to_vec(&wrong).unwrap()))
             .unwrap();
-        let reports = receiver.handle(&format!("{base}/0"), &data).unwrap();
+        let reports = receiver.news(&format!("{base}/0"), &data).unwrap();
         assert!(
             matches!(reports.as_slice(), [Report::Invalid { reason, .. }] if reason.contains("does not match the manifest"))
         );

@@ -152,7 +152,14 @@ fn verification_badge(verification: &Verification) -> Markup {
         Verification::Unverified(reasons) => html! {
             span.badge.unverified title=(reasons.join("; ")) { "unverified" }
         },
-        Verification::Arriving => html! { span.badge.arriving { "arriving" } },
+        Verification::Arriving(None) => html! { span.badge.arriving { "arriving" } },
+        Verification::Arriving(Some(p)) => html! {
+            span.badge.arriving data-chunks=(p.chunks) {
+                "arriving: " (p.chunks)
+                @if let Some(total) = p.total { " of " (total) " chunks" } @else { " chunks so far" }
+                ", " (megabytes(p.bytes))
+            }
+        },
     }
 }
 
@@ -496,19 +503,7 @@ async fn sites_page(
 ) -> Response {
     let found = state
         .db
-        .call(|c| {
-            let all = sites::all(c)?;
-            let mut statement = c.prepare("SELECT site, state, since FROM site_status")?;
-            let states = statement
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        (r.get::<_, String>(1)?, r.get::<_, i64>(2)?),
-                    ))
-                })?
-                .collect::<rusqlite::Result<std::collections::HashMap<_, _>>>()?;
-            Ok((all, states))
-        })
+        .call(|c| Ok((sites::all(c)?, sites::box_states(c)?)))
         .await;
     let Ok((all, states)) = found else {
         return (
@@ -530,7 +525,7 @@ async fn sites_page(
             html! {
                 h1 { "Stores" }
                 table.sites {
-                    thead { tr { th { "Store" } th { "Id" } th { "Address" } th { "Phone" } th { "Key fingerprint" } th { "Box" } } }
+                    thead { tr { th { "Store" } th { "Id" } th { "Address" } th { "Phone" } th { "Key fingerprint" } th { "Box" } th { "Cameras" } th { "Outbox" } } }
                     tbody {
                         @for site in &all {
                             tr {
@@ -539,11 +534,9 @@ async fn sites_page(
                                 td { (site.address.as_deref().unwrap_or("")) }
                                 td { (site.phone.as_deref().unwrap_or("")) }
                                 td.hash { (site.fingerprint().unwrap_or_default()) }
-                                td {
-                                    @match states.get(&site.id) {
-                                        Some((state, at)) => { (state) " since " (since(*at)) }
-                                        None => "not heard from",
-                                    }
+                                @match states.get(&site.id) {
+                                    Some(found) => { (box_cells(found, &since)) }
+                                    None => { td.offline { "not heard from" } td {} td {} }
                                 }
                             }
                         }
@@ -568,6 +561,43 @@ async fn sites_page(
         ),
     )
         .into_response()
+}
+
+/// A store's box, camera and outbox cells: what its last status said.
+fn box_cells(found: &sites::BoxState, since: &dyn Fn(i64) -> String) -> Markup {
+    let (down, cameras) = found.cameras_down();
+    let online = found.state == "online";
+    html! {
+        td class=(if online { "online" } else { "offline" }) {
+            (found.state) " since " time datetime=(since(found.since)) data-age { (since(found.since)) }
+            @if let Some(updated) = found.updated {
+                br; small { "last report " time datetime=(since(updated)) data-age { (since(updated)) } }
+            }
+        }
+        td {
+            @if cameras == 0 {
+                "none reported"
+            } @else if down.is_empty() {
+                (cameras) " streaming"
+            } @else {
+                span.offline { (cameras - down.len()) " of " (cameras) " streaming" }
+                ul.down { @for (id, state) in &down { li { (id) ": " (state) } } }
+            }
+        }
+        td {
+            @match found.backlog() {
+                Some(o) if o.events > 0 => {
+                    span.offline { (o.events) " events, " (megabytes(o.bytes)) " waiting" }
+                }
+                Some(_) => "empty",
+                None => "",
+            }
+        }
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// What the enrolment form sends.
