@@ -12,8 +12,10 @@ setup:
 build: setup
 	$(CARGO) build --release --locked
 
-# The whole path on this machine: a simulated camera, the daemon, one trigger, one clip.
+# The whole path on this machine: a simulated camera, the daemon, one trigger, one clip, and
+# the officer desk (a program of its own) showing the alert.
 demo: setup
+	$(CARGO) build --release --locked -p alertclip-desk
 	$(CARGO) run --release --locked -- demo
 
 # Formatting, lints, then every test (unit and end to end against real GStreamer pipelines).

@@ -266,6 +266,15 @@ pub fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Asks a child process to stop (SIGTERM), as systemd would.
+pub fn terminate(child: &std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill has no memory preconditions; the pid is a child not yet reaped (the
+        // caller holds its handle), so it cannot name another process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
 /// The id of the group `name`, when it exists.
 pub fn group_id(name: &str) -> Option<u32> {
     let name = CString::new(name).ok()?;

@@ -771,3 +771,56 @@ async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_noth
     }
     desk.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_ends_on_the_desk_with_its_alert_and_verified_clip() {
+    // `alertclip demo` finds the desk beside itself, where cargo builds both.
+    let program =
+        std::path::Path::new(env!("CARGO_BIN_EXE_alertclip")).with_file_name("alertclip-desk");
+    assert!(
+        program.is_file(),
+        "{} missing: cargo test --workspace builds it (or cargo build -p alertclip-desk)",
+        program.display()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let done = alertclip_command_async()
+        .args(["demo", "--pre-roll", "2s", "--post-roll", "1s", "--out"])
+        .arg(out.path())
+        .env("ALERTCLIP_DESK", &program)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("the officer desk has it: https://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no desk URL in: {stdout}"));
+    let event: uuid::Uuid = line.rsplit('/').next().unwrap().parse().unwrap();
+    assert!(
+        stdout.contains("sign in as demo with password "),
+        "{stdout}"
+    );
+
+    // What the desk recorded, read from its database after it stopped: the event, its
+    // snapshot, and the clip signed by the enrolled demo box.
+    let db = alertclip_desk::db::Db::open(&out.path().join("desk/desk.sqlite")).unwrap();
+    let recorded = db
+        .call(move |c| alertclip_desk::events::get(c, event))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("event {event} not on the desk"));
+    assert_eq!(recorded.site, "demo");
+    let camera = &recorded.cameras[0];
+    assert!(camera.snapshot, "{camera:?}");
+    assert_eq!(
+        camera.clip.as_ref().map(|c| c.signature.as_str()),
+        Some("valid"),
+        "{camera:?}"
+    );
+}

@@ -4,8 +4,11 @@
 //! loopback; the daemon buffers it, one trigger fires once the pre-roll has filled, and the
 //! clip lands in the output directory with its sidecar. With mosquitto installed, a local
 //! broker carries the alert, snapshot and clip to an in-process `alertclip receive`, and the
-//! demo ends with the verified clip the officer side reassembled.
+//! demo ends with the verified clip the officer side reassembled. Where `alertclip-desk` is
+//! built too (`make demo` builds it), a throw-away desk receives the same alert, and the demo
+//! ends on the console's URL with the event on it.
 
+pub mod desk;
 pub mod localbroker;
 pub mod teststream;
 
@@ -19,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BrokerUrl, Config};
 use crate::daemon::{Daemon, SHUTDOWN_GRACE};
+use crate::demo::desk::{DemoDesk, DemoSite};
 use crate::demo::localbroker::LocalBroker;
 use crate::demo::teststream::{TestCodec, TestServer, TestStream};
 use crate::ingest::camera::CameraState;
@@ -78,6 +82,30 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     std::fs::write(trusted.join("demo.pub"), key.public_pem())?;
     println!("device key {} ({})", key.key_id(), key.fingerprint());
 
+    // The precinct's desk, with the store enrolled by that key.
+    let mut desk = match (&broker, DemoDesk::program()) {
+        (Some(broker), Some(program)) => {
+            let site = DemoSite {
+                id: "demo",
+                name: "alertclip demo store",
+                address: "1 Example Street",
+                key: &trusted.join("demo.pub"),
+            };
+            let desk = DemoDesk::start(&program, &out.join("desk"), &broker.url(), &site)
+                .await
+                .context("starting the demo's desk")?;
+            println!("officer desk: {} (alertclip-desk)", desk.url);
+            Some(desk)
+        }
+        (Some(_), None) => {
+            println!(
+                "no desk in this demo: alertclip-desk is not built (cargo build --release -p alertclip-desk, as make demo does)"
+            );
+            None
+        }
+        (None, _) => None,
+    };
+
     // The officer side first, so it is listening when the alert goes out.
     let cancel = CancellationToken::new();
     let (reports_tx, reports) = mpsc::unbounded_channel();
@@ -92,15 +120,44 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let daemon = Daemon::start(config).await?;
     let result = trigger_once(&daemon, &options, reports, broker.is_some(), &out).await;
+    let result = match (result, desk.as_mut()) {
+        (Ok(event), Some(desk)) => desk
+            .wait_for_clip(event, "demo")
+            .await
+            .context("the clip did not reach the desk")
+            .map(|()| Some(event)),
+        (result, _) => result.map(|_| None),
+    };
     daemon.shutdown(SHUTDOWN_GRACE).await;
     cancel.cancel();
     if let Some(receiver) = receiver {
         let _ = receiver.await;
     }
-    drop(broker);
     drop(server);
     let _ = std::fs::remove_file(&socket);
-    result
+    if let (Ok(Some(event)), Some(desk)) = (&result, &desk) {
+        show_desk(desk, *event).await;
+    }
+    drop(desk);
+    drop(broker);
+    result.map(|_| ())
+}
+
+/// Prints where the event is on the desk, and keeps the desk up until Ctrl-C when someone is
+/// there to look.
+async fn show_desk(desk: &DemoDesk, event: uuid::Uuid) {
+    println!(
+        "\nthe officer desk has it: {}events/{event}\n  sign in as {} with password {} (a throw-away account; the \
+         certificate is self-signed, so the browser asks once)",
+        desk.url,
+        desk::USER,
+        desk.password
+    );
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        println!("  Ctrl-C stops the desk and ends the demo.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn receiver_options(broker: &LocalBroker, out: &Path) -> ReceiveOptions {
@@ -179,7 +236,7 @@ async fn trigger_once(
     mut reports: mpsc::UnboundedReceiver<Report>,
     delivering: bool,
     out: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<uuid::Uuid> {
     let camera = daemon.cameras()[0].clone();
     let mut status = camera.status.clone();
     let mut clips = daemon.clips();
@@ -230,7 +287,7 @@ async fn trigger_once(
     );
     println!("{}", serde_json::to_string_pretty(&done.record)?);
     if !delivering {
-        return Ok(());
+        return Ok(event);
     }
 
     println!("\nthe officer side (alertclip receive) got:");
@@ -283,5 +340,5 @@ async fn trigger_once(
         path.with_extension("manifest.json").display(),
         out.join("evidence/device.pub").display()
     );
-    Ok(())
+    Ok(event)
 }

@@ -74,10 +74,27 @@ pub async fn run(
             },
         ));
         let mut restarting = false;
+        let mut connected = std::collections::HashSet::new();
+        let broker = &config.mqtt.broker;
         loop {
             tokio::select! {
                 report = reported.recv() => match report {
+                    Some(Report::Connected { session }) => {
+                        connected.insert(session);
+                        if connected.len() == 2 {
+                            crate::service::status(&format!("receiving from {broker}"));
+                        }
+                    }
                     Some(report) => {
+                        let recorded = match &report {
+                            Report::Alert { site, alert, .. } => {
+                                Some(format!("alert for event {} from {site}", alert.event_id))
+                            }
+                            Report::Clip { site, event, camera, .. } => {
+                                Some(format!("clip for event {event} from {site}, camera {camera}"))
+                            }
+                            _ => None,
+                        };
                         let h265 = match &report {
                             Report::Clip { site, event, camera, path, manifest, .. }
                                 if manifest.codec == "h265" && converter =>
@@ -87,6 +104,11 @@ pub async fn run(
                             _ => None,
                         };
                         record_retrying(&db, &media, &feed, report, &cancel).await;
+                        if let Some(recorded) = recorded {
+                            crate::service::status(&format!(
+                                "receiving from {broker}; last recorded: {recorded}"
+                            ));
+                        }
                         if let Some((which, clip)) = h265 {
                             tokio::spawn(crate::viewing::convert(
                                 db.clone(),
@@ -340,6 +362,7 @@ async fn record(
                     )?;
                     (added > 0).then_some(("progress", site, Some(event)))
                 }
+                Report::Connected { .. } => None,
                 Report::Status {
                     site,
                     status,

@@ -14,6 +14,7 @@ pub mod events;
 pub mod export;
 pub mod ingest;
 pub mod retention;
+mod service;
 pub mod sites;
 pub mod tls;
 pub mod viewing;
@@ -109,6 +110,10 @@ impl Desk {
             anyhow::bail!("http.listen {}: {why}", config.http.listen);
         };
         tracing::info!(url = %format!("https://{addr}/"), "console serving");
+        service::ready(&format!(
+            "serving https://{addr}/; connecting to {}",
+            config.mqtt.broker
+        ));
         Ok(Desk {
             addr,
             db,

@@ -166,6 +166,9 @@ pub enum Report {
         bytes: u64,
         total: Option<u32>,
     },
+    /// One of the receiver's two broker sessions (`links` for alerts, updates, health and
+    /// status; `media` for snapshots and clips) connected and asked for its topics.
+    Connected { session: String },
     /// A health alert from a device.
     Health { site: String, health: Health },
     /// A device's retained status, each time it is published; `state_changed` when it went
@@ -299,6 +302,9 @@ impl Serving {
                     for filter in &self.filters {
                         self.session.subscribe(filter);
                     }
+                    let _ = self.reports.send(Report::Connected {
+                        session: self.name.to_owned(),
+                    });
                 }
                 LinkEvent::Disconnected(error) => {
                     failures += 1;
@@ -1212,11 +1218,12 @@ fn signature_note(verdict: &Verdict) -> String {
     }
 }
 
-/// Prints a report as a readable line or a JSON object. A clip's progress, and a status that
-/// repeats the device's state, are printed only as JSON: a line each would bury the alerts.
+/// Prints a report as a readable line or a JSON object. A clip's progress, a status that
+/// repeats the device's state, and a session's connection (logged anyway) are printed only
+/// as JSON: a line each would bury the alerts.
 pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()> {
     let quiet = match report {
-        Report::Progress { .. } => true,
+        Report::Progress { .. } | Report::Connected { .. } => true,
         Report::Status { state_changed, .. } => !state_changed,
         _ => false,
     };
@@ -1253,6 +1260,7 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                 "type": "progress", "site": site, "event_id": event, "camera": camera,
                 "chunks": chunks, "bytes": bytes, "total": total
             }),
+            Report::Connected { session } => json!({"type": "connected", "session": session}),
             Report::Status { site, status, state_changed } => json!({
                 "type": "status", "site": site, "state": status.state,
                 "state_changed": state_changed, "status": status
@@ -1372,7 +1380,7 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
             Report::Health { site, health } => {
                 format!("HEALTH {site} {}: {}", health.kind, health.message)
             }
-            Report::Progress { .. } => String::new(),
+            Report::Progress { .. } | Report::Connected { .. } => String::new(),
             Report::Status { site, status, .. } => format!("STATUS {site} {}", status.state),
         }
     };
