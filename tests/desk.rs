@@ -474,6 +474,249 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
     desk.stop().await;
 }
 
+/// The password an accounts page shows once.
+fn shown_password(page: &str) -> String {
+    let start = page
+        .find("<code class=\"password\">")
+        .unwrap_or_else(|| panic!("no password shown: {page}"))
+        + "<code class=\"password\">".len();
+    page[start..start + page[start..].find('<').unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_manages_accounts_in_the_console_and_every_change_holds_and_is_audited() {
+    let broker = Broker::start("");
+    let desk = DeskRig::start(
+        &broker.url(),
+        &[
+            ("ada", Role::Admin),
+            ("olu", Role::Officer),
+            ("kim", Role::Officer),
+        ],
+        &[],
+    )
+    .await;
+    let (admin, csrf) = desk.signed_in("ada").await;
+    let (officer, officer_csrf) = desk.signed_in("olu").await;
+
+    // Only admins see or change accounts.
+    let response = officer.get(desk.at("/users")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = post(
+        &officer,
+        desk.at("/users"),
+        &[("csrf", &officer_csrf), ("name", "eve"), ("role", "admin")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = post(
+        &admin,
+        desk.at("/users"),
+        &[("csrf", "forged"), ("name", "eve"), ("role", "admin")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    // A new account: its password is made by the desk and shown once, and it signs in.
+    let add = |name: &'static str, role: &'static str| {
+        let (admin, csrf) = (admin.clone(), csrf.clone());
+        let url = desk.at("/users");
+        async move {
+            post(
+                &admin,
+                url,
+                &[("csrf", &csrf), ("name", name), ("role", role)],
+            )
+            .await
+        }
+    };
+    let response = add("zoe", "supervisor").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let zoe_password = shown_password(&response.text().await.unwrap());
+    let zoe = desk.client();
+    let response = desk.login(&zoe, "zoe", &zoe_password).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let response = add("zoe", "officer").await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("&quot;zoe&quot; is taken")
+    );
+    let response = add("no spaces", "officer").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("expected 1 to 64 letters, digits")
+    );
+
+    let change = |name: &str, change: &'static str, role: &'static str| {
+        let (admin, csrf) = (admin.clone(), csrf.clone());
+        let url = desk.at(&format!("/users/{name}"));
+        async move {
+            post(
+                &admin,
+                url,
+                &[("csrf", &csrf), ("change", change), ("role", role)],
+            )
+            .await
+        }
+    };
+    // A new password ends the account's sessions; the old password no longer works.
+    let response = change("olu", "password", "").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let olu_password = shown_password(&response.text().await.unwrap());
+    let response = officer.get(desk.at("/")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "olu's session ended"
+    );
+    let again = desk.client();
+    let response = desk.login(&again, "olu", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = desk.login(&again, "olu", &olu_password).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // A role takes effect on the account's next request.
+    assert_eq!(
+        again.get(desk.at("/users")).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let response = change("olu", "role", "admin").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        again.get(desk.at("/users")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // A locked account is shown locked, and unlocked.
+    for _ in 0..alertclip_desk::accounts::MAX_FAILURES {
+        desk.login(&desk.client(), "kim", "not the password").await;
+    }
+    let accounts = page(&admin, desk.at("/users")).await;
+    assert!(accounts.contains("locked until"), "{accounts}");
+    let response = change("kim", "unlock", "").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let response = desk.login(&desk.client(), "kim", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // Disabled: its session ends and it cannot sign in, with the same answer as a wrong
+    // password; enabled again, it can.
+    let response = change("zoe", "disable", "").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let response = zoe.get(desk.at("/")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "zoe's session ended"
+    );
+    let response = desk.login(&desk.client(), "zoe", &zoe_password).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Wrong name or password.")
+    );
+    let accounts = page(&admin, desk.at("/users")).await;
+    assert!(accounts.contains("disabled"), "{accounts}");
+    change("zoe", "enable", "").await;
+    let response = desk.login(&desk.client(), "zoe", &zoe_password).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // An admin's own account is another admin's to change; nor is a made-up change made.
+    let response = change("ada", "disable", "").await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = change("kim", "promote", "").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = change("nobody", "unlock", "").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Every change is in the audit log, by whom, on whom.
+    let rows: Vec<(String, String)> = desk
+        .desk
+        .db
+        .call(|c| {
+            let mut rows = c.prepare(
+                "SELECT action, target FROM audit WHERE user = 'ada' AND action LIKE 'user_%'
+                 ORDER BY id",
+            )?;
+            rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .await
+        .unwrap();
+    let expected = [
+        ("user_add:supervisor", "zoe"),
+        ("user_password", "olu"),
+        ("user_role:admin", "olu"),
+        ("user_unlock", "kim"),
+        ("user_disable", "zoe"),
+        ("user_enable", "zoe"),
+    ];
+    assert_eq!(
+        rows,
+        expected
+            .iter()
+            .map(|(a, t)| (a.to_string(), t.to_string()))
+            .collect::<Vec<_>>()
+    );
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_in_chromium_adds_an_account_whose_shown_password_signs_in() {
+    let broker = Broker::start("");
+    let desk = DeskRig::start(&broker.url(), &[("ada", Role::Admin)], &[]).await;
+    let browser = Browser::start().await;
+    browser.goto(&desk.at("/")).await;
+    browser.appears("form.login").await;
+    browser.fill("input[name=name]", "ada").await;
+    browser.fill("input[name=password]", PASSWORD).await;
+    browser.click("form.login button[type=submit]").await;
+    browser.appears("body[data-live=open]").await;
+
+    // Accounts, from the menu; a supervisor added by the form.
+    browser.click("nav a[href='/users']").await;
+    browser.appears("form.add").await;
+    browser.fill("form.add input[name=name]", "lee").await;
+    browser
+        .run(
+            "document.querySelector('form.add select[name=role]').value = 'supervisor'; return true;",
+            vec![],
+        )
+        .await;
+    browser.click("form.add button[type=submit]").await;
+    browser.appears("code.password").await;
+    let password = browser.text("code.password").await;
+    assert_eq!(password.len(), 24, "{password}");
+    assert!(
+        browser
+            .text("tr[data-user=lee]")
+            .await
+            .contains("supervisor")
+    );
+    browser.screenshot("accounts-desktop").await;
+
+    // Signed out, the new account signs in with what was shown.
+    browser.click("nav form button[type=submit]").await;
+    browser.appears("form.login").await;
+    browser.fill("input[name=name]", "lee").await;
+    browser.fill("input[name=password]", &password).await;
+    browser.click("form.login button[type=submit]").await;
+    browser.appears("body[data-live=open]").await;
+    assert_eq!(browser.text(".who").await, "lee · supervisor");
+    browser.close().await;
+    desk.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_officer_in_chromium_sees_the_alert_arrive_plays_the_clip_and_the_layout_holds_on_a_phone()
  {

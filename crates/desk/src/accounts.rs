@@ -126,7 +126,8 @@ pub struct Candidate {
 /// The account `name`, for checking a password against.
 pub fn candidate(conn: &Connection, name: &str) -> rusqlite::Result<Option<Candidate>> {
     conn.query_row(
-        "SELECT id, name, role, password, locked_until FROM users WHERE name = ?1",
+        "SELECT id, name, role, password, locked_until FROM users
+         WHERE name = ?1 AND disabled = 0",
         [name],
         |row| {
             let role: String = row.get(2)?;
@@ -201,7 +202,7 @@ pub fn session(
         .query_row(
             "SELECT users.id, users.name, users.role, sessions.csrf, sessions.last_seen
              FROM sessions JOIN users ON users.id = sessions.user_id
-             WHERE sessions.token_sha256 = ?1",
+             WHERE sessions.token_sha256 = ?1 AND users.disabled = 0",
             [&key],
             |row| {
                 let role: String = row.get(2)?;
@@ -234,6 +235,99 @@ pub fn session(
         }
         None => Ok(None),
     }
+}
+
+/// An account as the admins' page lists it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Login name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+    /// Until when it is locked after failed passwords, if it is now.
+    pub locked_until: Option<i64>,
+    /// Disabled by an admin.
+    pub disabled: bool,
+    /// Sessions open.
+    pub sessions: i64,
+}
+
+/// Every account, by name.
+pub fn all(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Account>> {
+    let mut statement = conn.prepare(
+        "SELECT name, role, created, locked_until, disabled,
+                (SELECT COUNT(*) FROM sessions WHERE sessions.user_id = users.id)
+         FROM users ORDER BY name",
+    )?;
+    statement
+        .query_map([], |row| {
+            let role: String = row.get(1)?;
+            let locked_until: Option<i64> = row.get(3)?;
+            Ok(Account {
+                name: row.get(0)?,
+                role: Role::parse(&role).unwrap_or(Role::Officer),
+                created: row.get(2)?,
+                locked_until: locked_until.filter(|&until| until > now),
+                disabled: row.get(4)?,
+                sessions: row.get(5)?,
+            })
+        })?
+        .collect()
+}
+
+/// A change an admin makes to an account.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Another role, in force from its next request.
+    Role(Role),
+    /// A new password (hashed): the lockout is lifted and every session of it ended.
+    Password(String),
+    /// The lockout after failed passwords lifted.
+    Unlock,
+    /// Disabled (`true`: it cannot sign in, its sessions are ended) or enabled again.
+    Disabled(bool),
+}
+
+/// Makes `change` to the account `name`; false when there is no such account.
+pub fn change(conn: &Connection, name: &str, change: &Change) -> rusqlite::Result<bool> {
+    let changed = match change {
+        Change::Role(role) => conn.execute(
+            "UPDATE users SET role = ?2 WHERE name = ?1",
+            params![name, role.as_str()],
+        )?,
+        Change::Password(hash) => conn.execute(
+            "UPDATE users SET password = ?2, failures = 0, locked_until = NULL WHERE name = ?1",
+            params![name, hash],
+        )?,
+        Change::Unlock => conn.execute(
+            "UPDATE users SET failures = 0, locked_until = NULL WHERE name = ?1",
+            [name],
+        )?,
+        Change::Disabled(disabled) => conn.execute(
+            "UPDATE users SET disabled = ?2 WHERE name = ?1",
+            params![name, disabled],
+        )?,
+    };
+    if matches!(change, Change::Password(_) | Change::Disabled(true)) {
+        conn.execute(
+            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?1)",
+            [name],
+        )?;
+    }
+    Ok(changed > 0)
+}
+
+/// Checks a new login name: what people type, and what an audit row can show plainly.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+    if name.is_empty() || name.chars().count() > 64 || !name.chars().all(plain) {
+        return Err(format!(
+            "\"{name}\": expected 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        ));
+    }
+    Ok(())
 }
 
 /// Ends a session.

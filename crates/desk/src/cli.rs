@@ -196,6 +196,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let role = Role::parse(&role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+            accounts::check_name(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let (password, generated) = password(password_file.as_deref())?;
             let hash = accounts::hash_password(&password).map_err(anyhow::Error::msg)?;
             let db = Db::open(&config.database())?;

@@ -104,6 +104,8 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_target ON audit (target);
 "#,
     r#"
+-- An account an admin disabled: it cannot sign in, and its sessions are gone.
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 -- The whole retained status each box last published (cameras, outbox), and when.
 ALTER TABLE site_status ADD COLUMN body TEXT;
 ALTER TABLE site_status ADD COLUMN updated INTEGER;

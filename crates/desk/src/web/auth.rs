@@ -151,7 +151,7 @@ fn decoy() -> &'static str {
 
 /// Password checks at once: each takes argon2's memory (19 MiB) and a core for tens of
 /// milliseconds, so a flood of logins waits here instead of exhausting the machine.
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+pub(super) static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// The one answer to every failed login (wrong password, unknown name, locked account), so
 /// that the answer does not tell which names exist.

@@ -7,6 +7,7 @@ mod auth;
 mod export;
 mod media;
 mod pages;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/feed", get(pages::stream))
         .route("/sites", get(pages::sites).post(pages::enrol))
         .route("/audit", get(pages::audit_log))
+        .route("/users", get(users::users).post(users::add))
+        .route("/users/{name}", post(users::edit))
         .route("/media/{id}/{camera}/{kind}", get(media::serve))
         .route("/assets/{name}", get(assets::serve))
         .route("/manifest.webmanifest", get(assets::manifest))

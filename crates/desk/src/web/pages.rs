@@ -27,7 +27,15 @@ use crate::sites::{self, Site};
 /// Alerts the feed shows.
 const FEED_LENGTH: u32 = 100;
 
-fn layout(title: &str, signed: Option<&Signed>, body: Markup) -> Html<String> {
+/// A moment (Unix seconds) as the page shows it: the time, and how long ago (desk.js).
+pub(super) fn time(at: i64) -> Markup {
+    let at = jiff::Timestamp::from_second(at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    html! { time datetime=(at) data-age { (at) } }
+}
+
+pub(super) fn layout(title: &str, signed: Option<&Signed>, body: Markup) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -49,7 +57,10 @@ fn layout(title: &str, signed: Option<&Signed>, body: Markup) -> Html<String> {
                             nav {
                                 a href="/" { "Alerts" }
                                 a href="/sites" { "Stores" }
-                                @if signed.user.role >= Role::Admin { a href="/audit" { "Audit" } }
+                                @if signed.user.role >= Role::Admin {
+                                    a href="/users" { "Accounts" }
+                                    a href="/audit" { "Audit" }
+                                }
                                 span.who { (signed.user.name) " · " (signed.user.role.as_str()) }
                                 form method="post" action="/logout" {
                                     input type="hidden" name="csrf" value=(signed.csrf);
@@ -512,11 +523,6 @@ async fn sites_page(
         )
             .into_response();
     };
-    let since = |at: i64| {
-        jiff::Timestamp::from_second(at)
-            .map(|t| t.to_string())
-            .unwrap_or_default()
-    };
     (
         status,
         layout(
@@ -535,7 +541,7 @@ async fn sites_page(
                                 td { (site.phone.as_deref().unwrap_or("")) }
                                 td.hash { (site.fingerprint().unwrap_or_default()) }
                                 @match states.get(&site.id) {
-                                    Some(found) => { (box_cells(found, &since)) }
+                                    Some(found) => { (box_cells(found)) }
                                     None => { td.offline { "not heard from" } td {} td {} }
                                 }
                             }
@@ -564,14 +570,14 @@ async fn sites_page(
 }
 
 /// A store's box, camera and outbox cells: what its last status said.
-fn box_cells(found: &sites::BoxState, since: &dyn Fn(i64) -> String) -> Markup {
+fn box_cells(found: &sites::BoxState) -> Markup {
     let (down, cameras) = found.cameras_down();
     let online = found.state == "online";
     html! {
         td class=(if online { "online" } else { "offline" }) {
-            (found.state) " since " time datetime=(since(found.since)) data-age { (since(found.since)) }
+            (found.state) " since " (time(found.since))
             @if let Some(updated) = found.updated {
-                br; small { "last report " time datetime=(since(updated)) data-age { (since(updated)) } }
+                br; small { "last report " (time(updated)) }
             }
         }
         td {
