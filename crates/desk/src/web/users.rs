@@ -188,37 +188,19 @@ pub async fn add(
     let Some((password, hash)) = new_password().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let (login, by, client) = (
-        name.clone(),
-        signed.user.name.clone(),
-        signed.client.clone(),
-    );
-    let added = state
-        .db
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let taken: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM users WHERE name = ?1",
-                [&login],
-                |r| r.get(0),
-            )?;
-            if taken > 0 {
-                return Ok(false);
-            }
-            accounts::add_user(&tx, &login, role, &hash)?;
-            audit::record(
-                &tx,
-                &Entry {
-                    user: Some(&by),
-                    action: &format!("user_add:{}", role.as_str()),
-                    target: Some(&login),
-                    client: Some(&client),
-                },
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await;
+    let action = format!("user_add:{}", role.as_str());
+    let added = audited(&state, &signed, action, &name, move |tx, login| {
+        let taken: i64 =
+            tx.query_row("SELECT COUNT(*) FROM users WHERE name = ?1", [login], |r| {
+                r.get(0)
+            })?;
+        if taken > 0 {
+            return Ok(false);
+        }
+        accounts::add_user(tx, login, role, &hash)?;
+        Ok(true)
+    })
+    .await;
     match added {
         Ok(true) => {
             page(
@@ -325,31 +307,10 @@ pub async fn edit(
         Change::Disabled(true) => "user_disable".to_owned(),
         Change::Disabled(false) => "user_enable".to_owned(),
     };
-    let (login, by, client) = (
-        name.clone(),
-        signed.user.name.clone(),
-        signed.client.clone(),
-    );
-    let changed = state
-        .db
-        .call(move |c| {
-            let tx = c.transaction()?;
-            if !accounts::change(&tx, &login, &change)? {
-                return Ok(false);
-            }
-            audit::record(
-                &tx,
-                &Entry {
-                    user: Some(&by),
-                    action: &action,
-                    target: Some(&login),
-                    client: Some(&client),
-                },
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await;
+    let changed = audited(&state, &signed, action, &name, move |tx, login| {
+        accounts::change(tx, login, &change)
+    })
+    .await;
     match (changed, password) {
         (Ok(true), Some(password)) => {
             page(
@@ -380,6 +341,42 @@ pub async fn edit(
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// Runs `make` on the account `name` in one transaction with its audit row (`action`, by
+/// the signed-in admin): both or neither. `make` says whether it changed anything.
+async fn audited(
+    state: &AppState,
+    signed: &Signed,
+    action: String,
+    name: &str,
+    make: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<bool> + Send + 'static,
+) -> Result<bool, crate::db::DbError> {
+    let (login, by, client) = (
+        name.to_owned(),
+        signed.user.name.clone(),
+        signed.client.clone(),
+    );
+    state
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            if !make(&tx, &login)? {
+                return Ok(false);
+            }
+            audit::record(
+                &tx,
+                &Entry {
+                    user: Some(&by),
+                    action: &action,
+                    target: Some(&login),
+                    client: Some(&client),
+                },
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
 }
 
 /// A generated password and its hash, hashed off the async workers (argon2 takes a while).
