@@ -904,6 +904,38 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
     found
 }
 
+/// A desk with the store `test-site` ("Corner Shop") enrolled with `key`, and an officer's
+/// session watching its live feed, once the desk receives.
+async fn corner_shop(broker: &Broker, key: &str) -> (DeskRig, reqwest::Client, Feed) {
+    let desk = DeskRig::start(
+        &broker.url(),
+        &[("ana", Role::Officer)],
+        &[site("test-site", "Corner Shop", key)],
+    )
+    .await;
+    let (officer, _) = desk.signed_in("ana").await;
+    let mut feed = Feed::open(&officer, &desk).await;
+    wait_subscribed(&mut feed, broker.port).await;
+    (desk, officer, feed)
+}
+
+/// A well-formed alert from `test-site`'s button `b1` (unsigned).
+fn button_alert(event: uuid::Uuid, name: &str, note: Option<&str>) -> serde_json::Value {
+    json!({
+        "schema": "alertclip.alert.v1",
+        "event_id": event,
+        "site": {"id": "test-site", "name": name},
+        "trigger": {"kind": "button", "source": "b1", "note": note},
+        "triggered_at": "2026-12-01T17:22:11.163Z",
+        "cameras": [{"id": "cam", "pre_roll_s": 2.0, "post_roll_s": 1.0}],
+        "clock": {"synchronized": true},
+        "test": false,
+        "device_version": "0.1.0",
+        "sequence": 1,
+        "previous_alert_sha256": null
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_nothing_shows_as_verified()
  {
@@ -913,31 +945,15 @@ async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_noth
         .unwrap()
         .public_pem();
     let forger = alertclip::evidence::DeviceKey::load_or_create(forger.path()).unwrap();
-    let desk = DeskRig::start(
-        &broker.url(),
-        &[("ana", Role::Officer)],
-        &[site("test-site", "Corner Shop", &key)],
-    )
-    .await;
-    let (officer, _) = desk.signed_in("ana").await;
-    let mut feed = Feed::open(&officer, &desk).await;
-    wait_subscribed(&mut feed, broker.port).await;
+    let (desk, officer, mut feed) = corner_shop(&broker, &key).await;
 
     // An alert for the enrolled store, well formed, but signed by another key.
     let event = uuid::Uuid::now_v7();
-    let alert = json!({
-        "schema": "alertclip.alert.v1",
-        "event_id": event,
-        "site": {"id": "test-site", "name": "<script>alert(1)</script>"},
-        "trigger": {"kind": "button", "source": "b1", "note": "<img src=x onerror=alert(1)>"},
-        "triggered_at": "2026-12-01T17:22:11.163Z",
-        "cameras": [{"id": "cam", "pre_roll_s": 2.0, "post_roll_s": 1.0}],
-        "clock": {"synchronized": true},
-        "test": false,
-        "device_version": "0.1.0",
-        "sequence": 1,
-        "previous_alert_sha256": null
-    });
+    let alert = button_alert(
+        event,
+        "<script>alert(1)</script>",
+        Some("<img src=x onerror=alert(1)>"),
+    );
     let forged = forger.sign(&serde_json::to_vec(&alert).unwrap());
     let forged = String::from_utf8(forged).unwrap();
     let pub_ = |topic: &str, payload: &str| {
@@ -1066,4 +1082,63 @@ async fn the_demo_ends_on_the_desk_with_its_alert_and_verified_clip() {
         Some("valid"),
         "{camera:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_was_kept_but_not_recorded_before_the_desk_was_killed_is_recorded_when_it_starts() {
+    let broker = Broker::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let device = alertclip::evidence::DeviceKey::load_or_create(dir.path()).unwrap();
+    let (desk, _, mut feed) = corner_shop(&broker, &device.public_pem()).await;
+
+    // An alert and a snapshot, as the box sends them.
+    let event = uuid::Uuid::now_v7();
+    let alert = button_alert(event, "Corner Shop", None);
+    let signed = String::from_utf8(device.sign(&serde_json::to_vec(&alert).unwrap())).unwrap();
+    let base = format!("alertclip/v1/test-site/events/{event}");
+    common::broker::mosquitto_pub(broker.port, &base, &signed, &[]);
+    let jpeg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        jpeg.path(),
+        [0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'],
+    )
+    .unwrap();
+    common::broker::mosquitto_pub_with(
+        broker.port,
+        &format!("{base}/snapshot/cam"),
+        &["-f", jpeg.path().to_str().unwrap()],
+    );
+    // (Alerts and media come on sessions of their own: in either order.)
+    let mut pending = vec!["alert", "snapshot"];
+    while !pending.is_empty() {
+        let change = feed.wait_for(|c| c["event"] == event.to_string()).await;
+        pending.retain(|kind| change["kind"] != *kind);
+    }
+
+    // Killed after the receiver kept the files, before the rows were written: as if the
+    // rows never were.
+    let id = event.to_string();
+    let desk = desk
+        .restart(|db| {
+            db.call_blocking(move |c| {
+                c.execute("DELETE FROM media WHERE event = ?1", [&id])?;
+                c.execute("DELETE FROM events WHERE id = ?1", [&id])?;
+                Ok(())
+            })
+            .unwrap()
+        })
+        .await;
+    let recorded = desk
+        .desk
+        .db
+        .call(move |c| alertclip_desk::events::get(c, event))
+        .await
+        .unwrap()
+        .expect("the event is recorded again from the files the receiver kept");
+    assert_eq!(recorded.signature, "valid", "its signature checked again");
+    assert!(recorded.cameras[0].snapshot, "{:?}", recorded.cameras);
+    let (officer, _) = desk.signed_in("ana").await;
+    let card = page(&officer, desk.at(&format!("/events/{event}/card"))).await;
+    assert!(card.contains("Corner Shop"), "{card}");
+    desk.stop().await;
 }

@@ -146,6 +146,25 @@ impl DeskRig {
         (client, csrf)
     }
 
+    /// Stops the desk, runs `while_stopped` on its database, and starts it again on the same
+    /// files (its broker session, with the same client id, resumed).
+    pub async fn restart(self, while_stopped: impl FnOnce(&Db)) -> DeskRig {
+        let DeskRig {
+            desk, cert, _dir, ..
+        } = self;
+        desk.stop().await;
+        let config = Config::load(&_dir.path().join("desk.toml")).unwrap();
+        while_stopped(&Db::open(&config.database()).unwrap());
+        let desk = Desk::start(config).await.unwrap();
+        let url = format!("https://{}", desk.addr);
+        DeskRig {
+            desk,
+            url,
+            cert,
+            _dir,
+        }
+    }
+
     /// The directory holding the desk's config, certificate and storage.
     pub fn dir(&self) -> &std::path::Path {
         self._dir.path()

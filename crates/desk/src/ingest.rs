@@ -143,6 +143,106 @@ pub async fn run(
     }
 }
 
+/// Records what the receiver kept on disk but the desk did not record (it was killed in
+/// between, or its database refused until it stopped): the broker will not send it again.
+/// Run at start, before receiving. Only events with a file the database lacks are read
+/// again, so a start costs a listing of the media directory, not a pass over every clip.
+pub async fn import(
+    config: &Config,
+    db: &Db,
+    feed: &broadcast::Sender<Change>,
+    cancel: &CancellationToken,
+) {
+    let media = &config.media();
+    let known = db
+        .call(|c| {
+            let mut events = std::collections::HashSet::new();
+            let mut statement = c.prepare("SELECT site, id FROM events")?;
+            for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                let (site, id): (String, String) = row?;
+                events.insert(format!("{site}/{id}"));
+            }
+            let mut kept = std::collections::HashSet::new();
+            let mut statement = c.prepare("SELECT path FROM media")?;
+            for row in statement.query_map([], |r| r.get::<_, String>(0))? {
+                kept.insert(row?);
+            }
+            Ok((events, kept))
+        })
+        .await;
+    let Ok((events, kept)) = known else {
+        return;
+    };
+    let (root, keys) = (media.to_owned(), config.keys());
+    let found = tokio::task::spawn_blocking(move || -> io::Result<Vec<Report>> {
+        // Only its checks of signatures are used: it reads no topics.
+        let mut receiver = alertclip_officer::receive::Receiver::new(&root, Default::default());
+        receiver.trust_keys(&keys)?;
+        let mut reports = Vec::new();
+        for site in subdirectories(&root)? {
+            for event in subdirectories(&site)? {
+                let (Some(site_id), Some(event_id)) = (
+                    site.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    event
+                        .file_name()
+                        .and_then(|n| Uuid::parse_str(&n.to_string_lossy()).ok()),
+                ) else {
+                    continue;
+                };
+                // An alert the database lacks, or a snapshot or clip.
+                let known = events.contains(&format!("{site_id}/{event_id}"));
+                let missing = std::fs::read_dir(&event)?.flatten().any(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let alert = name == "alert.json" || name == "alert.unverified.json";
+                    let media_file = (name.starts_with("snapshot-") && name.ends_with(".jpg"))
+                        || (name.ends_with(".mp4") && !name.starts_with('.'));
+                    (alert && !known)
+                        || (media_file
+                            && relative(&root, &entry.path()).is_some_and(|p| !kept.contains(&p)))
+                });
+                if missing {
+                    reports.extend(receiver.stored(&site_id, event_id)?);
+                }
+            }
+        }
+        Ok(reports)
+    })
+    .await;
+    let reports = match found {
+        Ok(Ok(reports)) => reports,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "cannot read what the receiver kept; not imported");
+            return;
+        }
+        Err(_) => return,
+    };
+    if !reports.is_empty() {
+        tracing::warn!(
+            reports = reports.len(),
+            "recording what was received but not recorded before the desk stopped"
+        );
+    }
+    for report in reports {
+        record_retrying(db, media, feed, report, cancel).await;
+    }
+}
+
+fn subdirectories(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
+}
+
 /// Records `report`, trying again while the database refuses (a full disk, a lock held by
 /// a backup): the receiver has already kept the file and will not report it twice.
 async fn record_retrying(

@@ -71,6 +71,7 @@ impl Desk {
         let restart = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        ingest::import(&config, &db, &feed, &cancel).await;
         tracker.spawn(ingest::run(
             config.clone(),
             db.clone(),

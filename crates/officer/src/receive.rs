@@ -604,6 +604,95 @@ impl Receiver {
         Ok(reports)
     }
 
+    /// What is kept of `site`'s `event` on disk, reported again as when it arrived (the
+    /// signatures checked again, the chain not followed again): for a consumer of reports
+    /// that may have missed some, as one killed between a file being kept and the report
+    /// being recorded. The alert and each update come first (the one signed by the site's
+    /// key before one kept apart), then snapshots, then clips.
+    pub fn stored(&self, site: &str, event: Uuid) -> io::Result<Vec<Report>> {
+        if !id::is_valid(site) {
+            return Ok(Vec::new());
+        }
+        let dir = self.out.join(site).join(event.to_string());
+        let mut names: Vec<String> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        // Verified before unverified, updates in number order.
+        names.sort_by_key(|n| (n.contains(".unverified."), n.len(), n.clone()));
+        let (mut links, mut snapshots, mut clips) = (Vec::new(), Vec::new(), Vec::new());
+        for name in &names {
+            let path = dir.join(name);
+            let unverified = name.contains(".unverified.");
+            let stem = name.replace(".unverified", "");
+            if stem == "alert.json" {
+                let payload = fs::read(&path)?;
+                if let Ok(alert) = serde_json::from_slice::<Alert>(&payload)
+                    && alert.event_id == event
+                    && alert.site.id == site
+                {
+                    links.push(Report::Alert {
+                        site: site.to_owned(),
+                        alert: Box::new(alert),
+                        signature: self.check(site, &payload)?,
+                    });
+                }
+            } else if let Some(number) = stem
+                .strip_prefix("update-")
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                let payload = fs::read(&path)?;
+                if let Ok(update) = serde_json::from_slice::<EventUpdate>(&payload)
+                    && update.event_id == event
+                    && update.update == number
+                {
+                    links.push(Report::Update {
+                        site: site.to_owned(),
+                        update: Box::new(update),
+                        signature: self.check(site, &payload)?,
+                    });
+                }
+            } else if let Some(camera) = name
+                .strip_prefix("snapshot-")
+                .and_then(|n| n.strip_suffix(".jpg"))
+                .filter(|c| id::is_valid(c))
+            {
+                snapshots.push(Report::Snapshot {
+                    site: site.to_owned(),
+                    event,
+                    camera: camera.to_owned(),
+                    path,
+                });
+            } else if let Some(camera) = stem
+                .strip_suffix(".mp4")
+                .filter(|c| id::is_valid(c) && !name.starts_with('.'))
+            {
+                let Ok(payload) = fs::read(dir.join(manifest_name(camera, !unverified))) else {
+                    continue;
+                };
+                let Ok(manifest) = serde_json::from_slice::<Manifest>(&payload) else {
+                    continue;
+                };
+                clips.push(Report::Clip {
+                    site: site.to_owned(),
+                    event,
+                    camera: camera.to_owned(),
+                    path,
+                    manifest: Box::new(manifest),
+                    signature: self.check(site, &payload)?,
+                });
+            }
+        }
+        links.extend(snapshots);
+        links.extend(clips);
+        Ok(links)
+    }
+
     /// Stores one received message; returns what is worth reporting.
     pub fn handle(&mut self, topic: &str, payload: &[u8]) -> io::Result<Vec<Report>> {
         let Some(kind) = self.layout.parse(topic) else {
