@@ -70,11 +70,6 @@ const MAX_CATCH_UP_PERCENT: i64 = 2;
 /// How far a camera's timestamps may step beyond the time that passed between two frames (or
 /// back, as B-frames do) before it counts as a jump in its timestamps.
 const JUMP_NS: i64 = 1_000_000_000;
-/// How much later than its timestamps say a frame may arrive and still be a late frame of the
-/// same timeline: a network stall of a few seconds delays frames without moving their capture
-/// times. Beyond this (the stall timeout's default, doubled) the camera's clock itself stood
-/// still, as a camera that counts frames rather than time does when it drops some.
-const MAX_DELAY_NS: i64 = 10_000_000_000;
 
 /// Places frames timed by a camera's clock (its RTP timestamps) on the monotonic clock.
 ///
@@ -91,14 +86,30 @@ const MAX_DELAY_NS: i64 = 10_000_000_000;
 /// timestamps keep the camera's spacing (they are placed when they were captured, and the clip
 /// in progress goes on); in a jump the timestamps step far from the time that passed (the
 /// camera restarted its clock), and the timeline starts again.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct StreamClock {
     offset: Option<i64>,
     last_arrival: MonoNs,
     last_stream: MonoNs,
+    max_delay_ns: i64,
 }
 
 impl StreamClock {
+    /// A clock for a camera whose frames may arrive up to `max_delay` later than their
+    /// timestamps say and still be late frames of the same timeline: the camera's stall
+    /// timeout. A stall delays frames without moving their capture times, and one longer
+    /// than the stall timeout ends the connection; so a frame later than that means the
+    /// camera's clock itself stood still, as a camera that counts frames rather than time
+    /// does when it drops some.
+    pub fn new(max_delay: std::time::Duration) -> StreamClock {
+        StreamClock {
+            offset: None,
+            last_arrival: 0,
+            last_stream: 0,
+            max_delay_ns: i64::try_from(max_delay.as_nanos()).unwrap_or(i64::MAX),
+        }
+    }
+
     /// The monotonic time of a frame with stream time `stream` that arrived at `arrival`, and
     /// whether the camera's timestamps jumped (a discontinuity).
     pub fn place(&mut self, stream: MonoNs, arrival: MonoNs) -> (MonoNs, bool) {
@@ -108,7 +119,9 @@ impl StreamClock {
         let (offset, jumped) = match self.offset {
             None => (lag, false),
             Some(previous)
-                if step > elapsed + JUMP_NS || step < -JUMP_NS || lag - previous > MAX_DELAY_NS =>
+                if step > elapsed + JUMP_NS
+                    || step < -JUMP_NS
+                    || lag - previous > self.max_delay_ns =>
             {
                 (lag, true)
             }
@@ -218,7 +231,7 @@ mod tests {
 
     #[test]
     fn stream_clock_keeps_camera_spacing_despite_jitter() {
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         let jitter = [30u64, 5, 12, 2, 25, 8, 40, 3, 15, 9];
         let mut placed = Vec::new();
         for i in 0..300u64 {
@@ -251,7 +264,7 @@ mod tests {
     #[test]
     fn stream_clock_settles_after_a_start_up_burst_without_overlapping_frames() {
         // The first frames arrive 300 ms late, in a burst, then the stream runs live.
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         let mut placed = Vec::new();
         for i in 0..600u64 {
             let stream = i * 66 * MS;
@@ -270,7 +283,7 @@ mod tests {
     #[test]
     fn stream_clock_follows_a_slow_camera_clock() {
         // The camera's clock runs 100 ppm slow: its timestamps fall behind ours.
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         let mut last = (0, false);
         for i in 0..100_000u64 {
             let ours = i * 66 * MS;
@@ -284,7 +297,7 @@ mod tests {
             "{error} ns off after two hours"
         );
         // A fast camera clock is followed at once.
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         for i in 0..100_000u64 {
             let ours = i * 66 * MS;
             last = clock.place(ours + ours / 10_000, 5_000 * MS + ours + 10 * MS);
@@ -299,7 +312,7 @@ mod tests {
     #[test]
     fn stream_clock_keeps_b_frame_order() {
         // Decode order I0 P3 B1 B2: the B-frames arrive after the later P-frame.
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         let order = [0u64, 3, 1, 2, 6, 4, 5];
         let placed: Vec<u64> = order
             .iter()
@@ -316,7 +329,7 @@ mod tests {
 
     #[test]
     fn stream_clock_reports_timestamp_jumps() {
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         clock.place(0, 1_000 * MS);
         assert!(!clock.place(66 * MS, 1_066 * MS).1);
         // The camera's timestamps leap an hour ahead without the session closing ...
@@ -336,7 +349,7 @@ mod tests {
     fn stream_clock_keeps_frames_delayed_by_a_stall_on_their_timeline() {
         // Live at 15 fps, then nothing arrives for 2.5 s (a Wi-Fi camera's stall over TCP),
         // then the frames held up arrive in a burst, 1 ms apart, and the stream runs live again.
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         let mut placed = Vec::new();
         for i in 0..300u64 {
             let stream = i * 66 * MS;
@@ -362,9 +375,9 @@ mod tests {
 
     #[test]
     fn stream_clock_takes_a_clock_that_stood_still_for_a_jump() {
-        // A camera that stamps frames by count stops counting for 12 s while frames go on
+        // A camera that stamps frames by count stops counting for 20 s while frames go on
         // arriving: its timeline is no longer ours.
-        let mut clock = StreamClock::default();
+        let mut clock = StreamClock::new(Duration::from_secs(5));
         let mut jumps = Vec::new();
         for i in 0..400u64 {
             let arrival = 1_000 * MS + i * 66 * MS;
@@ -373,9 +386,9 @@ mod tests {
                 jumps.push(i);
             }
         }
-        // 10 s of standing still is 152 frames: the first beyond is the jump, then (the
-        // timestamps stuck) the next each 10 s on.
-        assert_eq!(jumps.first(), Some(&(100 + 152)), "{jumps:?}");
+        // 5 s (the stall timeout) of standing still is 76 frames: the first beyond is the
+        // jump, then (the timestamps stuck) the next each 5 s on.
+        assert_eq!(jumps.first(), Some(&(100 + 76)), "{jumps:?}");
     }
 
     #[test]

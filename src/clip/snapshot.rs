@@ -273,12 +273,13 @@ mod tests {
         let feed = CameraFeed::new(FrameRing::new(Duration::from_secs(60), usize::MAX));
         while let Ok(sample) = sink.pull_sample() {
             let buffer = sample.buffer_owned().unwrap();
+            let time = buffer.pts().unwrap().nseconds();
             let frame = Frame {
-                time: buffer.pts().unwrap().nseconds(),
+                time,
                 keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
                 buffer,
             };
-            feed.push(frame, &sample.caps_owned().unwrap(), false);
+            feed.push(frame, &sample.caps_owned().unwrap(), false, time);
         }
         pipeline.set_state(gst::State::Null).unwrap();
         feed

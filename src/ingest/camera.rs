@@ -238,7 +238,8 @@ impl CameraFeed {
         self.arrived.notified()
     }
 
-    /// The time of the newest frame, if any arrived.
+    /// When the newest frame arrived, if any did: a stall is frames not arriving, whatever
+    /// times they are placed at (frames held up by the network keep their capture times).
     pub fn last_frame(&self) -> Option<MonoNs> {
         match self.last_frame.load(Ordering::Relaxed) {
             0 => None,
@@ -246,14 +247,13 @@ impl CameraFeed {
         }
     }
 
-    /// Pushes a frame and wakes waiting clips.
-    pub fn push(&self, frame: Frame, caps: &gst::Caps, discont: bool) {
+    /// Pushes a frame that arrived at `arrival` and wakes waiting clips.
+    pub fn push(&self, frame: Frame, caps: &gst::Caps, discont: bool, arrival: MonoNs) {
         let size = frame.buffer.size() as u64;
-        let time = frame.time;
         self.ring().push(frame, caps, discont);
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
-        self.last_frame.store(time, Ordering::Relaxed);
+        self.last_frame.store(arrival.max(1), Ordering::Relaxed);
         self.arrived.notify_waiters();
     }
 }
@@ -613,7 +613,11 @@ impl Ingest {
             .enable_last_sample(false)
             .max_buffers(64)
             .build();
-        sink.set_callbacks(frame_callbacks(self.feed.clone(), retired));
+        sink.set_callbacks(frame_callbacks(
+            self.feed.clone(),
+            retired,
+            self.config.stall_timeout.0,
+        ));
 
         pipeline
             .add_many([&src, sink.upcast_ref()])
@@ -741,10 +745,14 @@ fn link_video(
 /// rtspsrc runs its jitter buffer with `buffer-mode=none`, so buffer times are the camera's
 /// RTP timestamps, exact relative to each other; [`StreamClock`] then places them on the
 /// monotonic clock by their arrival.
-fn frame_callbacks(feed: Arc<CameraFeed>, retired: Arc<AtomicBool>) -> gst_app::AppSinkCallbacks {
+fn frame_callbacks(
+    feed: Arc<CameraFeed>,
+    retired: Arc<AtomicBool>,
+    stall_timeout: Duration,
+) -> gst_app::AppSinkCallbacks {
     let mut first = true;
     let mut base_time: Option<gst::ClockTime> = None;
-    let mut stream_clock = StreamClock::default();
+    let mut stream_clock = StreamClock::new(stall_timeout);
     let clock = clock::pipeline_clock();
     gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
@@ -775,14 +783,14 @@ fn frame_callbacks(feed: Arc<CameraFeed>, retired: Arc<AtomicBool>) -> gst_app::
                 return Ok(gst::FlowSuccess::Ok);
             };
             let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            let (time, jumped) =
-                stream_clock.place((base + running).nseconds(), clock.time().nseconds());
+            let arrival = clock.time().nseconds();
+            let (time, jumped) = stream_clock.place((base + running).nseconds(), arrival);
             let frame = Frame {
                 buffer,
                 time,
                 keyframe,
             };
-            feed.push(frame, &caps, std::mem::take(&mut first) || jumped);
+            feed.push(frame, &caps, std::mem::take(&mut first) || jumped, arrival);
             Ok(gst::FlowSuccess::Ok)
         })
         .build()
