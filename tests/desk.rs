@@ -1008,6 +1008,24 @@ async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_noth
     }
     let card = page(&officer, desk.at(&format!("/events/{event}/card"))).await;
     assert!(card.contains("arriving: 2 chunks so far, 0.0 MB"), "{card}");
+    // Chunks under a camera the alert does not name, and a big status for a store that is
+    // not enrolled, cost no rows and no body.
+    for index in 0..3 {
+        pub_(
+            &format!("alertclip/v1/test-site/events/{event}/clip/ghost-{index}/0"),
+            "x",
+        );
+    }
+    let cameras = (0..2000)
+        .map(|i| format!("\"c{i}\":{{\"state\":\"failed\",\"fps\":0,\"kbps\":0,\"buffered_s\":0}}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    pub_(
+        "alertclip/v1/stranger/status",
+        &format!(
+            "{{\"schema\":\"alertclip.status.v1\",\"state\":\"online\",\"cameras\":{{{cameras}}}}}"
+        ),
+    );
     // Everything published so far has been handled once a new probe comes back on both
     // sessions (each handles its messages in order).
     wait_subscribed(&mut feed, broker.port).await;
@@ -1016,6 +1034,28 @@ async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_noth
         !everything.contains("badge verified"),
         "nothing shows as verified"
     );
+    let (ghosts, stranger): (i64, Option<Option<String>>) = desk
+        .desk
+        .db
+        .call(|c| {
+            let ghosts = c.query_row(
+                "SELECT COUNT(*) FROM arriving WHERE camera LIKE 'ghost-%'",
+                [],
+                |r| r.get(0),
+            )?;
+            let stranger = c
+                .query_row(
+                    "SELECT body FROM site_status WHERE site = 'stranger'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            Ok((ghosts, stranger))
+        })
+        .await
+        .unwrap();
+    assert_eq!(ghosts, 0, "no progress for cameras the alert does not name");
+    assert_eq!(stranger, Some(None), "its state, without its body");
 
     // The desk's files: its config and certificate, the database, keys and media, nothing
     // else anywhere under its directory, and under media only safe names.
@@ -1128,6 +1168,7 @@ async fn what_was_kept_but_not_recorded_before_the_desk_was_killed_is_recorded_w
             .unwrap()
         })
         .await;
+    desk.desk.imported().await;
     let recorded = desk
         .desk
         .db
@@ -1140,5 +1181,44 @@ async fn what_was_kept_but_not_recorded_before_the_desk_was_killed_is_recorded_w
     let (officer, _) = desk.signed_in("ana").await;
     let card = page(&officer, desk.at(&format!("/events/{event}/card"))).await;
     assert!(card.contains("Corner Shop"), "{card}");
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_break_in_a_box_chain_marks_the_alert_it_was_found_at() {
+    let broker = Broker::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let device = alertclip::evidence::DeviceKey::load_or_create(dir.path()).unwrap();
+    let (desk, _, mut feed) = corner_shop(&broker, &device.public_pem()).await;
+    // Alert 1, then alert 3: the second comes after a gap.
+    let (first, second) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (event, sequence) in [(first, 1), (second, 3)] {
+        let mut alert = button_alert(event, "Corner Shop", None);
+        alert["sequence"] = json!(sequence);
+        let signed = String::from_utf8(device.sign(&serde_json::to_vec(&alert).unwrap())).unwrap();
+        common::broker::mosquitto_pub(
+            broker.port,
+            &format!("alertclip/v1/test-site/events/{event}"),
+            &signed,
+            &[],
+        );
+        feed.wait_for(|c| c["kind"] == "alert" && c["event"] == event.to_string())
+            .await;
+    }
+    let chain = |event| {
+        let db = desk.desk.db.clone();
+        async move {
+            db.call(move |c| alertclip_desk::events::get(c, event))
+                .await
+                .unwrap()
+                .unwrap()
+                .chain_problem
+        }
+    };
+    assert_eq!(chain(first).await, None);
+    let problem = chain(second)
+        .await
+        .expect("the gap marks the alert after it");
+    assert!(problem.contains("alert 3 follows alert 1"), "{problem}");
     desk.stop().await;
 }

@@ -321,10 +321,14 @@ pub fn change(conn: &Connection, name: &str, change: &Change) -> rusqlite::Resul
 
 /// Checks a new login name: what people type, and what an audit row can show plainly.
 pub fn check_name(name: &str) -> Result<(), String> {
+    // All of them safe in a URL's path; a letter or digit keeps out "." and "..".
     let plain = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
-    if name.is_empty() || name.chars().count() > 64 || !name.chars().all(plain) {
+    if name.chars().count() > 64
+        || !name.chars().all(plain)
+        || !name.chars().any(char::is_alphanumeric)
+    {
         return Err(format!(
-            "\"{name}\": expected 1 to 64 letters, digits, '.', '_', '-' or '@'"
+            "\"{name}\": expected 1 to 64 letters, digits, '.', '_', '-' or '@', with at least one letter or digit"
         ));
     }
     Ok(())

@@ -109,6 +109,8 @@ ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 -- The whole retained status each box last published (cameras, outbox), and when.
 ALTER TABLE site_status ADD COLUMN body TEXT;
 ALTER TABLE site_status ADD COLUMN updated INTEGER;
+-- What of it an officer would notice change (sites::summary), to announce only that.
+ALTER TABLE site_status ADD COLUMN summary TEXT;
 -- Clips on their way: chunks stored so far, of a total known once the manifest is here.
 CREATE TABLE arriving (
     site TEXT NOT NULL,

@@ -281,7 +281,9 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
     })?;
     for row in rows {
         let (camera, progress) = row?;
-        camera_slot(&mut event.cameras, &camera).progress = Some(progress);
+        if let Some(slot) = event.cameras.iter_mut().find(|c| c.id == camera) {
+            slot.progress = Some(progress);
+        }
     }
     Ok(Some(event))
 }

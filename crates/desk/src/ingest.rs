@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alertclip_officer::Report;
-use alertclip_wire::payload::Status;
 use alertclip_wire::signature::Verdict;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -29,16 +28,21 @@ pub struct Change {
     pub event: Option<Uuid>,
 }
 
+/// The largest status kept whole: a box with dozens of cameras sends a few KiB.
+const MAX_STATUS_BYTES: usize = 64 << 10;
+
 /// How long a receiver that failed waits before it starts again.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// Receives until `cancel`, starting the receiver again whenever `restart` is notified (a
-/// store was enrolled: its key is now trusted) or it failed.
+/// First records what was kept but not recorded before the desk last stopped (then says so
+/// on `imported`), then receives until `cancel`, starting the receiver again whenever
+/// `restart` is notified (a store was enrolled: its key is now trusted) or it failed.
 pub async fn run(
     config: Config,
     db: Db,
     feed: broadcast::Sender<Change>,
     restart: Arc<Notify>,
+    imported: tokio::sync::watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
     let media = config.media();
@@ -48,6 +52,8 @@ pub async fn run(
             "ffmpeg is not installed: H.265 clips get no H.264 viewing copy, and most browsers cannot play them"
         );
     }
+    import(&config, &db, &feed, converter, &cancel).await;
+    imported.send_replace(true);
     while !cancel.is_cancelled() {
         // Read again each time: a password file may have been fixed meanwhile.
         let checked = config.clone();
@@ -95,27 +101,11 @@ pub async fn run(
                             }
                             _ => None,
                         };
-                        let h265 = match &report {
-                            Report::Clip { site, event, camera, path, manifest, .. }
-                                if manifest.codec == "h265" && converter =>
-                            {
-                                Some(((site.clone(), *event, camera.clone()), path.clone()))
-                            }
-                            _ => None,
-                        };
-                        record_retrying(&db, &media, &feed, report, &cancel).await;
+                        record_with_view_copy(&db, &media, &feed, report, converter, &cancel)
+                            .await;
                         if let Some(recorded) = recorded {
                             crate::service::status(&format!(
                                 "receiving from {broker}; last recorded: {recorded}"
-                            ));
-                        }
-                        if let Some((which, clip)) = h265 {
-                            tokio::spawn(crate::viewing::convert(
-                                db.clone(),
-                                media.clone(),
-                                feed.clone(),
-                                which,
-                                clip,
                             ));
                         }
                     }
@@ -146,31 +136,33 @@ pub async fn run(
 /// Records what the receiver kept on disk but the desk did not record (it was killed in
 /// between, or its database refused until it stopped): the broker will not send it again.
 /// Run at start, before receiving. Only events with a file the database lacks are read
-/// again, so a start costs a listing of the media directory, not a pass over every clip.
-pub async fn import(
+/// again, so a start costs a listing of the media directory, not a pass over every clip; an
+/// event retention deleted (its files may outlive its rows) is not brought back.
+async fn import(
     config: &Config,
     db: &Db,
     feed: &broadcast::Sender<Change>,
+    converter: bool,
     cancel: &CancellationToken,
 ) {
     let media = &config.media();
     let known = db
         .call(|c| {
-            let mut events = std::collections::HashSet::new();
-            let mut statement = c.prepare("SELECT site, id FROM events")?;
-            for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                let (site, id): (String, String) = row?;
-                events.insert(format!("{site}/{id}"));
-            }
-            let mut kept = std::collections::HashSet::new();
-            let mut statement = c.prepare("SELECT path FROM media")?;
-            for row in statement.query_map([], |r| r.get::<_, String>(0))? {
-                kept.insert(row?);
-            }
-            Ok((events, kept))
+            let set = |query: &str| -> rusqlite::Result<std::collections::HashSet<String>> {
+                let mut statement = c.prepare(query)?;
+                statement.query_map([], |r| r.get(0))?.collect()
+            };
+            Ok((
+                set("SELECT id FROM events")?,
+                set("SELECT target FROM audit WHERE action = 'retention_delete'")?,
+                set(
+                    "SELECT site || '/' || event || '/' || camera || '/' || kind FROM media
+                     UNION ALL SELECT site || '/' || event || '/update-' || number FROM updates",
+                )?,
+            ))
         })
         .await;
-    let Ok((events, kept)) = known else {
+    let Ok((recorded, deleted, kept)) = known else {
         return;
     };
     let (root, keys) = (media.to_owned(), config.keys());
@@ -189,18 +181,28 @@ pub async fn import(
                 ) else {
                     continue;
                 };
-                // An alert the database lacks, or a snapshot or clip.
-                let known = events.contains(&format!("{site_id}/{event_id}"));
-                let missing = std::fs::read_dir(&event)?.flatten().any(|entry| {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let alert = name == "alert.json" || name == "alert.unverified.json";
-                    let media_file = (name.starts_with("snapshot-") && name.ends_with(".jpg"))
-                        || (name.ends_with(".mp4") && !name.starts_with('.'));
-                    (alert && !known)
-                        || (media_file
-                            && relative(&root, &entry.path()).is_some_and(|p| !kept.contains(&p)))
-                });
-                if missing {
+                let id = event_id.to_string();
+                let wanted = if recorded.contains(&id) {
+                    // Recorded: worth reading again only for an update, snapshot or clip
+                    // that is not.
+                    let prefix = format!("{site_id}/{id}/");
+                    std::fs::read_dir(&event)?.flatten().any(|entry| {
+                        let name = entry
+                            .file_name()
+                            .to_string_lossy()
+                            .replace(".unverified", "");
+                        media_key(&name)
+                            .is_some_and(|key| !kept.contains(&format!("{prefix}{key}")))
+                    })
+                } else {
+                    // Not recorded: its alert, unless retention deleted the event (its files
+                    // can outlive its rows).
+                    !deleted.contains(&id)
+                        && ["alert.json", "alert.unverified.json"]
+                            .iter()
+                            .any(|name| event.join(name).is_file())
+                };
+                if wanted {
                     reports.extend(receiver.stored(&site_id, event_id)?);
                 }
             }
@@ -223,8 +225,59 @@ pub async fn import(
         );
     }
     for report in reports {
-        record_retrying(db, media, feed, report, cancel).await;
+        record_with_view_copy(db, media, feed, report, converter, cancel).await;
     }
+}
+
+/// Records `report`; an H.265 clip then gets its H.264 viewing copy (when ffmpeg is here).
+async fn record_with_view_copy(
+    db: &Db,
+    media: &Path,
+    feed: &broadcast::Sender<Change>,
+    report: Report,
+    converter: bool,
+    cancel: &CancellationToken,
+) {
+    let h265 = match &report {
+        Report::Clip {
+            site,
+            event,
+            camera,
+            path,
+            manifest,
+            ..
+        } if manifest.codec == "h265" && converter => {
+            Some(((site.clone(), *event, camera.clone()), path.clone()))
+        }
+        _ => None,
+    };
+    record_retrying(db, media, feed, report, cancel).await;
+    if let Some((which, clip)) = h265 {
+        tokio::spawn(crate::viewing::convert(
+            db.clone(),
+            media.to_owned(),
+            feed.clone(),
+            which,
+            clip,
+        ));
+    }
+}
+
+/// The key of a kept file in the media rows (`<camera>/snapshot`, `<camera>/clip`) or the
+/// updates (`update-<n>`), for a name with `.unverified` taken out.
+fn media_key(name: &str) -> Option<String> {
+    if let Some(camera) = name
+        .strip_prefix("snapshot-")
+        .and_then(|n| n.strip_suffix(".jpg"))
+    {
+        return Some(format!("{camera}/snapshot"));
+    }
+    if let Some(camera) = name.strip_suffix(".mp4").filter(|_| !name.starts_with('.')) {
+        return Some(format!("{camera}/clip"));
+    }
+    name.strip_suffix(".json")
+        .filter(|n| n.starts_with("update-"))
+        .map(str::to_owned)
 }
 
 fn subdirectories(dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -313,6 +366,17 @@ async fn record(
                             verdict_detail(&signature)
                         ],
                     )?;
+                    // The receiver reports a break in the chain before the alert it was
+                    // found at: the problem is kept, and marks the alert now.
+                    if added > 0 {
+                        conn.execute(
+                            "UPDATE events SET chain_problem = (
+                                 SELECT reason FROM problems WHERE site = ?1 AND event = ?2
+                                 AND kind = 'chain' ORDER BY id DESC LIMIT 1)
+                             WHERE id = ?2 AND site = ?1 AND chain_problem IS NULL",
+                            params![site, alert.event_id.to_string()],
+                        )?;
+                    }
                     // A second alert under a known event id (a forgery among them) is not
                     // news: consoles do not chime for it.
                     (added > 0).then_some(("alert", site, Some(alert.event_id)))
@@ -448,16 +512,21 @@ async fn record(
                     bytes,
                     total,
                 } => {
-                    // Only for an event the desk has, and not once its clip is here: a
-                    // stream of chunks for events never alerted costs no rows.
+                    // Only for a camera the event's alert names, and not once its clip is
+                    // here: chunks under made-up events or cameras cost no rows. A receiver
+                    // started again counts from nothing: the count never goes back.
                     let added = conn.execute(
                         "INSERT INTO arriving (site, event, camera, chunks, bytes, total)
                          SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM events
-                         WHERE id = ?2 AND site = ?1 AND NOT EXISTS (
+                         WHERE id = ?2 AND site = ?1
+                         AND EXISTS (SELECT 1 FROM json_each(events.alert, '$.cameras')
+                             WHERE json_extract(json_each.value, '$.id') = ?3)
+                         AND NOT EXISTS (
                              SELECT 1 FROM media WHERE site = ?1 AND event = ?2
                              AND camera = ?3 AND kind = 'clip')
-                         ON CONFLICT DO UPDATE SET chunks = excluded.chunks,
-                             bytes = excluded.bytes, total = excluded.total",
+                         ON CONFLICT DO UPDATE SET chunks = MAX(arriving.chunks, excluded.chunks),
+                             bytes = MAX(arriving.bytes, excluded.bytes),
+                             total = COALESCE(excluded.total, arriving.total)",
                         params![site, event.to_string(), camera, chunks, bytes, total],
                     )?;
                     (added > 0).then_some(("progress", site, Some(event)))
@@ -468,30 +537,39 @@ async fn record(
                     status,
                     state_changed: _,
                 } => {
-                    let body = serde_json::to_string(&status).unwrap_or_default();
+                    // The whole status is kept for enrolled stores only, and only up to a
+                    // size a box's own stays well within: anyone can invent site ids.
+                    let enrolled: bool = conn.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM sites WHERE id = ?1)",
+                        [&site],
+                        |row| row.get(0),
+                    )?;
+                    let body = serde_json::to_string(&status)
+                        .ok()
+                        .filter(|b| enrolled && b.len() <= MAX_STATUS_BYTES);
+                    let summary = body.as_ref().and_then(|_| {
+                        serde_json::to_string(&crate::sites::summary(&status)).ok()
+                    });
                     let before: Option<(String, Option<String>)> = conn
                         .query_row(
-                            "SELECT state, body FROM site_status WHERE site = ?1",
+                            "SELECT state, summary FROM site_status WHERE site = ?1",
                             [&site],
                             |row| Ok((row.get(0)?, row.get(1)?)),
                         )
                         .optional()?;
                     conn.execute(
-                        "INSERT INTO site_status (site, state, since, body, updated)
-                         VALUES (?1, ?2, ?3, ?4, ?3)
+                        "INSERT INTO site_status (site, state, since, body, updated, summary)
+                         VALUES (?1, ?2, ?3, ?4, ?3, ?5)
                          ON CONFLICT DO UPDATE SET body = excluded.body, updated = excluded.updated,
-                             state = excluded.state,
+                             summary = excluded.summary, state = excluded.state,
                              since = CASE WHEN site_status.state = excluded.state
                                      THEN site_status.since ELSE excluded.since END",
-                        params![site, status.state, at, body],
+                        params![site, status.state, at, body, summary],
                     )?;
                     // Consoles hear of what an officer would notice (the box, a camera or the
                     // backlog changing state), not of every figure each status repeats.
-                    let noticed = before.is_none_or(|(state, body)| {
-                        state != status.state
-                            || body
-                                .and_then(|b| serde_json::from_str::<Status>(&b).ok())
-                                .is_none_or(|b| crate::sites::summary(&b) != crate::sites::summary(&status))
+                    let noticed = before.is_none_or(|(state, before)| {
+                        state != status.state || before != summary
                     });
                     noticed.then_some(("site", site, None))
                 }

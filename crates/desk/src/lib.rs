@@ -40,6 +40,8 @@ pub struct Desk {
     pub addr: SocketAddr,
     /// Its database, for tools and tests that look inside.
     pub db: db::Db,
+    /// True once what was kept but not recorded before the last stop is recorded.
+    imported: tokio::sync::watch::Receiver<bool>,
     handle: axum_server::Handle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     cancel: CancellationToken,
@@ -71,14 +73,6 @@ impl Desk {
         let restart = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        ingest::import(&config, &db, &feed, &cancel).await;
-        tracker.spawn(ingest::run(
-            config.clone(),
-            db.clone(),
-            feed.clone(),
-            restart.clone(),
-            cancel.clone(),
-        ));
         if let Some(keep) = config.storage.retention {
             tracker.spawn(retention::run(
                 db.clone(),
@@ -89,13 +83,13 @@ impl Desk {
         }
         let state = Arc::new(web::AppState {
             db: db.clone(),
-            feed,
+            feed: feed.clone(),
             media: config.media(),
             scratch: config.storage.directory.clone(),
             keys: config.keys(),
             converter: viewing::available(),
             idle_s: config.http.idle_timeout.as_secs() as i64,
-            restart,
+            restart: restart.clone(),
             stopping: cancel.clone(),
         });
         let handle = axum_server::Handle::new();
@@ -115,14 +109,33 @@ impl Desk {
             "serving https://{addr}/; connecting to {}",
             config.mqtt.broker
         ));
+        // Receiving starts once the console serves: what it records from now on is news for
+        // someone (and `systemctl status` says "receiving" after "serving", never before).
+        let (imported, imported_watch) = tokio::sync::watch::channel(false);
+        tracker.spawn(ingest::run(
+            config.clone(),
+            db.clone(),
+            feed,
+            restart,
+            imported,
+            cancel.clone(),
+        ));
         Ok(Desk {
             addr,
             db,
+            imported: imported_watch,
             handle,
             serving,
             cancel,
             tracker,
         })
+    }
+
+    /// Resolves once what the receiver kept but the desk had not recorded when it last
+    /// stopped is recorded (at start, before receiving).
+    pub async fn imported(&self) {
+        let mut imported = self.imported.clone();
+        let _ = imported.wait_for(|done| *done).await;
     }
 
     /// Stops serving and receiving; what was received is recorded first.

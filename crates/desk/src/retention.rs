@@ -50,6 +50,7 @@ pub fn sweep(
             "DELETE FROM media WHERE site = ?2 AND event = ?1",
             "DELETE FROM updates WHERE site = ?2 AND event = ?1",
             "DELETE FROM problems WHERE site = ?2 AND event = ?1",
+            "DELETE FROM arriving WHERE site = ?2 AND event = ?1",
             "DELETE FROM events WHERE id = ?1 AND site = ?2",
         ] {
             tx.execute(table, params![id, site])?;

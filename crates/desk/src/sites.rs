@@ -154,20 +154,23 @@ pub struct BoxState {
 const LISTED_CAMERAS: usize = 32;
 
 impl BoxState {
-    /// The box's cameras that are not streaming, with their state (at most 32), and how
-    /// many cameras it has.
-    pub fn cameras_down(&self) -> (Vec<(&str, &str)>, usize) {
+    /// The box's cameras that are not streaming, with their state (the first 32), how many
+    /// are not, and how many cameras it has.
+    pub fn cameras_down(&self) -> (Vec<(&str, &str)>, usize, usize) {
         let Some(status) = &self.status else {
-            return (Vec::new(), 0);
+            return (Vec::new(), 0, 0);
         };
-        let down = status
+        let mut down = status
             .cameras
             .iter()
-            .filter(|(_, c)| c.state != "streaming")
+            .filter(|(_, c)| c.state != "streaming");
+        let listed = down
+            .by_ref()
             .take(LISTED_CAMERAS)
             .map(|(id, c)| (id.as_str(), c.state.as_str()))
-            .collect();
-        (down, status.cameras.len())
+            .collect::<Vec<_>>();
+        let count = listed.len() + down.count();
+        (listed, count, status.cameras.len())
     }
 
     /// What waits in the box's outbox.

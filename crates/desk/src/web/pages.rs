@@ -166,7 +166,9 @@ fn verification_badge(verification: &Verification) -> Markup {
         Verification::Arriving(None) => html! { span.badge.arriving { "arriving" } },
         Verification::Arriving(Some(p)) => html! {
             span.badge.arriving data-chunks=(p.chunks) {
-                "arriving: " (p.chunks)
+                // Chunks the manifest does not name (a forgery's) are counted too: never
+                // more than it names.
+                "arriving: " (p.total.map_or(p.chunks, |t| p.chunks.min(t)))
                 @if let Some(total) = p.total { " of " (total) " chunks" } @else { " chunks so far" }
                 ", " (megabytes(p.bytes))
             }
@@ -571,7 +573,7 @@ async fn sites_page(
 
 /// A store's box, camera and outbox cells: what its last status said.
 fn box_cells(found: &sites::BoxState) -> Markup {
-    let (down, cameras) = found.cameras_down();
+    let (down, down_count, cameras) = found.cameras_down();
     let online = found.state == "online";
     html! {
         td class=(if online { "online" } else { "offline" }) {
@@ -583,11 +585,14 @@ fn box_cells(found: &sites::BoxState) -> Markup {
         td {
             @if cameras == 0 {
                 "none reported"
-            } @else if down.is_empty() {
+            } @else if down_count == 0 {
                 (cameras) " streaming"
             } @else {
-                span.offline { (cameras - down.len()) " of " (cameras) " streaming" }
-                ul.down { @for (id, state) in &down { li { (id) ": " (state) } } }
+                span.offline { (cameras - down_count) " of " (cameras) " streaming" }
+                ul.down {
+                    @for (id, state) in &down { li { (id) ": " (state) } }
+                    @if down_count > down.len() { li { "and " (down_count - down.len()) " more" } }
+                }
             }
         }
         td {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
@@ -81,8 +81,10 @@ async fn page(
             p.hint { "The desk makes the password and shows it once." }
         }
     };
+    // A password shown once is not kept by the browser's cache or a proxy.
     (
         status,
+        [(header::CACHE_CONTROL, "no-store")],
         layout("Accounts · alertclip desk", Some(signed), body),
     )
         .into_response()
@@ -202,7 +204,8 @@ pub async fn add(
     })
     .await;
     match added {
-        Ok(true) => {
+        Ok(None) => no_longer_admin(),
+        Ok(Some(true)) => {
             page(
                 &state,
                 &signed,
@@ -215,7 +218,7 @@ pub async fn add(
             )
             .await
         }
-        Ok(false) => {
+        Ok(Some(false)) => {
             let problem = format!("\"{name}\" is taken: choose another login name");
             page(
                 &state,
@@ -312,7 +315,8 @@ pub async fn edit(
     })
     .await;
     match (changed, password) {
-        (Ok(true), Some(password)) => {
+        (Ok(None), _) => no_longer_admin(),
+        (Ok(Some(true)), Some(password)) => {
             page(
                 &state,
                 &signed,
@@ -325,8 +329,8 @@ pub async fn edit(
             )
             .await
         }
-        (Ok(true), None) => Redirect::to("/users").into_response(),
-        (Ok(false), _) => {
+        (Ok(Some(true)), None) => Redirect::to("/users").into_response(),
+        (Ok(Some(false)), _) => {
             let problem = format!("there is no account \"{name}\"");
             page(
                 &state,
@@ -344,14 +348,15 @@ pub async fn edit(
 }
 
 /// Runs `make` on the account `name` in one transaction with its audit row (`action`, by
-/// the signed-in admin): both or neither. `make` says whether it changed anything.
+/// the signed-in admin): both or neither. `make` says whether it changed anything; `None`
+/// when the admin is no longer one (another admin changed their account meanwhile).
 async fn audited(
     state: &AppState,
     signed: &Signed,
     action: String,
     name: &str,
     make: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<bool> + Send + 'static,
-) -> Result<bool, crate::db::DbError> {
+) -> Result<Option<bool>, crate::db::DbError> {
     let (login, by, client) = (
         name.to_owned(),
         signed.user.name.clone(),
@@ -361,8 +366,17 @@ async fn audited(
         .db
         .call(move |c| {
             let tx = c.transaction()?;
+            let still_admin: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1 AND role = 'admin'
+                                AND disabled = 0)",
+                [&by],
+                |r| r.get(0),
+            )?;
+            if !still_admin {
+                return Ok(None);
+            }
             if !make(&tx, &login)? {
-                return Ok(false);
+                return Ok(Some(false));
             }
             audit::record(
                 &tx,
@@ -374,9 +388,21 @@ async fn audited(
                 },
             )?;
             tx.commit()?;
-            Ok(true)
+            Ok(Some(true))
         })
         .await
+}
+
+/// The answer to an admin whose own account another admin changed meanwhile.
+fn no_longer_admin() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        super::pages::message(
+            "Not allowed",
+            "Your account is no longer an active admin's: nothing was changed.",
+        ),
+    )
+        .into_response()
 }
 
 /// A generated password and its hash, hashed off the async workers (argon2 takes a while).
