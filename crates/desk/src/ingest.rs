@@ -171,40 +171,29 @@ async fn import(
         let mut receiver = alertclip_officer::receive::Receiver::new(&root, Default::default());
         receiver.trust_keys(&keys)?;
         let mut reports = Vec::new();
-        for site in subdirectories(&root)? {
-            for event in subdirectories(&site)? {
-                let (Some(site_id), Some(event_id)) = (
-                    site.file_name().map(|n| n.to_string_lossy().into_owned()),
-                    event
+        for (site_id, event_id, event) in receiver.kept_events()? {
+            let id = event_id.to_string();
+            let wanted = if recorded.contains(&id) {
+                // Recorded: worth reading again only for an update, snapshot or clip
+                // that is not.
+                let prefix = format!("{site_id}/{id}/");
+                std::fs::read_dir(&event)?.flatten().any(|entry| {
+                    let name = entry
                         .file_name()
-                        .and_then(|n| Uuid::parse_str(&n.to_string_lossy()).ok()),
-                ) else {
-                    continue;
-                };
-                let id = event_id.to_string();
-                let wanted = if recorded.contains(&id) {
-                    // Recorded: worth reading again only for an update, snapshot or clip
-                    // that is not.
-                    let prefix = format!("{site_id}/{id}/");
-                    std::fs::read_dir(&event)?.flatten().any(|entry| {
-                        let name = entry
-                            .file_name()
-                            .to_string_lossy()
-                            .replace(".unverified", "");
-                        media_key(&name)
-                            .is_some_and(|key| !kept.contains(&format!("{prefix}{key}")))
-                    })
-                } else {
-                    // Not recorded: its alert, unless retention deleted the event (its files
-                    // can outlive its rows).
-                    !deleted.contains(&id)
-                        && ["alert.json", "alert.unverified.json"]
-                            .iter()
-                            .any(|name| event.join(name).is_file())
-                };
-                if wanted {
-                    reports.extend(receiver.stored(&site_id, event_id)?);
-                }
+                        .to_string_lossy()
+                        .replace(".unverified", "");
+                    media_key(&name).is_some_and(|key| !kept.contains(&format!("{prefix}{key}")))
+                })
+            } else {
+                // Not recorded: its alert, unless retention deleted the event (its files
+                // can outlive its rows).
+                !deleted.contains(&id)
+                    && ["alert.json", "alert.unverified.json"]
+                        .iter()
+                        .any(|name| event.join(name).is_file())
+            };
+            if wanted {
+                reports.extend(receiver.stored(&site_id, event_id)?);
             }
         }
         Ok(reports)
@@ -278,22 +267,6 @@ fn media_key(name: &str) -> Option<String> {
     name.strip_suffix(".json")
         .filter(|n| n.starts_with("update-"))
         .map(str::to_owned)
-}
-
-fn subdirectories(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => Ok(entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect()),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(error) => Err(error),
-    }
 }
 
 /// Records `report`, trying again while the database refuses (a full disk, a lock held by

@@ -581,27 +581,40 @@ impl Receiver {
     /// Finishes what a previous run left: clips whose chunks and manifest all arrived.
     pub fn resume(&mut self) -> io::Result<Vec<Report>> {
         let mut reports = Vec::new();
-        for site in read_dirs(&self.out)? {
-            for event_dir in read_dirs(&site)? {
-                let (Some(site_id), Some(event)) = (
-                    site.file_name().map(|n| n.to_string_lossy().into_owned()),
-                    event_dir
-                        .file_name()
-                        .and_then(|n| Uuid::parse_str(&n.to_string_lossy()).ok()),
-                ) else {
-                    continue;
-                };
-                for entry in fs::read_dir(&event_dir)?.flatten() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if let Some(camera) = name.strip_suffix(".unverified.manifest.json") {
-                        reports.extend(self.assemble(&site_id, event, camera, false)?);
-                    } else if let Some(camera) = name.strip_suffix(".manifest.json") {
-                        reports.extend(self.assemble(&site_id, event, camera, true)?);
-                    }
+        for (site_id, event, event_dir) in self.kept_events()? {
+            for entry in fs::read_dir(&event_dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(camera) = name.strip_suffix(".unverified.manifest.json") {
+                    reports.extend(self.assemble(&site_id, event, camera, false)?);
+                } else if let Some(camera) = name.strip_suffix(".manifest.json") {
+                    reports.extend(self.assemble(&site_id, event, camera, true)?);
                 }
             }
         }
         Ok(reports)
+    }
+
+    /// Every event kept under the output directory: its site, its id and its directory.
+    pub fn kept_events(&self) -> io::Result<Vec<(String, Uuid, PathBuf)>> {
+        let mut events = Vec::new();
+        for site in read_dirs(&self.out)? {
+            let Some(site_id) = site
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|id| id::is_valid(id))
+            else {
+                continue;
+            };
+            for event_dir in read_dirs(&site)? {
+                if let Some(event) = event_dir
+                    .file_name()
+                    .and_then(|n| Uuid::parse_str(&n.to_string_lossy()).ok())
+                {
+                    events.push((site_id.clone(), event, event_dir));
+                }
+            }
+        }
+        Ok(events)
     }
 
     /// What is kept of `site`'s `event` on disk, reported again as when it arrived (the
@@ -1290,11 +1303,15 @@ fn manifest_name(camera: &str, verified: bool) -> String {
 }
 
 fn read_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    Ok(fs::read_dir(dir)?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect())
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
 }
 
 /// How a readable line flags a signature that is not simply valid.

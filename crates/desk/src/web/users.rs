@@ -178,13 +178,7 @@ pub async fn add(
     let role = match accounts::check_name(&name).and_then(|_| Role::parse(&form.role)) {
         Ok(role) => role,
         Err(problem) => {
-            return page(
-                &state,
-                &signed,
-                Outcome::Problem(&problem),
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
+            return refuse(&state, &signed, &problem, StatusCode::BAD_REQUEST).await;
         }
     };
     let Some((password, hash)) = new_password().await else {
@@ -220,13 +214,7 @@ pub async fn add(
         }
         Ok(Some(false)) => {
             let problem = format!("\"{name}\" is taken: choose another login name");
-            page(
-                &state,
-                &signed,
-                Outcome::Problem(&problem),
-                StatusCode::CONFLICT,
-            )
-            .await
+            refuse(&state, &signed, &problem, StatusCode::CONFLICT).await
         }
         Err(error) => {
             tracing::error!(%error, "cannot add an account");
@@ -259,26 +247,14 @@ pub async fn edit(
     }
     if name == signed.user.name {
         let problem = "an admin's own account is changed by another admin";
-        return page(
-            &state,
-            &signed,
-            Outcome::Problem(problem),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
+        return refuse(&state, &signed, problem, StatusCode::FORBIDDEN).await;
     }
     let mut password = None;
     let change = match form.change.as_str() {
         "role" => match Role::parse(&form.role) {
             Ok(role) => Change::Role(role),
             Err(problem) => {
-                return page(
-                    &state,
-                    &signed,
-                    Outcome::Problem(&problem),
-                    StatusCode::BAD_REQUEST,
-                )
-                .await;
+                return refuse(&state, &signed, &problem, StatusCode::BAD_REQUEST).await;
             }
         },
         "password" => {
@@ -294,13 +270,7 @@ pub async fn edit(
         other => {
             let problem =
                 format!("change \"{other}\": expected role, password, unlock, disable or enable");
-            return page(
-                &state,
-                &signed,
-                Outcome::Problem(&problem),
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
+            return refuse(&state, &signed, &problem, StatusCode::BAD_REQUEST).await;
         }
     };
     let action = match &change {
@@ -332,13 +302,7 @@ pub async fn edit(
         (Ok(Some(true)), None) => Redirect::to("/users").into_response(),
         (Ok(Some(false)), _) => {
             let problem = format!("there is no account \"{name}\"");
-            page(
-                &state,
-                &signed,
-                Outcome::Problem(&problem),
-                StatusCode::NOT_FOUND,
-            )
-            .await
+            refuse(&state, &signed, &problem, StatusCode::NOT_FOUND).await
         }
         (Err(error), _) => {
             tracing::error!(%error, "cannot change an account");
@@ -391,6 +355,11 @@ async fn audited(
             Ok(Some(true))
         })
         .await
+}
+
+/// The accounts page again, saying why a change could not be made.
+async fn refuse(state: &AppState, signed: &Signed, problem: &str, status: StatusCode) -> Response {
+    page(state, signed, Outcome::Problem(problem), status).await
 }
 
 /// The answer to an admin whose own account another admin changed meanwhile.
