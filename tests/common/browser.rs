@@ -99,7 +99,9 @@ impl Browser {
         value
     }
 
-    /// Resolves once an element matching `selector` is in the page (now or later).
+    /// Resolves once an element matching `selector` is in the page (now or later). Attribute
+    /// changes are watched as well as added nodes: `body[data-live=open]` becomes true by
+    /// an attribute alone, with nothing else in the page changing.
     pub async fn appears(&self, selector: &str) {
         self.run(
             "const [selector] = args;
@@ -108,7 +110,7 @@ impl Browser {
                const watch = new MutationObserver(() => {
                  if (document.querySelector(selector)) { watch.disconnect(); resolve(); }
                });
-               watch.observe(document.documentElement, {childList: true, subtree: true});
+               watch.observe(document.documentElement, {childList: true, subtree: true, attributes: true});
              });
              return true;",
             vec![json!(selector)],
