@@ -11,13 +11,14 @@ use alertclip_wire::payload::{ButtonSummary, CameraSummary, OutboxSummary, STATU
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::clip::history::EventLog;
 use crate::clock::rfc3339_ms;
 use crate::delivery::Publisher;
 use crate::delivery::outbox::Outbox;
 use crate::detect::DetectStatus;
 use crate::ingest::{Camera, CameraState};
-use crate::trigger::buttons::Button;
 use crate::trigger::buttons::button::ButtonState;
+use crate::trigger::buttons::{Button, LightShown};
 
 /// A camera as status reports see it: its ingest, and its detector when it has
 /// `[camera.detect]`.
@@ -29,13 +30,22 @@ pub struct Watched {
     pub detect: Option<watch::Receiver<DetectStatus>>,
 }
 
+/// What the status is made of, besides the outbox.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// The cameras.
+    pub cameras: Vec<Watched>,
+    /// The buttons.
+    pub buttons: Vec<Button>,
+    /// The lights.
+    pub lights: Vec<LightShown>,
+    /// The recent events, with the officers' responses.
+    pub log: EventLog,
+}
+
 /// The device's status now.
-pub fn status(
-    cameras: &[Watched],
-    buttons: &[Button],
-    outbox: &Outbox,
-    started_at: SystemTime,
-) -> Status {
+pub fn status(parts: &Parts, outbox: &Outbox, started_at: SystemTime) -> Status {
+    let (cameras, buttons) = (&parts.cameras, &parts.buttons);
     let stats = outbox.stats();
     Status {
         schema: STATUS_SCHEMA.to_owned(),
@@ -75,6 +85,12 @@ pub fn status(
             events: stats.events,
             bytes: stats.bytes,
         }),
+        responses: parts.log.responses(),
+        lights: parts
+            .lights
+            .iter()
+            .map(|l| (l.name.clone(), l.pattern.borrow().meaning().to_owned()))
+            .collect(),
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod clip;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod delivery;

@@ -1222,3 +1222,158 @@ async fn a_break_in_a_box_chain_marks_the_alert_it_was_found_at() {
     assert!(problem.contains("alert 3 follows alert 1"), "{problem}");
     desk.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged_then_help_on_the_way_then_closed()
+ {
+    use alertclip::trigger::buttons::light::Pattern;
+    let broker = Broker::start("");
+    // The desk first, for its signing key; the store is enrolled once its box has a key.
+    let desk = DeskRig::start(&broker.url(), &[("ana", Role::Officer)], &[]).await;
+    let desk_key = std::fs::read_to_string(desk.dir().join("state/signing.key")).unwrap();
+    let desk_public = {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&desk_key).unwrap();
+        alertclip_wire::signature::public_pem(&key.verifying_key())
+    };
+    let tail = format!(
+        "{}[[button]]\nid = \"office\"\nkind = \"mqtt\"\nlocation = \"back office\"\n\
+         topic = \"zigbee2mqtt/office\"\nmatch = {{ action = \"single\" }}\n\
+         [feedback]\nline = \"GPIO22\"\n\
+         [desk]\nkeys = ['''\n{desk_public}''']\n",
+        mqtt(&broker)
+    );
+    let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    let box_key = std::fs::read_to_string(rig.dir.path().join("evidence/device.pub")).unwrap();
+    let keys = desk.dir().join("state/keys");
+    let desk = desk
+        .restart(|db| {
+            db.call_blocking(move |c| {
+                alertclip_desk::sites::enrol(c, &keys, &site("test-site", "Corner Deli", &box_key))
+                    .unwrap();
+                Ok(())
+            })
+            .unwrap();
+        })
+        .await;
+    let (watcher, _) = desk.signed_in("ana").await;
+    let mut feed = Feed::open(&watcher, &desk).await;
+    wait_subscribed(&mut feed, broker.port).await;
+    wait_buffered(rig.camera(0), 2.5).await;
+    let light = rig.daemon.lights()[0].pattern.clone();
+    let shows = |pattern: Pattern| {
+        let mut light = light.clone();
+        async move {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                light.wait_for(|p| *p == pattern),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the store's light never showed {pattern:?}"))
+            .unwrap();
+        }
+    };
+
+    let browser = Browser::start().await;
+    browser.goto(&desk.at("/")).await;
+    browser.appears("form.login").await;
+    browser.fill("input[name=name]", "ana").await;
+    browser.fill("input[name=password]", PASSWORD).await;
+    browser.click("form.login button[type=submit]").await;
+    browser.appears("body[data-live=open]").await;
+
+    // Staff press the button; the alert's card comes with an Acknowledge button.
+    common::broker::mosquitto_pub(
+        broker.port,
+        "zigbee2mqtt/office",
+        r#"{"action":"single"}"#,
+        &[],
+    );
+    let alert = feed.wait_for(|c| c["kind"] == "alert").await;
+    let id = alert["event"].as_str().unwrap().to_owned();
+    let card = format!("#event-{id}");
+    browser
+        .appears(&format!("{card} form.acknowledge button"))
+        .await;
+    shows(Pattern::On).await;
+    browser
+        .click(&format!("{card} form.acknowledge button"))
+        .await;
+    // On the event page, the card says when the store's box has it.
+    browser
+        .appears(&format!(
+            "{card} p.response[data-state=acknowledged] .delivery[data-outcome=applied]"
+        ))
+        .await;
+    shows(Pattern::DoubleFlash).await;
+    let shown = rig.daemon.recent_events()[0].response.clone().unwrap();
+    assert_eq!((shown.by.as_str(), shown.desk.is_empty()), ("ana", false));
+
+    // Help on the way, with an ETA.
+    browser
+        .fill("form.respond[data-state=dispatched] input[name=eta]", "6")
+        .await;
+    browser
+        .click("form.respond[data-state=dispatched] button")
+        .await;
+    browser
+        .appears(&format!(
+            "{card} p.response[data-state=dispatched] .delivery[data-outcome=applied]"
+        ))
+        .await;
+    shows(Pattern::LongOn).await;
+    assert_eq!(
+        rig.daemon.recent_events()[0]
+            .response
+            .as_ref()
+            .unwrap()
+            .summary,
+        "help on the way (ETA 6 min), by ana"
+    );
+
+    // Closed, gone on arrival: the light goes off.
+    browser
+        .run(
+            "document.querySelector('form.respond[data-state=closed] select').value = 'gone_on_arrival'; return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .fill(
+            "form.respond[data-state=closed] input[name=note]",
+            "left before we arrived",
+        )
+        .await;
+    browser
+        .click("form.respond[data-state=closed] button")
+        .await;
+    browser
+        .appears(&format!(
+            "{card} p.response[data-state=closed] .delivery[data-outcome=applied]"
+        ))
+        .await;
+    shows(Pattern::Off).await;
+    let history = browser.text("section.responses tbody").await;
+    for said in [
+        "acknowledged",
+        "help on the way (ETA 6 min)",
+        "closed (gone on arrival)",
+        "left before we arrived",
+    ] {
+        assert!(history.contains(said), "{said} in {history}");
+    }
+    browser.screenshot("responses-desktop").await;
+    // Each response is in the event's history, from the audit log.
+    browser.goto(&desk.at(&format!("/events/{id}"))).await;
+    let audited = browser.text("section.history tbody").await;
+    for action in [
+        "respond:acknowledged",
+        "respond:dispatched",
+        "respond:closed",
+    ] {
+        assert!(audited.contains(action), "{action} in {audited}");
+    }
+    browser.close().await;
+    rig.stop().await;
+    desk.stop().await;
+}

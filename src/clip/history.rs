@@ -1,9 +1,10 @@
-//! The last few events, for `alertclip status`: what raised them, their clips, and whether
-//! the alert channel has them.
+//! The last few events, for `alertclip status`: what raised them, their clips, whether the
+//! alert channel has them, and the officer side's latest response to each.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use alertclip_wire::ResponseSummary;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -57,12 +58,18 @@ pub struct EventSummary {
     pub clips: u32,
     /// Its alert's delivery.
     pub delivery: Delivery,
+    /// The officer side's latest response, once one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseSummary>,
 }
 
 /// The shared log; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct EventLog {
     events: Arc<Mutex<VecDeque<EventSummary>>>,
+    /// The latest response to each of the last events that had one, oldest first: kept apart
+    /// from the events, since a response may come for an event raised before this start.
+    responses: Arc<Mutex<VecDeque<(Uuid, ResponseSummary)>>>,
 }
 
 impl EventLog {
@@ -86,6 +93,7 @@ impl EventLog {
             } else {
                 Delivery::Local
             },
+            response: None,
         };
         self.update(|events| {
             if events.len() == KEPT {
@@ -118,6 +126,48 @@ impl EventLog {
         });
     }
 
+    /// Whether `event` is one of the kept events.
+    pub fn has(&self, event: Uuid) -> bool {
+        self.events
+            .lock()
+            .map(|events| events.iter().any(|e| e.event_id == event))
+            .unwrap_or(false)
+    }
+
+    /// The response now shown for `event`, if any.
+    pub fn response(&self, event: Uuid) -> Option<ResponseSummary> {
+        let responses = self.responses.lock().ok()?;
+        responses
+            .iter()
+            .find(|(e, _)| *e == event)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Records `response` as `event`'s latest. An event from before the daemon started is
+    /// not among the kept events; its response is kept all the same, for the status.
+    pub fn responded(&self, event: Uuid, response: ResponseSummary) {
+        self.update(|events| {
+            if let Some(e) = events.iter_mut().find(|e| e.event_id == event) {
+                e.response = Some(response.clone());
+            }
+        });
+        if let Ok(mut responses) = self.responses.lock() {
+            responses.retain(|(e, _)| *e != event);
+            if responses.len() == KEPT {
+                responses.pop_front();
+            }
+            responses.push_back((event, response));
+        }
+    }
+
+    /// The latest response to each of the last events that had one.
+    pub fn responses(&self) -> std::collections::BTreeMap<Uuid, ResponseSummary> {
+        self.responses
+            .lock()
+            .map(|responses| responses.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The kept events, newest first.
     pub fn recent(&self) -> Vec<EventSummary> {
         self.events
@@ -133,6 +183,8 @@ mod tests {
 
     #[test]
     fn keeps_the_last_ten_newest_first_with_their_progress() {
+        // A trigger reads GStreamer's clock.
+        gstreamer::init().unwrap();
         let log = EventLog::default();
         let ids: Vec<Uuid> = (0..12).map(|_| Uuid::now_v7()).collect();
         for id in &ids {
@@ -153,5 +205,39 @@ mod tests {
         assert_eq!(recent[0].delivery, Delivery::AlertAcknowledged);
         assert_eq!(recent[9].event_id, ids[2], "the two oldest are gone");
         assert_eq!(recent[1].delivery, Delivery::Queued);
+    }
+
+    #[test]
+    fn a_response_is_kept_for_its_event_even_one_from_before_this_start() {
+        gstreamer::init().unwrap();
+        let log = EventLog::default();
+        let (ours, earlier) = (Uuid::now_v7(), Uuid::now_v7());
+        log.opened(
+            ours,
+            &Trigger::now(TriggerKind::Button, "office"),
+            vec!["a".into()],
+            true,
+        );
+        let response = |state| ResponseSummary {
+            command_id: Uuid::now_v7(),
+            state,
+            by: "lee".into(),
+            desk: "precinct-5".into(),
+            issued_at: "2026-12-01T10:00:00.000Z".into(),
+            received_at: "2026-12-01T10:00:00.100Z".into(),
+            summary: "acknowledged, by lee".into(),
+        };
+        use alertclip_wire::command::ResponseState;
+        log.responded(ours, response(ResponseState::Acknowledged));
+        log.responded(ours, response(ResponseState::Dispatched));
+        log.responded(earlier, response(ResponseState::Closed));
+        assert_eq!(
+            log.recent()[0].response.as_ref().map(|r| r.state),
+            Some(ResponseState::Dispatched)
+        );
+        let all = log.responses();
+        assert_eq!(all.len(), 2, "one, the latest, per event");
+        assert_eq!(all[&earlier].state, ResponseState::Closed);
+        assert!(log.has(ours) && !log.has(earlier));
     }
 }

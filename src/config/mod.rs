@@ -51,6 +51,13 @@ pub struct Config {
     /// A light or buzzer for the whole box that shows whether help was called.
     #[serde(default)]
     pub feedback: Option<Light>,
+    /// The officer desks whose responses this box takes (docs/responses.md). Needs `[mqtt]`.
+    #[serde(default)]
+    pub desk: Option<Desk>,
+    /// A buzzer that chirps when an officer acknowledges an alert (docs/buttons.md). Needs
+    /// `[desk]`.
+    #[serde(default)]
+    pub buzzer: Option<Buzzer>,
     /// The detector's runtime and model, shared by every camera with a `[camera.detect]`
     /// table (docs/detection.md).
     #[serde(default)]
@@ -217,6 +224,66 @@ pub struct Light {
     /// How long the light stays on once the broker has the alert. Default: `"10s"`.
     #[serde(default = "default_confirm_for")]
     pub confirm_for: HumanDuration,
+}
+
+/// `[desk]`: the officer desks whose responses to alerts this box takes, and shows staff on
+/// its lights (docs/responses.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Desk {
+    /// The desks' public keys, each as `alertclip-desk key` prints it (PEM, in a `'''`
+    /// multi-line string) or as its 32 bytes in base64. A response signed by any other key
+    /// is refused. Required: at least one.
+    pub keys: Vec<String>,
+    /// A response issued longer ago than this is refused: a replay, or a desk whose clock is
+    /// wrong. Default: `"10m"`.
+    #[serde(default = "default_max_age")]
+    pub max_age: HumanDuration,
+    /// How long a light shows a response (acknowledged, help on the way), and how long it
+    /// stays on waiting for one once the broker has the alert. Default: `"30m"`.
+    #[serde(default = "default_show_for")]
+    pub show_for: HumanDuration,
+}
+
+impl Desk {
+    /// The keys, read; the error names the entry and what was expected.
+    pub fn verifying_keys(
+        &self,
+    ) -> Result<Vec<alertclip_wire::signature::VerifyingKey>, (String, String)> {
+        if self.keys.is_empty() {
+            return Err((
+                "desk.keys".into(),
+                "expected at least one desk public key (alertclip-desk key prints it)".into(),
+            ));
+        }
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                alertclip_wire::signature::parse_public_key(text).ok_or_else(|| {
+                    (
+                        format!("desk.keys[{i}]"),
+                        "expected an Ed25519 public key: PEM as `alertclip-desk key` prints it, or 32 bytes in base64".into(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// `[buzzer]`: a buzzer on a GPIO line that chirps twice when an officer acknowledges an
+/// alert, so that staff hear that a person saw it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Buzzer {
+    /// The chip, as for a button. Default: the chip that has the named `line`.
+    #[serde(default)]
+    pub chip: Option<String>,
+    /// The line: an offset or a name. Required.
+    pub line: LineSpec,
+    /// The buzzer sounds when the line is low. Default: `false`.
+    #[serde(default)]
+    pub active_low: bool,
 }
 
 /// `[evidence]`: where the device's signing key lives (docs/evidence.md).
@@ -468,6 +535,12 @@ fn default_debounce() -> HumanDuration {
 fn default_confirm_for() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
+fn default_max_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10 * 60))
+}
+fn default_show_for() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 60))
+}
 fn yes() -> bool {
     true
 }
@@ -664,6 +737,29 @@ impl Config {
         }
         for (i, button) in self.buttons.iter().enumerate() {
             button.validate(i, self)?;
+        }
+        if let Some(desk) = &self.desk {
+            if self.mqtt.is_none() {
+                return Err((
+                    "desk".into(),
+                    "needs [mqtt]: responses come from the desk over the alert channel".into(),
+                ));
+            }
+            desk.verifying_keys()?;
+            for (name, value) in [("max_age", desk.max_age), ("show_for", desk.show_for)] {
+                if value.0 < Duration::from_secs(60) || value.0 > Duration::from_secs(24 * 3600) {
+                    return Err((
+                        format!("desk.{name}"),
+                        format!("expected \"1m\" to \"24h\", found \"{value:?}\""),
+                    ));
+                }
+            }
+        }
+        if self.buzzer.is_some() && self.desk.is_none() {
+            return Err((
+                "buzzer".into(),
+                "needs [desk]: it chirps when a desk acknowledges an alert".into(),
+            ));
         }
         if let Some(cap) = self.buffer.max_bytes_per_camera
             && cap.0 < 1 << 20

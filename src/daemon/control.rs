@@ -21,8 +21,8 @@ use crate::delivery::Publisher;
 use crate::detect::DetectStatus;
 use crate::health::Watched;
 use crate::ingest::CameraStatus;
-use crate::trigger::buttons::Button;
 use crate::trigger::buttons::button::ButtonStatus;
+use crate::trigger::buttons::{Button, LightShown};
 use crate::trigger::{Trigger, TriggerKind, Triggers};
 use alertclip_mqtt::LinkStatus;
 
@@ -90,6 +90,10 @@ pub struct Response {
     /// The last events, newest first, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventSummary>>,
+    /// What each feedback light shows (`off`, `sending`, `delivered`, `failing`,
+    /// `acknowledged`, `help_on_the_way`), for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lights: Option<BTreeMap<String, String>>,
 }
 
 /// A camera in `status`: its ingest, how fresh its newest frame is, and its detector.
@@ -128,6 +132,7 @@ pub(crate) struct Context {
     pub triggers: Triggers,
     pub cameras: Vec<Watched>,
     pub buttons: Vec<Button>,
+    pub lights: Vec<LightShown>,
     pub publisher: Option<Arc<Publisher>>,
     pub log: EventLog,
     pub started: Instant,
@@ -361,6 +366,13 @@ fn status(context: &Context) -> Response {
         }),
         broker: context.publisher.as_ref().map(|p| p.link_status()),
         events: Some(context.log.recent()),
+        lights: Some(
+            context
+                .lights
+                .iter()
+                .map(|l| (l.name.clone(), l.pattern.borrow().meaning().to_owned()))
+                .collect(),
+        ),
         ..Response::default()
     }
 }
@@ -418,6 +430,13 @@ pub fn render_status(response: &Response) -> String {
             );
         }
     }
+    if let Some(lights) = response.lights.as_ref().filter(|l| !l.is_empty()) {
+        let shown: Vec<String> = lights
+            .iter()
+            .map(|(name, pattern)| format!("{name} {}", pattern.replace('_', " ")))
+            .collect();
+        let _ = writeln!(out, "\nlights: {}", shown.join(", "));
+    }
     match (&response.broker, &response.outbox) {
         (Some(broker), Some(outbox)) => {
             let _ = writeln!(
@@ -472,6 +491,13 @@ pub fn render_status(response: &Response) -> String {
                 delivery.replace('_', " "),
                 e.event_id
             );
+            if let Some(r) = &e.response {
+                let _ = writeln!(
+                    out,
+                    "      officer response: {} (issued {}, received {})",
+                    r.summary, r.issued_at, r.received_at
+                );
+            }
         }
     }
     out

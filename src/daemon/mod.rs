@@ -21,6 +21,7 @@ use crate::clip::history::EventLog;
 use crate::clip::recover;
 use crate::clip::storage::Storage;
 use crate::clip::{ClipDone, Spool};
+use crate::commands::{self, Commands};
 use crate::config::Config;
 use crate::delivery::{self, Publisher};
 use crate::detect::Model;
@@ -31,7 +32,7 @@ use crate::ingest::CameraPool;
 use crate::ingest::camera::Camera;
 use crate::trigger::Triggers;
 use crate::trigger::buttons::light::Confirmations;
-use crate::trigger::buttons::{self, Button, ButtonSetupError, DeliveryLink};
+use crate::trigger::buttons::{self, Button, ButtonSetupError, DeliveryLink, LightShown};
 use alertclip_mqtt::{Session, Subscriptions};
 use service::Supervisor;
 
@@ -81,6 +82,9 @@ pub enum StartError {
     /// The detector's runtime or model could not be loaded.
     #[error(transparent)]
     Detect(#[from] crate::detect::ModelError),
+    /// `[desk]` cannot be used.
+    #[error("{0}: {1}")]
+    Desk(String, String),
 }
 
 impl StartError {
@@ -93,6 +97,7 @@ impl StartError {
                 | StartError::MqttTls(_)
                 | StartError::Evidence(_)
                 | StartError::Detect(_)
+                | StartError::Desk(..)
         )
     }
 }
@@ -104,6 +109,7 @@ pub struct Daemon {
     cameras: Vec<Camera>,
     watched: Vec<Watched>,
     buttons: Vec<Button>,
+    lights: Vec<LightShown>,
     triggers: Triggers,
     clips: broadcast::Sender<ClipDone>,
     /// Stops the control socket and the clipper.
@@ -197,6 +203,7 @@ impl Daemon {
                 confirmations: Confirmations {
                     acked: publisher.acked_alerts(),
                     link: publisher.link(),
+                    responses: publisher.responses(),
                 },
                 broker: settings.clone(),
             });
@@ -254,7 +261,7 @@ impl Daemon {
 
         // Buttons before delivery starts: wireless ones subscribe on the delivery broker.
         let intake = CancellationToken::new();
-        let buttons = buttons::start(
+        let buttons::Started { buttons, lights } = buttons::start(
             config,
             &triggers,
             link.as_ref(),
@@ -262,6 +269,7 @@ impl Daemon {
             &intake,
             &delivery_cancel,
         )?;
+        let log = EventLog::default();
 
         let publisher = match delivery {
             Some((publisher, settings, status_interval)) => {
@@ -271,10 +279,29 @@ impl Daemon {
                         .map_err(StartError::MqttTls)?;
                 let started_at = SystemTime::now();
                 let status = {
-                    let (watched, buttons, publisher) =
-                        (watched.clone(), buttons.clone(), publisher.clone());
-                    move || health::status(&watched, &buttons, publisher.outbox(), started_at)
+                    let parts = health::Parts {
+                        cameras: watched.clone(),
+                        buttons: buttons.clone(),
+                        lights: lights.clone(),
+                        log: log.clone(),
+                    };
+                    let publisher = publisher.clone();
+                    move || health::status(&parts, publisher.outbox(), started_at)
                 };
+                // Commands from the desk come on the delivery session: subscribed before it
+                // first connects.
+                if let Some(desk) = &config.desk {
+                    let commands = Commands::new(
+                        config,
+                        desk,
+                        log.clone(),
+                        publisher.clone(),
+                        evidence.clone(),
+                    )
+                    .map_err(|(key, message)| StartError::Desk(key, message))?;
+                    let messages = subscriptions.subscribe(&publisher.topics().commands());
+                    tracker.spawn(commands::run(commands, messages, intake.clone()));
+                }
                 let deliver = delivery::deliver(
                     publisher.clone(),
                     session,
@@ -306,7 +333,6 @@ impl Daemon {
         };
 
         let (clips, _) = broadcast::channel(64);
-        let log = EventLog::default();
         let jobs = CancellationToken::new();
         // Clips a crash interrupted before they were spooled: completed in the background,
         // since each is read whole, and before shutdown is allowed to finish.
@@ -356,6 +382,7 @@ impl Daemon {
             triggers: triggers.clone(),
             cameras: watched.clone(),
             buttons: buttons.clone(),
+            lights: lights.clone(),
             publisher: publisher.clone(),
             log: log.clone(),
             started: std::time::Instant::now(),
@@ -373,6 +400,7 @@ impl Daemon {
             cameras,
             watched,
             buttons,
+            lights,
             triggers,
             clips,
             intake,
@@ -395,6 +423,11 @@ impl Daemon {
     /// The panic buttons, with their status.
     pub fn buttons(&self) -> &[Button] {
         &self.buttons
+    }
+
+    /// The feedback lights, with what each shows.
+    pub fn lights(&self) -> &[LightShown] {
+        &self.lights
     }
 
     /// Delivery to the alert channel, when configured.

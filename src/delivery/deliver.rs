@@ -171,6 +171,8 @@ pub async fn deliver(
                 events: outbox.stats().events,
                 bytes: outbox.stats().bytes,
             }),
+            responses: BTreeMap::new(),
+            lights: BTreeMap::new(),
         };
         if let Ok(payload) = serde_json::to_vec(&offline) {
             let _ = session.publish(Tag::Untracked, &publisher.topics().status(), payload, true);

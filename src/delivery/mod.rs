@@ -21,6 +21,7 @@ use std::time::SystemTime;
 
 use alertclip_mqtt::{LinkStatus, SecretError, Settings};
 use alertclip_wire::TriggerKind;
+use alertclip_wire::command::ResponseState;
 use alertclip_wire::payload::{HEALTH_SCHEMA, Health, STATUS_SCHEMA, Status};
 use alertclip_wire::topics::Topics;
 use tokio::sync::{Notify, broadcast, watch};
@@ -36,6 +37,8 @@ const PACKET_OVERHEAD: usize = 4 << 10;
 /// The client's own limit on what it sends: above the chunk size, since a manifest grows by
 /// about 70 bytes per chunk and may outgrow a small chunk size.
 const MIN_MAX_OUTGOING: usize = 1 << 20;
+/// The largest message the delivery session takes: a command from the desk, with room.
+const MAX_INCOMING: usize = 64 << 10;
 /// The outbox is reported filling above this share of its size, and again once it fell
 /// below the lower one.
 const FILLING_ABOVE: f64 = 0.8;
@@ -61,6 +64,8 @@ pub struct Publisher {
     link: watch::Sender<LinkStatus>,
     /// Every alert the broker acknowledges, by event.
     acked: broadcast::Sender<Uuid>,
+    /// Every response from the officer side the box applied: the event and its new state.
+    responses: broadcast::Sender<(Uuid, ResponseState)>,
     /// Fires when a write found the disk full, so free space is looked at now.
     disk_full: Notify,
 }
@@ -86,6 +91,7 @@ impl Publisher {
             status_wanted: Notify::new(),
             link: watch::channel(LinkStatus::default()).0,
             acked: broadcast::channel(64).0,
+            responses: broadcast::channel(64).0,
             disk_full: Notify::new(),
         })
     }
@@ -93,6 +99,33 @@ impl Publisher {
     /// Every alert the broker acknowledges from now on, by event.
     pub fn acked_alerts(&self) -> broadcast::Receiver<Uuid> {
         self.acked.subscribe()
+    }
+
+    /// Every response from the officer side applied from now on: the event and its state.
+    pub fn responses(&self) -> broadcast::Receiver<(Uuid, ResponseState)> {
+        self.responses.subscribe()
+    }
+
+    /// A response from the officer side was applied: the lights hear of it, and the status
+    /// is published again, so the desk sees the store received it.
+    pub fn responded(&self, event: Uuid, state: ResponseState) {
+        let _ = self.responses.send((event, state));
+        self.status_wanted.notify_one();
+    }
+
+    /// Spools the box's signed answer to a command, blocking on the disk; in the health
+    /// alerts' class, ahead of media.
+    pub fn spool_answer(&self, signed: Vec<u8>) -> io::Result<()> {
+        self.spool(NewMessage {
+            order: Order {
+                class: Class::Health,
+                event: Uuid::now_v7(),
+                rank: 0,
+            },
+            topic: self.topics.answers(),
+            payload: signed,
+            retain: false,
+        })
     }
 
     /// The broker link, as it changes.
@@ -380,6 +413,8 @@ pub fn settings(
         cameras: BTreeMap::new(),
         buttons: BTreeMap::new(),
         outbox: None,
+        responses: BTreeMap::new(),
+        lights: BTreeMap::new(),
     };
     let mut settings = Settings::new(mqtt.url.clone(), mqtt.client_id(&config.site))
         .login(mqtt.username.as_deref(), mqtt.password_file.as_deref())?;
@@ -388,6 +423,8 @@ pub fn settings(
     settings.client_auth = mqtt.cert_file.clone().zip(mqtt.key_file.clone());
     settings.keepalive = mqtt.keepalive.0;
     settings.max_outgoing = (mqtt.chunk_size.0 as usize + PACKET_OVERHEAD).max(MIN_MAX_OUTGOING);
+    // All the box hears on this session is the desk's commands, small by contract.
+    settings.max_incoming = MAX_INCOMING;
     // A status of plain data always serialises.
     settings.will = Some((
         topics.status(),

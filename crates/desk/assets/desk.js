@@ -92,7 +92,7 @@ async function showCard(feed, id) {
   const existing = document.getElementById(card.id);
   if (existing !== null) {
     existing.replaceWith(card);
-  } else {
+  } else if (feed !== null) {
     const empty = feed.querySelector(".empty");
     if (empty !== null) empty.remove();
     feed.prepend(card);
@@ -117,6 +117,13 @@ function live(feed) {
       status.classList.remove("offline");
     }
     document.body.dataset.live = "open";
+    // An event's page may have changed between being rendered and the feed opening (the
+    // store's box answers a response within moments): fetch its card once now.
+    if (feed === null) {
+      document.querySelectorAll("article.card[data-event]").forEach((card) => {
+        refresh(feed, { kind: "opened", event: card.dataset.event });
+      });
+    }
   });
   source.addEventListener("error", () => {
     dropped = true;
@@ -151,6 +158,8 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") reset();
   });
+  // The feed page, and an event's page: its card (with the store's answer to a response)
+  // changes as news comes.
   const feed = document.getElementById("feed");
-  if (feed !== null) live(feed);
+  if (feed !== null || document.querySelector("article.card[data-event]") !== null) live(feed);
 });

@@ -45,6 +45,12 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Prints the desk's public signing key, for the boxes' `[desk] keys`, and its
+    /// fingerprint (the key is created if it does not exist yet).
+    Key {
+        #[arg(long, default_value = "/etc/alertclip-desk/desk.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,6 +144,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::User(_) => "user",
         Command::Site(_) => "site",
         Command::Audit(_) => "audit",
+        Command::Key { .. } => "key",
     };
     match dispatch(cli.command).await {
         Ok(code) => code,
@@ -171,6 +178,22 @@ fn password(file: Option<&Path>) -> anyhow::Result<(String, bool)> {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Init(args) => init(args).await,
+        Command::Key { config } => {
+            let config = match load(&config) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            std::fs::create_dir_all(&config.storage.directory)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.storage.directory.display()))?;
+            let signer = crate::respond::Signer::load_or_create(
+                &config.signing_key(),
+                &config.desk_name(),
+                &config.mqtt.topic_prefix,
+            )?;
+            print!("{}", signer.public_pem());
+            println!("fingerprint {}", signer.fingerprint());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config } => {
             let config = match load(&config) {
                 Ok(config) => config,
@@ -341,6 +364,16 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         "certificate: {} (self-signed for {})",
         cert.display(),
         hosts.join(", ")
+    );
+    let signer = crate::respond::Signer::load_or_create(
+        &config.signing_key(),
+        &config.desk_name(),
+        &config.mqtt.topic_prefix,
+    )?;
+    println!(
+        "signing key: {} ({}; `alertclip-desk key` prints it for the boxes' [desk] keys)",
+        config.signing_key().display(),
+        signer.fingerprint()
     );
     println!("admin: {}", args.admin);
     if generated {

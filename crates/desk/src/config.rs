@@ -155,6 +155,19 @@ impl Config {
         self.storage.directory.join("media")
     }
 
+    /// The desk's own signing key, for what it sends the boxes (created on first start).
+    pub fn signing_key(&self) -> PathBuf {
+        self.storage.directory.join("signing.key")
+    }
+
+    /// The name the desk signs its commands with: its broker client id.
+    pub fn desk_name(&self) -> String {
+        self.mqtt.client_id.clone().unwrap_or_else(|| {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("alertclip-desk-{}", hostname.trim())
+        })
+    }
+
     /// The enrolled stores' public keys, one `<site>.pub` each: what the receiver trusts.
     pub fn keys(&self) -> PathBuf {
         self.storage.directory.join("keys")
@@ -164,7 +177,6 @@ impl Config {
     /// names the key).
     pub fn receive_options(&self) -> Result<ReceiveOptions, String> {
         let mqtt = &self.mqtt;
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let args = ReceiveArgs {
             broker: mqtt.broker.clone(),
             protocol: mqtt.protocol.clone(),
@@ -175,11 +187,7 @@ impl Config {
                 username: mqtt.username.clone(),
                 password_file: mqtt.password_file.clone(),
             },
-            client_id: Some(
-                mqtt.client_id
-                    .clone()
-                    .unwrap_or_else(|| format!("alertclip-desk-{}", hostname.trim())),
-            ),
+            client_id: Some(self.desk_name()),
             site: "+".into(),
             topic_prefix: mqtt.topic_prefix.clone(),
             out: self.media(),

@@ -122,6 +122,27 @@ CREATE TABLE arriving (
     PRIMARY KEY (site, event, camera)
 );
 "#,
+    r#"
+-- What officers sent the stores' boxes (responses to alerts), each as signed and published,
+-- with the broker's acknowledgement and the box's answer.
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    event TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('response')),
+    state TEXT,
+    topic TEXT NOT NULL,
+    body TEXT NOT NULL,
+    user TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    published INTEGER,
+    outcome TEXT,
+    reason TEXT,
+    answered INTEGER
+);
+CREATE INDEX commands_by_event ON commands (event);
+CREATE INDEX commands_to_publish ON commands (created) WHERE published IS NULL;
+"#,
 ];
 
 /// A database that cannot be opened or used.

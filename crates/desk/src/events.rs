@@ -69,6 +69,8 @@ pub struct Event {
     pub cameras: Vec<Camera>,
     /// Messages about it refused or failed (forged, republished, chain).
     pub problems: Vec<String>,
+    /// What officers responded, oldest first, each with how far it got to the store.
+    pub responses: Vec<crate::respond::Sent>,
 }
 
 /// What an officer may conclude from a clip.
@@ -187,6 +189,7 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
                 updates: Vec::new(),
                 cameras: Vec::new(),
                 problems: Vec::new(),
+                responses: Vec::new(),
             })
         })
     else {
@@ -285,6 +288,7 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
             slot.progress = Some(progress);
         }
     }
+    event.responses = crate::respond::sent(conn, &site, id)?;
     Ok(Some(event))
 }
 
@@ -364,6 +368,7 @@ mod tests {
             updates: Vec::new(),
             cameras: Vec::new(),
             problems: Vec::new(),
+            responses: Vec::new(),
         }
     }
 

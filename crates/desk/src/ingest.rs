@@ -20,7 +20,7 @@ use crate::db::{Db, now};
 /// What changed, for the consoles: they fetch the event's card again, or the store's.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
-    /// `alert`, `update`, `snapshot`, `progress`, `clip`, `problem` or `site`.
+    /// `alert`, `update`, `snapshot`, `progress`, `clip`, `problem`, `response` (an officer responded, the broker took it, or the box answered) or `site`.
     pub kind: &'static str,
     /// The store.
     pub site: String,
@@ -468,6 +468,21 @@ async fn record(
                         at,
                     )?;
                     Some(("problem", site, Some(event)))
+                }
+                // Answers to the desk's own commands are recorded with those commands; one
+                // not signed by the store's enrolled key is news of nothing.
+                Report::Answer {
+                    site,
+                    answer,
+                    signature,
+                } => {
+                    if signature != Verdict::Valid {
+                        tracing::warn!(%site, signature = signature.word(), "ignoring an answer not signed by the store's enrolled key");
+                        None
+                    } else {
+                        crate::respond::answered(conn, &site, &answer)?
+                            .map(|event| ("response", site, Some(event)))
+                    }
                 }
                 Report::Health { site, health } => {
                     let body = serde_json::to_string(&health).unwrap_or_default();

@@ -13,6 +13,7 @@ pub mod db;
 pub mod events;
 pub mod export;
 pub mod ingest;
+pub mod respond;
 pub mod retention;
 mod service;
 pub mod sites;
@@ -56,6 +57,11 @@ impl Desk {
             std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
         }
         let db = db::Db::open(&config.database())?;
+        let signer = Arc::new(respond::Signer::load_or_create(
+            &config.signing_key(),
+            &config.desk_name(),
+            &config.mqtt.topic_prefix,
+        )?);
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
             &config.http.certificate,
             &config.http.key,
@@ -71,6 +77,7 @@ impl Desk {
         // A console that falls this far behind loads its page again (the feed says reload).
         let (feed, _) = broadcast::channel(1024);
         let restart = Arc::new(Notify::new());
+        let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         if let Some(keep) = config.storage.retention {
@@ -91,6 +98,8 @@ impl Desk {
             idle_s: config.http.idle_timeout.as_secs() as i64,
             restart: restart.clone(),
             stopping: cancel.clone(),
+            signer,
+            respond: wake.clone(),
         });
         let handle = axum_server::Handle::new();
         let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -112,6 +121,13 @@ impl Desk {
         // Receiving starts once the console serves: what it records from now on is news for
         // someone (and `systemctl status` says "receiving" after "serving", never before).
         let (imported, imported_watch) = tokio::sync::watch::channel(false);
+        tracker.spawn(respond::run(
+            config.clone(),
+            db.clone(),
+            wake,
+            feed.clone(),
+            cancel.clone(),
+        ));
         tracker.spawn(ingest::run(
             config.clone(),
             db.clone(),

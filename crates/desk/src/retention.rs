@@ -51,6 +51,7 @@ pub fn sweep(
             "DELETE FROM updates WHERE site = ?2 AND event = ?1",
             "DELETE FROM problems WHERE site = ?2 AND event = ?1",
             "DELETE FROM arriving WHERE site = ?2 AND event = ?1",
+            "DELETE FROM commands WHERE site = ?2 AND event = ?1",
             "DELETE FROM events WHERE id = ?1 AND site = ?2",
         ] {
             tx.execute(table, params![id, site])?;

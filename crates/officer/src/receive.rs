@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use alertclip_wire::chain::{self, ChainState, Link};
+use alertclip_wire::command::Answer;
 use alertclip_wire::signature::{self, SignatureInfo, Verdict, VerifyingKey};
 use alertclip_wire::{Alert, EventUpdate, Health, Manifest, Status, TopicKind, TopicLayout, id};
 
@@ -171,6 +172,13 @@ pub enum Report {
     Connected { session: String },
     /// A health alert from a device.
     Health { site: String, health: Health },
+    /// A device's answer to a command it heard (a response from the desk), with what its
+    /// signature check found.
+    Answer {
+        site: String,
+        answer: Box<Answer>,
+        signature: Verdict,
+    },
     /// A device's retained status, each time it is published; `state_changed` when it went
     /// `online` or `offline` since the last one.
     Status {
@@ -957,6 +965,19 @@ impl Receiver {
                 Ok(health) => Ok(vec![Report::Health { site, health }]),
                 Err(_) => Ok(Vec::new()),
             },
+            TopicKind::Answer { site } => match serde_json::from_slice::<Answer>(payload) {
+                Ok(answer) if answer.site_id == site && id::is_valid(&site) => {
+                    Ok(vec![Report::Answer {
+                        signature: self.check(&site, payload)?,
+                        site,
+                        answer: Box::new(answer),
+                    }])
+                }
+                _ => {
+                    tracing::warn!(%topic, "ignoring an answer that is not valid or names another site");
+                    Ok(Vec::new())
+                }
+            },
             TopicKind::Status { site } => match serde_json::from_slice::<Status>(payload) {
                 Ok(status) if id::is_valid(&site) => {
                     let state_changed = self.states.get(&site) != Some(&status.state);
@@ -1362,6 +1383,10 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
                 "type": "invalid", "site": site, "event_id": event, "camera": camera, "reason": reason
             }),
             Report::Health { site, health } => json!({"type": "health", "site": site, "health": health}),
+            Report::Answer { site, answer, signature } => json!({
+                "type": "answer", "site": site, "answer": answer, "signature": signature.word(),
+                "signature_detail": signature
+            }),
             Report::Progress { site, event, camera, chunks, bytes, total } => json!({
                 "type": "progress", "site": site, "event_id": event, "camera": camera,
                 "chunks": chunks, "bytes": bytes, "total": total
@@ -1486,6 +1511,22 @@ pub fn print(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()
             Report::Health { site, health } => {
                 format!("HEALTH {site} {}: {}", health.kind, health.message)
             }
+            Report::Answer {
+                site,
+                answer,
+                signature,
+            } => format!(
+                "ANSWER {site} command {}: {}{} (signature {})",
+                answer
+                    .command_id
+                    .map_or_else(|| "?".to_owned(), |id| id.to_string()),
+                answer.outcome.as_str(),
+                answer
+                    .reason
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(": {r}")),
+                signature.word()
+            ),
             Report::Progress { .. } | Report::Connected { .. } => String::new(),
             Report::Status { site, status, .. } => format!("STATUS {site} {}", status.state),
         }

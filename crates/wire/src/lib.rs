@@ -5,13 +5,14 @@
 //! on lives here and nowhere else: the topic layout with its one default prefix ([`topics`]),
 //! the JSON payloads and their schemas ([`payload`], [`schemas`]), the clip sidecar
 //! ([`sidecar`]), the signature over a payload's exact bytes ([`signature`]), the per-device
-//! alert chain ([`chain`]), clip digests and offline verification ([`digest`]), and the rule
+//! alert chain ([`chain`]), the officer side's commands to a box and its answers ([`command`]), clip digests and offline verification ([`digest`]), and the rule
 //! for identifiers that end up in topics and file names ([`id`]).
 //!
 //! It depends on serde and the crypto crates only: no async runtime, no media stack. A box
 //! crate and an officer crate both depend on it, so no cycle can run between them.
 
 pub mod chain;
+pub mod command;
 pub mod digest;
 pub mod id;
 pub mod payload;
@@ -24,8 +25,8 @@ pub use chain::{ChainState, Link};
 pub use digest::{ClipCheck, Digests};
 pub use payload::{
     Alert, ButtonSummary, CameraPlan, CameraSummary, DetectState, Detection, EventUpdate, Health,
-    Manifest, MapRecord, OutboxSummary, Provenance, Rect, SiteInfo, Status, TriggerInfo,
-    TriggerKind, TriggerRecord,
+    Manifest, MapRecord, OutboxSummary, Provenance, Rect, ResponseSummary, SiteInfo, Status,
+    TriggerInfo, TriggerKind, TriggerRecord,
 };
 pub use sidecar::{ClipRecord, SiteRecord, TimeSpan};
 pub use signature::{SignatureInfo, Verdict};

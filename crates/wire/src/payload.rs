@@ -229,6 +229,33 @@ pub struct Status {
     /// What waits in the outbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxSummary>,
+    /// The officer side's latest response to each recent event, as the box received it: what
+    /// tells a desk that the store got it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub responses: BTreeMap<Uuid, ResponseSummary>,
+    /// What each feedback light shows now (`box`, or a button's id): `off`, `sending`,
+    /// `delivered`, `failing`, `acknowledged` or `help_on_the_way`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lights: BTreeMap<String, String>,
+}
+
+/// An officer's response as a box received and applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseSummary {
+    /// The command that carried it.
+    pub command_id: Uuid,
+    /// Where the response has got.
+    pub state: crate::command::ResponseState,
+    /// The officer.
+    pub by: String,
+    /// The desk.
+    pub desk: String,
+    /// When the officer gave it, RFC 3339 UTC.
+    pub issued_at: String,
+    /// When the box received it, RFC 3339 UTC.
+    pub received_at: String,
+    /// For people: "help on the way (ETA 6 min), by lee".
+    pub summary: String,
 }
 
 /// One button in the status.

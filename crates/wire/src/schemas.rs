@@ -11,9 +11,13 @@ pub const EVENT_UPDATE: &str = include_str!("../schemas/event_update.v1.json");
 pub const STATUS: &str = include_str!("../schemas/status.v1.json");
 /// `<prefix>/alerts`: [`crate::Health`].
 pub const HEALTH: &str = include_str!("../schemas/health.v1.json");
+/// `<prefix>/commands`: [`crate::command::Response`].
+pub const RESPONSE: &str = include_str!("../schemas/response.v1.json");
+/// `<prefix>/answers`: [`crate::command::Answer`].
+pub const ANSWER: &str = include_str!("../schemas/answer.v1.json");
 
 /// The schema of a payload by its short name (`alert`, `event_update`, `manifest`, `status`,
-/// `health`).
+/// `health`, `response`, `answer`).
 pub fn by_name(name: &str) -> Option<&'static str> {
     match name {
         "alert" => Some(ALERT),
@@ -21,6 +25,8 @@ pub fn by_name(name: &str) -> Option<&'static str> {
         "manifest" => Some(MANIFEST),
         "status" => Some(STATUS),
         "health" => Some(HEALTH),
+        "response" => Some(RESPONSE),
+        "answer" => Some(ANSWER),
         _ => None,
     }
 }

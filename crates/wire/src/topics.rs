@@ -10,6 +10,8 @@
 //! <prefix>/events/<event_id>/snapshot/<camera> a JPEG
 //! <prefix>/events/<event_id>/clip/<camera>     the clip's manifest
 //! <prefix>/events/<event_id>/clip/<camera>/<n> chunk n of the clip
+//! <prefix>/answers                             the box's answers to commands
+//! <prefix>/commands                            commands to the box, from the desk
 //! ```
 
 use uuid::Uuid;
@@ -56,6 +58,16 @@ impl Topics {
         format!("{}/alerts", self.prefix)
     }
 
+    /// `<prefix>/commands`: what the officer side sends the box ([`crate::command`]).
+    pub fn commands(&self) -> String {
+        format!("{}/commands", self.prefix)
+    }
+
+    /// `<prefix>/answers`: the box's answer to each command it heard.
+    pub fn answers(&self) -> String {
+        format!("{}/answers", self.prefix)
+    }
+
     /// `<prefix>/events/<event_id>`: the alert.
     pub fn alert(&self, event: Uuid) -> String {
         format!("{}/events/{event}", self.prefix)
@@ -88,6 +100,11 @@ pub enum TopicKind {
     },
     /// `<prefix>/alerts`
     Health {
+        /// The device's site id.
+        site: String,
+    },
+    /// `<prefix>/answers`
+    Answer {
         /// The device's site id.
         site: String,
     },
@@ -221,15 +238,16 @@ impl TopicLayout {
     }
 
     /// What to subscribe to for the small, urgent messages: alerts, event updates, health
-    /// alerts and the status. A receiver takes these on a session of their own, so that they
-    /// never wait behind a backlog of video on another.
-    pub fn link_filters(&self) -> [String; 4] {
+    /// alerts, the status and answers to commands. A receiver takes these on a session of
+    /// their own, so that they never wait behind a backlog of video on another.
+    pub fn link_filters(&self) -> [String; 5] {
         let prefix = self.prefix_filter();
         [
             format!("{prefix}/events/+"),
             format!("{prefix}/events/+/update/+"),
             format!("{prefix}/alerts"),
             format!("{prefix}/status"),
+            format!("{prefix}/answers"),
         ]
     }
 
@@ -273,6 +291,7 @@ impl TopicLayout {
         Some(match rest.as_slice() {
             ["status"] => TopicKind::Status { site },
             ["alerts"] => TopicKind::Health { site },
+            ["answers"] => TopicKind::Answer { site },
             ["events", _] => TopicKind::Alert {
                 site,
                 event: event()?,
@@ -364,9 +383,16 @@ mod tests {
                     format!("{filter}/events/+"),
                     format!("{filter}/events/+/update/+"),
                     format!("{filter}/alerts"),
-                    format!("{filter}/status")
+                    format!("{filter}/status"),
+                    format!("{filter}/answers")
                 ]
             );
+            assert_eq!(
+                layout.parse(&topics.answers()),
+                Some(TopicKind::Answer { site: site.clone() })
+            );
+            // Commands go the other way: the officer side publishes them, never reads them.
+            assert_eq!(layout.parse(&topics.commands()), None);
             assert_eq!(
                 layout.media_filters(),
                 [

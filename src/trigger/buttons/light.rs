@@ -1,16 +1,22 @@
-//! Feedback for staff: a light (or buzzer) that says whether help was called.
+//! Feedback for staff: a light (or buzzer) that says whether help was called, and, with a
+//! desk, whether help is coming.
 //!
-//! After a press, the light blinks slowly while the alert waits for the broker, stays on for
-//! `confirm_for` once the broker has acknowledged it, and blinks fast while delivery is failing
-//! (the broker cannot be reached, or the alert could not be written to disk and is being
-//! retried from memory). Without delivery configured,
-//! a press is confirmed as soon as the box has taken it. [`FeedbackLogic`] is the pure state
-//! machine; [`run`] drives a [`Light`] from presses and delivery's [`Confirmations`].
+//! After a press, the light blinks slowly while the alert waits for the broker, stays on once
+//! the broker has acknowledged it (for `confirm_for`, or with `[desk]` until an officer
+//! responds, at most `show_for`), and blinks fast while delivery is failing (the broker
+//! cannot be reached, or the alert could not be written to disk and is being retried from
+//! memory). An officer's response then shows as a double flash (acknowledged: a person saw
+//! it) or long on, short off (help on the way: dispatched or on scene), for `show_for`; a
+//! closed event turns it off. Without delivery configured, a press is confirmed as soon as
+//! the box has taken it. [`FeedbackLogic`] is the pure state machine; [`run`] drives a
+//! [`Light`] from presses and delivery's [`Confirmations`], and says what it shows on a watch
+//! channel, for the status.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use alertclip_mqtt::LinkStatus;
+use alertclip_wire::command::ResponseState;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,10 +24,14 @@ use uuid::Uuid;
 
 use crate::trigger::buttons::button::InputError;
 
-/// Slow blink: waiting for the broker.
-const SLOW_HALF_PERIOD: Duration = Duration::from_millis(500);
+/// Slow blink, waiting for the broker: on and off, in milliseconds.
+const SLOW_BLINK: &[(bool, u64)] = &[(true, 500), (false, 500)];
 /// Fast blink: delivery failing.
-const FAST_HALF_PERIOD: Duration = Duration::from_millis(125);
+const FAST_BLINK: &[(bool, u64)] = &[(true, 125), (false, 125)];
+/// Two short flashes every two seconds: an officer acknowledged the alert.
+const DOUBLE_FLASH: &[(bool, u64)] = &[(true, 150), (false, 150), (true, 150), (false, 1550)];
+/// Long on, short off: help is on the way.
+const LONG_ON: &[(bool, u64)] = &[(true, 1500), (false, 500)];
 /// Acknowledged alerts remembered, for a press whose acknowledgement came first.
 const REMEMBERED: usize = 64;
 
@@ -32,9 +42,10 @@ pub trait Light: Send {
 }
 
 /// What the light shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Pattern {
     /// Nothing to show.
+    #[default]
     Off,
     /// The alert waits for the broker.
     SlowBlink,
@@ -42,6 +53,25 @@ pub enum Pattern {
     On,
     /// Delivery is failing: the alert waits on disk for the broker, or is not on disk yet.
     FastBlink,
+    /// An officer acknowledged the alert.
+    DoubleFlash,
+    /// Officers are on their way, or on scene.
+    LongOn,
+}
+
+impl Pattern {
+    /// What it means, as the status names it: `off`, `sending`, `delivered`, `failing`,
+    /// `acknowledged` or `help_on_the_way`.
+    pub fn meaning(&self) -> &'static str {
+        match self {
+            Pattern::Off => "off",
+            Pattern::SlowBlink => "sending",
+            Pattern::On => "delivered",
+            Pattern::FastBlink => "failing",
+            Pattern::DoubleFlash => "acknowledged",
+            Pattern::LongOn => "help_on_the_way",
+        }
+    }
 }
 
 /// A press as a light learns of it: the event it raised, and whether its alert is on disk.
@@ -66,33 +96,73 @@ enum State {
         since: Instant,
     },
     Confirmed {
+        event: Uuid,
         until: Instant,
     },
+    /// An officer responded; shown until `until`.
+    Responded {
+        event: Uuid,
+        state: ResponseState,
+        since: Instant,
+        until: Instant,
+    },
+}
+
+impl State {
+    /// The event the light is showing, if any.
+    fn event(&self) -> Option<Uuid> {
+        match *self {
+            State::Idle => None,
+            State::Waiting { event, .. }
+            | State::Failing { event, .. }
+            | State::Confirmed { event, .. }
+            | State::Responded { event, .. } => Some(event),
+        }
+    }
+}
+
+/// How long a light shows what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long it stays on once the broker has the alert, without a desk.
+    pub confirm_for: Duration,
+    /// With `[desk]`: how long it shows a response, and waits (on) for one.
+    pub show_for: Option<Duration>,
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct FeedbackLogic {
-    confirm_for: Duration,
+    timing: Timing,
     state: State,
     acked: VecDeque<Uuid>,
 }
 
 impl FeedbackLogic {
-    /// Logic that keeps the light on for `confirm_for` once an alert is acknowledged.
-    pub fn new(confirm_for: Duration) -> FeedbackLogic {
+    /// Logic that keeps the light on for `timing` once an alert is acknowledged.
+    pub fn new(timing: Timing) -> FeedbackLogic {
         FeedbackLogic {
-            confirm_for,
+            timing,
             state: State::Idle,
             acked: VecDeque::new(),
         }
     }
 
-    /// A press opened (or joined) `event`.
+    /// How long the light stays on once the broker has the alert.
+    fn delivered_for(&self) -> Duration {
+        self.timing.show_for.unwrap_or(self.timing.confirm_for)
+    }
+
+    /// A press opened (or joined) `event`. A press joining the event already shown keeps
+    /// what an officer's response says.
     pub fn pressed(&mut self, event: Uuid, now: Instant) {
+        if matches!(self.state, State::Responded { event: shown, .. } if shown == event) {
+            return;
+        }
         self.state = if self.acked.contains(&event) {
             State::Confirmed {
-                until: now + self.confirm_for,
+                event,
+                until: now + self.delivered_for(),
             }
         } else {
             State::Waiting { event, since: now }
@@ -107,9 +177,27 @@ impl FeedbackLogic {
     }
 
     /// A press confirmed without delivery: the box has taken it.
-    pub fn taken(&mut self, now: Instant) {
+    pub fn taken(&mut self, event: Uuid, now: Instant) {
         self.state = State::Confirmed {
-            until: now + self.confirm_for,
+            event,
+            until: now + self.timing.confirm_for,
+        };
+    }
+
+    /// An officer responded to `event`: shown if it is the event the light shows. Closed
+    /// turns the light off.
+    pub fn responded(&mut self, event: Uuid, state: ResponseState, now: Instant) {
+        if self.state.event() != Some(event) {
+            return;
+        }
+        self.state = match state {
+            ResponseState::Closed => State::Idle,
+            _ => State::Responded {
+                event,
+                state,
+                since: now,
+                until: now + self.delivered_for(),
+            },
         };
     }
 
@@ -124,7 +212,8 @@ impl FeedbackLogic {
             && waiting == event
         {
             self.state = State::Confirmed {
-                until: now + self.confirm_for,
+                event,
+                until: now + self.delivered_for(),
             };
         }
     }
@@ -135,37 +224,64 @@ impl FeedbackLogic {
             State::Idle => Pattern::Off,
             State::Waiting { .. } if connected => Pattern::SlowBlink,
             State::Waiting { .. } | State::Failing { .. } => Pattern::FastBlink,
-            State::Confirmed { until } if now < until => Pattern::On,
-            State::Confirmed { .. } => Pattern::Off,
+            State::Confirmed { until, .. } if now < until => Pattern::On,
+            State::Responded { state, until, .. } if now < until => match state {
+                ResponseState::Acknowledged => Pattern::DoubleFlash,
+                _ => Pattern::LongOn,
+            },
+            State::Confirmed { .. } | State::Responded { .. } => Pattern::Off,
         }
     }
 
     /// Whether the light is on at `now`, and when that next changes (absent further input).
     pub fn level(&self, now: Instant, connected: bool) -> (bool, Option<Instant>) {
-        let blink = |half: Duration, since: Instant| {
-            let phase = (now - since).as_nanos() / half.as_nanos();
-            let next = since + half * (phase as u32 + 1);
-            (phase.is_multiple_of(2), Some(next))
-        };
         match (self.pattern(now, connected), self.state) {
-            (Pattern::SlowBlink, State::Waiting { since, .. }) => blink(SLOW_HALF_PERIOD, since),
+            (Pattern::SlowBlink, State::Waiting { since, .. }) => cycle(SLOW_BLINK, since, now),
             (Pattern::FastBlink, State::Waiting { since, .. } | State::Failing { since, .. }) => {
-                blink(FAST_HALF_PERIOD, since)
+                cycle(FAST_BLINK, since, now)
             }
-            (Pattern::On, State::Confirmed { until }) => (true, Some(until)),
+            (Pattern::On, State::Confirmed { until, .. }) => (true, Some(until)),
+            (pattern, State::Responded { since, until, .. }) => {
+                let steps = if pattern == Pattern::DoubleFlash {
+                    DOUBLE_FLASH
+                } else {
+                    LONG_ON
+                };
+                let (on, next) = cycle(steps, since, now);
+                (on, next.map(|n| n.min(until)))
+            }
             _ => (false, None),
         }
     }
 }
 
-/// What a light learns from delivery: each alert the broker acknowledges, and whether the
-/// broker is reachable. Delivery sends them; the light only listens.
+/// Where a repeating pattern of `steps` (on or off, for so many milliseconds) begun at
+/// `since` is at `now`: on or off, and when that next changes.
+fn cycle(steps: &[(bool, u64)], since: Instant, now: Instant) -> (bool, Option<Instant>) {
+    let period: u64 = steps.iter().map(|(_, ms)| ms).sum();
+    let elapsed = (now - since).as_millis() as u64;
+    let start = elapsed - elapsed % period.max(1);
+    let mut end = start;
+    for &(on, ms) in steps {
+        end += ms;
+        if elapsed < end {
+            return (on, Some(since + Duration::from_millis(end)));
+        }
+    }
+    (false, Some(since + Duration::from_millis(end)))
+}
+
+/// What a light learns from delivery: each alert the broker acknowledges, whether the
+/// broker is reachable, and each officer's response the box applied. Delivery sends them;
+/// the light only listens.
 #[derive(Debug)]
 pub struct Confirmations {
     /// Every alert the broker acknowledges, by event.
     pub acked: broadcast::Receiver<Uuid>,
     /// The broker link.
     pub link: watch::Receiver<LinkStatus>,
+    /// Every response applied: the event and its state.
+    pub responses: broadcast::Receiver<(Uuid, ResponseState)>,
 }
 
 impl Clone for Confirmations {
@@ -173,26 +289,29 @@ impl Clone for Confirmations {
         Confirmations {
             acked: self.acked.resubscribe(),
             link: self.link.clone(),
+            responses: self.responses.resubscribe(),
         }
     }
 }
 
 /// Drives a light until `cancel`: from presses, and from delivery's
-/// `confirmations` when delivery is configured. A light that cannot be opened is retried;
-/// presses meanwhile are not lost, only not shown.
+/// `confirmations` when delivery is configured; says what it shows on `shows`. A light that
+/// cannot be opened is retried; presses meanwhile are not lost, only not shown (and `shows`
+/// still says what it would show).
 pub async fn run<L: Light>(
     name: String,
     open: impl Fn() -> Result<L, InputError> + Send,
-    confirm_for: Duration,
+    timing: Timing,
     mut presses: mpsc::UnboundedReceiver<Press>,
     confirmations: Option<Confirmations>,
+    shows: watch::Sender<Pattern>,
     cancel: CancellationToken,
 ) {
-    let mut logic = FeedbackLogic::new(confirm_for);
+    let mut logic = FeedbackLogic::new(timing);
     let delivering = confirmations.is_some();
-    let (mut acks, mut link) = match confirmations {
-        Some(c) => (Some(c.acked), Some(c.link)),
-        None => (None, None),
+    let (mut acks, mut link, mut responses) = match confirmations {
+        Some(c) => (Some(c.acked), Some(c.link), Some(c.responses)),
+        None => (None, None, None),
     };
     let mut light: Option<L> = None;
     let mut retry_at = Instant::now();
@@ -215,6 +334,8 @@ pub async fn run<L: Light>(
             .as_mut()
             .is_none_or(|l| l.borrow_and_update().connected);
         let (on, next) = logic.level(now, connected);
+        let pattern = logic.pattern(now, connected);
+        shows.send_if_modified(|shown| std::mem::replace(shown, pattern) != pattern);
         if let Some(device) = light.as_mut()
             && shown != Some(on)
         {
@@ -236,12 +357,17 @@ pub async fn run<L: Light>(
             press = presses.recv() => match press {
                 Some(Press { event, alert_on_disk: true }) if delivering => logic.pressed(event, Instant::now()),
                 Some(Press { event, alert_on_disk: false }) if delivering => logic.not_on_disk(event, Instant::now()),
-                Some(_) => logic.taken(Instant::now()),
+                Some(Press { event, .. }) => logic.taken(event, Instant::now()),
                 None => break,
             },
-            ack = recv_ack(&mut acks) => {
+            ack = recv_news(&mut acks) => {
                 if let Some(event) = ack {
                     logic.acked(event, Instant::now());
+                }
+            }
+            response = recv_news(&mut responses) => {
+                if let Some((event, state)) = response {
+                    logic.responded(event, state, Instant::now());
                 }
             }
             _ = link_changed(&mut link) => {}
@@ -251,6 +377,7 @@ pub async fn run<L: Light>(
     if let Some(device) = light.as_mut() {
         let _ = device.set(false);
     }
+    shows.send_replace(Pattern::Off);
 }
 
 /// Resolves when the broker link changes; never without delivery, or once delivery is gone.
@@ -264,8 +391,9 @@ async fn link_changed(link: &mut Option<watch::Receiver<LinkStatus>>) {
     }
 }
 
-async fn recv_ack(acks: &mut Option<broadcast::Receiver<Uuid>>) -> Option<Uuid> {
-    match acks {
+/// The next piece of news from delivery; never without delivery, or once it is gone.
+pub(crate) async fn recv_news<T: Clone>(news: &mut Option<broadcast::Receiver<T>>) -> Option<T> {
+    match news {
         Some(receiver) => match receiver.recv().await {
             Ok(event) => Some(event),
             // Missed some: none of them can be ours for long; carry on.
@@ -291,10 +419,89 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn plain() -> Timing {
+        Timing {
+            confirm_for: ms(10_000),
+            show_for: None,
+        }
+    }
+
+    fn with_desk() -> Timing {
+        Timing {
+            confirm_for: ms(10_000),
+            show_for: Some(ms(1_800_000)),
+        }
+    }
+
+    #[test]
+    fn with_a_desk_the_light_shows_each_response_to_the_pressed_event() {
+        let t0 = Instant::now();
+        let mut logic = FeedbackLogic::new(with_desk());
+        let event = Uuid::now_v7();
+        logic.pressed(event, t0);
+        logic.acked(event, t0 + ms(100));
+        // Delivered: on until someone responds, not just ten seconds.
+        assert_eq!(logic.pattern(t0 + ms(60_000), true), Pattern::On);
+        // Another event's response is not this light's news.
+        logic.responded(Uuid::now_v7(), ResponseState::Acknowledged, t0 + ms(61_000));
+        assert_eq!(logic.pattern(t0 + ms(61_000), true), Pattern::On);
+        logic.responded(event, ResponseState::Acknowledged, t0 + ms(62_000));
+        assert_eq!(logic.pattern(t0 + ms(62_000), true), Pattern::DoubleFlash);
+        // A second press of the same event keeps what the officer said.
+        logic.pressed(event, t0 + ms(63_000));
+        assert_eq!(logic.pattern(t0 + ms(63_000), true), Pattern::DoubleFlash);
+        logic.responded(event, ResponseState::Dispatched, t0 + ms(64_000));
+        assert_eq!(logic.pattern(t0 + ms(64_000), false), Pattern::LongOn);
+        logic.responded(event, ResponseState::OnScene, t0 + ms(65_000));
+        assert_eq!(logic.pattern(t0 + ms(65_000), true), Pattern::LongOn);
+        // Shown for show_for, then off.
+        assert_eq!(
+            logic.pattern(t0 + ms(65_000 + 1_800_000), true),
+            Pattern::Off
+        );
+        logic.responded(event, ResponseState::Closed, t0 + ms(66_000));
+        assert_eq!(logic.pattern(t0 + ms(66_000), true), Pattern::Off);
+        assert_eq!(Pattern::LongOn.meaning(), "help_on_the_way");
+    }
+
+    #[test]
+    fn response_patterns_flash_at_their_rhythm() {
+        let t0 = Instant::now();
+        let mut logic = FeedbackLogic::new(with_desk());
+        let event = Uuid::now_v7();
+        logic.pressed(event, t0);
+        logic.responded(event, ResponseState::Acknowledged, t0);
+        let levels: Vec<(bool, Option<Instant>)> = [0, 149, 150, 300, 450, 1999, 2000]
+            .iter()
+            .map(|&t| logic.level(t0 + ms(t), true))
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                (true, Some(t0 + ms(150))),
+                (true, Some(t0 + ms(150))),
+                (false, Some(t0 + ms(300))),
+                (true, Some(t0 + ms(450))),
+                (false, Some(t0 + ms(2000))),
+                (false, Some(t0 + ms(2000))),
+                (true, Some(t0 + ms(2150))),
+            ]
+        );
+        logic.responded(event, ResponseState::Dispatched, t0);
+        assert_eq!(
+            logic.level(t0 + ms(1_499), true),
+            (true, Some(t0 + ms(1_500)))
+        );
+        assert_eq!(
+            logic.level(t0 + ms(1_500), true),
+            (false, Some(t0 + ms(2_000)))
+        );
+    }
+
     #[test]
     fn the_light_follows_the_delivery_of_the_pressed_alert() {
         let t0 = Instant::now();
-        let mut logic = FeedbackLogic::new(ms(10_000));
+        let mut logic = FeedbackLogic::new(plain());
         assert_eq!(logic.pattern(t0, true), Pattern::Off);
         let event = Uuid::now_v7();
         logic.pressed(event, t0);
@@ -313,7 +520,7 @@ mod tests {
     #[test]
     fn an_alert_not_on_disk_blinks_fast_until_it_is_acknowledged() {
         let t0 = Instant::now();
-        let mut logic = FeedbackLogic::new(ms(10_000));
+        let mut logic = FeedbackLogic::new(plain());
         let event = Uuid::now_v7();
         logic.not_on_disk(event, t0);
         // Failing even though the broker is reachable: the alert is not on its way yet.
@@ -325,7 +532,7 @@ mod tests {
     #[test]
     fn an_acknowledgement_before_the_press_is_noticed() {
         let t0 = Instant::now();
-        let mut logic = FeedbackLogic::new(ms(10_000));
+        let mut logic = FeedbackLogic::new(plain());
         let event = Uuid::now_v7();
         logic.acked(event, t0);
         logic.pressed(event, t0 + ms(1));
@@ -335,7 +542,7 @@ mod tests {
     #[test]
     fn blinking_alternates_at_its_rate() {
         let t0 = Instant::now();
-        let mut logic = FeedbackLogic::new(ms(10_000));
+        let mut logic = FeedbackLogic::new(plain());
         logic.pressed(Uuid::now_v7(), t0);
         assert_eq!(logic.level(t0, true), (true, Some(t0 + ms(500))));
         assert_eq!(
@@ -367,12 +574,14 @@ mod tests {
         let (log2, t0) = (log.clone(), Instant::now());
         let (presses_tx, presses) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
+        let (shows, _) = watch::channel(Pattern::Off);
         let task = tokio::spawn(run(
             "box".into(),
             move || Ok(Recorder(log2.clone(), t0)),
-            ms(10_000),
+            plain(),
             presses,
             None,
+            shows,
             cancel.clone(),
         ));
         tokio::time::sleep(ms(1_000)).await;

@@ -2,10 +2,13 @@
 //!
 //! [`button`] is the debounce, hold and stuck-detection logic every input shares; its inputs
 //! are [`gpio`] lines, [`keyboard`] (evdev) keys and [`wireless`] buttons bridged to MQTT;
-//! [`light`] shows staff whether help was called. This module starts every configured button
-//! and light, and hands back each button's status for status reports and health alerts.
+//! [`light`] shows staff whether help was called and whether help is coming, and [`buzzer`]
+//! chirps when an officer acknowledges. This module starts every configured button, light and
+//! buzzer, and hands back each button's status and what each light shows, for status reports
+//! and health alerts.
 
 pub mod button;
+pub mod buzzer;
 pub mod gpio;
 pub mod keyboard;
 pub mod light;
@@ -21,7 +24,25 @@ use self::keyboard::KeyInput;
 use super::Triggers;
 use crate::config::{self, ButtonKind, Config};
 use alertclip_mqtt::Settings;
-use light::{Confirmations, Press};
+use light::{Confirmations, Pattern, Press};
+
+/// A running light: what it shows now.
+#[derive(Debug, Clone)]
+pub struct LightShown {
+    /// `box`, or the id of the button it is beside.
+    pub name: String,
+    /// What it shows.
+    pub pattern: watch::Receiver<Pattern>,
+}
+
+/// What [`start`] started.
+#[derive(Debug, Clone, Default)]
+pub struct Started {
+    /// The buttons.
+    pub buttons: Vec<Button>,
+    /// The lights.
+    pub lights: Vec<LightShown>,
+}
 
 /// A running button.
 #[derive(Debug, Clone)]
@@ -61,20 +82,33 @@ pub fn start(
     tracker: &TaskTracker,
     buttons_cancel: &CancellationToken,
     lights_cancel: &CancellationToken,
-) -> Result<Vec<Button>, ButtonSetupError> {
+) -> Result<Started, ButtonSetupError> {
     let confirmations = delivery.map(|d| &d.confirmations);
+    let show_for = config.desk.as_ref().map(|d| d.show_for.0);
+    let mut lights = Vec::new();
     let box_light = config.feedback.as_ref().map(|light| {
         let (tx, rx) = mpsc::unbounded_channel();
-        spawn_light(
+        lights.push(spawn_light(
             "box".into(),
             light.clone(),
+            show_for,
             rx,
             confirmations,
             tracker,
             lights_cancel,
-        );
+        ));
         tx
     });
+    if let (Some(spec), Some(confirmations)) = (&config.buzzer, confirmations) {
+        let spec = spec.clone();
+        let open =
+            move || GpioOutput::open("buzzer", spec.chip.as_deref(), &spec.line, spec.active_low);
+        tracker.spawn(buzzer::run(
+            open,
+            confirmations.responses.resubscribe(),
+            lights_cancel.clone(),
+        ));
+    }
     let mut buttons = Vec::new();
     for (index, spec) in config.buttons.iter().enumerate() {
         let setup_error = |message: String| ButtonSetupError {
@@ -85,14 +119,15 @@ pub fn start(
         let mut presses: Vec<mpsc::UnboundedSender<Press>> = box_light.iter().cloned().collect();
         if let Some(light) = &spec.feedback {
             let (tx, rx) = mpsc::unbounded_channel();
-            spawn_light(
+            lights.push(spawn_light(
                 spec.id.clone(),
                 light.clone(),
+                show_for,
                 rx,
                 confirmations,
                 tracker,
                 lights_cancel,
-            );
+            ));
             presses.push(tx);
         }
         let (status_tx, status) = watch::channel(ButtonStatus::default());
@@ -167,7 +202,7 @@ pub fn start(
             status,
         });
     }
-    Ok(buttons)
+    Ok(Started { buttons, lights })
 }
 
 /// Settings for a wireless button's own broker: its URL and credentials, the system's CAs.
@@ -203,22 +238,29 @@ const BUTTON_MAX_INCOMING: usize = 64 << 10;
 fn spawn_light(
     name: String,
     light: config::Light,
+    show_for: Option<std::time::Duration>,
     presses: mpsc::UnboundedReceiver<Press>,
     confirmations: Option<&Confirmations>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
-) {
-    let confirm_for = light.confirm_for.0;
+) -> LightShown {
+    let timing = light::Timing {
+        confirm_for: light.confirm_for.0,
+        show_for,
+    };
     let id = format!("{name}-light");
     let open = move || -> Result<GpioOutput, InputError> {
         GpioOutput::open(&id, light.chip.as_deref(), &light.line, light.active_low)
     };
+    let (shows, pattern) = watch::channel(Pattern::Off);
     tracker.spawn(light::run(
-        name,
+        name.clone(),
         open,
-        confirm_for,
+        timing,
         presses,
         confirmations.cloned(),
+        shows,
         cancel.clone(),
     ));
+    LightShown { name, pattern }
 }

@@ -45,6 +45,10 @@ pub struct AppState {
     pub restart: Arc<Notify>,
     /// Cancelled when the desk stops: live feeds end with it.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Signs and addresses what officers send the boxes.
+    pub signer: Arc<crate::respond::Signer>,
+    /// Wakes the task that publishes responses.
+    pub respond: Arc<Notify>,
 }
 
 /// The console's routes.
@@ -56,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events/{id}", get(pages::event))
         .route("/events/{id}/card", get(pages::card))
         .route("/events/{id}/hold", post(pages::hold))
+        .route("/events/{id}/respond", post(pages::respond))
         .route("/events/{id}/export", get(export::export))
         .route("/feed", get(pages::stream))
         .route("/sites", get(pages::sites).post(pages::enrol))

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alertclip_wire::command::{Disposition, ResponseState};
 use alertclip_wire::payload::{TriggerInfo, TriggerKind};
 use axum::Form;
 use axum::extract::{Path, State};
@@ -176,7 +177,26 @@ fn verification_badge(verification: &Verification) -> Markup {
     }
 }
 
-fn card_markup(event: &Event, site: Option<&Site>) -> Markup {
+/// What officers last responded and how far it got, or the button to acknowledge.
+fn response_markup(event: &Event, site: Option<&Site>, csrf: &str) -> Markup {
+    html! {
+        @if let Some(last) = event.responses.last() {
+            p.response data-state=(last.response.state.as_str()) {
+                span.badge.response { (last.response.state.words()) }
+                " by " (last.response.by)
+                " · " span.delivery data-outcome=(last.outcome.as_deref().unwrap_or("pending")) { (last.delivery()) }
+            }
+        } @else if site.is_some() {
+            form.respond.acknowledge method="post" action={ "/events/" (event.id) "/respond" } {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="state" value="acknowledged";
+                button type="submit" { "Acknowledge" }
+            }
+        }
+    }
+}
+
+fn card_markup(event: &Event, site: Option<&Site>, csrf: &str) -> Markup {
     let alert = &event.alert;
     let name = site
         .map(|s| s.name.as_str())
@@ -215,6 +235,7 @@ fn card_markup(event: &Event, site: Option<&Site>) -> Markup {
             @if !alert_reasons.is_empty() {
                 ul.problems { @for reason in &alert_reasons { li { (reason) } } }
             }
+            (response_markup(event, site, csrf))
             div.cameras {
                 @for camera in &event.cameras {
                     figure.camera data-camera=(camera.id) {
@@ -287,7 +308,7 @@ pub async fn feed(State(state): State<Arc<AppState>>, signed: Signed) -> Respons
             h1 { "Alerts" }
             p.live data-live { "Live: new alerts appear here as they arrive." }
             section #feed {
-                @for (event, site) in &cards { (card_markup(event, site.as_ref())) }
+                @for (event, site) in &cards { (card_markup(event, site.as_ref(), &signed.csrf)) }
                 @if cards.is_empty() { p.empty { "No alerts yet." } }
             }
         },
@@ -298,12 +319,12 @@ pub async fn feed(State(state): State<Arc<AppState>>, signed: Signed) -> Respons
 /// `GET /events/{id}/card`: one card, for the feed to replace or add.
 pub async fn card(
     State(state): State<Arc<AppState>>,
-    _signed: Signed,
+    signed: Signed,
     Path(id): Path<Uuid>,
 ) -> Response {
     match load(&state, id).await {
         Ok(Some((event, site))) => {
-            Html(card_markup(&event, site.as_ref()).into_string()).into_response()
+            Html(card_markup(&event, site.as_ref(), &signed.csrf).into_string()).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, "No such event.\n").into_response(),
         Err(response) => response,
@@ -364,7 +385,8 @@ pub async fn event(
         &format!("{} · alertclip desk", site.as_ref().map(|s| s.name.as_str()).unwrap_or(&alert.site.name)),
         Some(&signed),
         html! {
-            (card_markup(&event, site.as_ref()))
+            (card_markup(&event, site.as_ref(), &signed.csrf))
+            (responses_section(&event, site.as_ref(), &signed.csrf))
             section.clips {
                 h2 { "Clips" }
                 @for camera in &event.cameras {
@@ -453,6 +475,170 @@ pub async fn event(
         },
     )
     .into_response()
+}
+
+/// An event's responses: what was sent and what the store's box made of it, and the forms
+/// for the next.
+fn responses_section(event: &Event, site: Option<&Site>, csrf: &str) -> Markup {
+    let action = format!("/events/{}/respond", event.id);
+    html! {
+        section.responses {
+            h2 { "Response" }
+            @if event.responses.is_empty() {
+                p { "No response yet: the store's staff see only that their alert was delivered." }
+            } @else {
+                table {
+                    thead { tr { th { "Given" } th { "By" } th { "Response" } th { "At the store" } } }
+                    tbody {
+                        @for sent in &event.responses {
+                            tr data-command=(sent.response.command_id) {
+                                td { (time(sent.created)) }
+                                td { (sent.response.by) }
+                                td {
+                                    (sent.response.summary().split_once(", by ").map_or("", |(what, _)| what))
+                                    @if let Some(note) = &sent.response.note { br; span.note { (note) } }
+                                }
+                                td.delivery data-outcome=(sent.outcome.as_deref().unwrap_or("pending")) { (sent.delivery()) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if site.is_none() {
+                p { "This store is not enrolled: its box does not take the desk's responses." }
+            } @else {
+                div.respond {
+                    form.respond method="post" action=(action) data-state="acknowledged" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="state" value="acknowledged";
+                        button type="submit" { "Acknowledge" }
+                    }
+                    form.respond method="post" action=(action) data-state="dispatched" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="state" value="dispatched";
+                        label { "ETA (minutes) " input type="number" name="eta" min="0" max="1440" inputmode="numeric"; }
+                        button type="submit" { "Dispatched / en route" }
+                    }
+                    form.respond method="post" action=(action) data-state="on_scene" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="state" value="on_scene";
+                        button type="submit" { "On scene" }
+                    }
+                    form.respond method="post" action=(action) data-state="closed" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="state" value="closed";
+                        label { "Disposition "
+                            select name="disposition" required {
+                                @for d in Disposition::ALL { option value=(d.as_str()) { (d.words()) } }
+                            }
+                        }
+                        label { "Note " input type="text" name="note" maxlength="1000"; }
+                        button type="submit" { "Close" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a response form sends.
+#[derive(serde::Deserialize)]
+pub struct Respond {
+    csrf: String,
+    state: String,
+    #[serde(default)]
+    eta: String,
+    #[serde(default)]
+    disposition: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /events/{id}/respond`: an officer's response, signed and sent to the store's box.
+pub async fn respond(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(id): Path<Uuid>,
+    Form(form): Form<Respond>,
+) -> Response {
+    if let Err(refusal) = signed.check_csrf(&form.csrf) {
+        return *refusal;
+    }
+    let bad =
+        |text: &str| (StatusCode::BAD_REQUEST, message("Response not sent", text)).into_response();
+    let Some(response_state) = ResponseState::parse(&form.state) else {
+        return bad("Unknown response: expected acknowledged, dispatched, on_scene or closed.");
+    };
+    let eta_minutes = match (response_state, form.eta.trim()) {
+        (_, "") => None,
+        (ResponseState::Dispatched, eta) => match eta.parse::<u32>() {
+            Ok(minutes) if minutes <= 1440 => Some(minutes),
+            _ => return bad("The ETA is a number of minutes, 0 to 1440."),
+        },
+        _ => return bad("Only a dispatch has an ETA."),
+    };
+    let disposition = match (response_state, form.disposition.trim()) {
+        (ResponseState::Closed, word) => match Disposition::parse(word) {
+            Some(d) => Some(d),
+            None => {
+                return bad(
+                    "Closing needs a disposition: arrest, gone on arrival, false alarm, test or other.",
+                );
+            }
+        },
+        (_, "") => None,
+        _ => return bad("Only a closed event has a disposition."),
+    };
+    let note = Some(form.note.trim().to_owned()).filter(|n| !n.is_empty());
+    let given = crate::respond::Given {
+        state: response_state,
+        eta_minutes,
+        disposition,
+        note,
+    };
+    let (event, site) = match load(&state, id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                message("No such event", "The desk has no event with this id."),
+            )
+                .into_response();
+        }
+        Err(response) => return response,
+    };
+    if site.is_none() {
+        return (
+            StatusCode::CONFLICT,
+            message(
+                "Response not sent",
+                "This store is not enrolled: its box does not take the desk's responses.",
+            ),
+        )
+            .into_response();
+    }
+    let (signer, site_id) = (state.signer.clone(), event.site.clone());
+    let (user, client) = (signed.user.name.clone(), signed.client.clone());
+    let recorded = state
+        .db
+        .call(move |c| crate::respond::record(c, &signer, &site_id, id, &user, &client, &given))
+        .await;
+    match recorded {
+        Ok(Ok(_)) => {
+            state.respond.notify_one();
+            let _ = state.feed.send(crate::ingest::Change {
+                kind: "response",
+                site: event.site,
+                event: Some(id),
+            });
+            Redirect::to(&format!("/events/{id}")).into_response()
+        }
+        Ok(Err(problem)) => bad(&problem),
+        Err(error) => {
+            tracing::error!(%error, "cannot record a response");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }
 
 /// What the hold form sends.

@@ -1,0 +1,437 @@
+//! Officers' responses to alerts, to the store's box: each one signed by the desk's key,
+//! stored with the audit row in one transaction ([`record`]), published on the store's
+//! `<prefix>/commands` by a broker session of the desk's own ([`run`]), and answered by the
+//! box on `<prefix>/answers` ([`answered`], from ingest). A response given while the broker
+//! is away waits in the database and is published when it is back.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alertclip_mqtt::{LinkEvent, Session, Tag};
+use alertclip_wire::command::{
+    Answer, Disposition, MAX_NAME_CHARS, RESPONSE_SCHEMA, Response, ResponseState,
+};
+use alertclip_wire::signature::{self, SigningKey};
+use alertclip_wire::topics::{Topics, prefix_of};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::db::{Db, now};
+use crate::ingest::Change;
+
+/// Commands published at once before the broker acknowledges any.
+const WINDOW: usize = 32;
+/// How long a publisher that cannot use the broker settings waits before it tries again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// What signs and addresses the desk's commands: its key, the name it gives itself, and the
+/// boxes' topic prefix template.
+#[derive(Debug)]
+pub struct Signer {
+    key: SigningKey,
+    /// The desk's name in every command it signs.
+    pub desk: String,
+    /// The boxes' topic prefix template, `{site}` standing for the site id.
+    pub template: String,
+}
+
+impl Signer {
+    /// The key in `path` (PKCS#8 PEM, readable by its owner only), created on first use,
+    /// signing as `desk`, for boxes under `template`.
+    pub fn load_or_create(path: &Path, desk: &str, template: &str) -> anyhow::Result<Signer> {
+        let name = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
+        let key = match std::fs::read_to_string(path) {
+            Ok(pem) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)
+                    .map_err(|e| name(&e))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    anyhow::bail!(
+                        "{}: the desk's signing key is readable by others (mode {:o}): chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+                SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: expected the desk's Ed25519 key in PKCS#8 PEM: {e}",
+                        path.display()
+                    )
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| name(&e))?;
+                let key = SigningKey::from_bytes(&secret);
+                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| name(&e))?;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| name(&e))?;
+                file.write_all(pem.as_bytes())
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| name(&e))?;
+                tracing::info!(file = %path.display(), "created the desk's signing key");
+                key
+            }
+            Err(e) => return Err(name(&e)),
+        };
+        Ok(Signer {
+            key,
+            desk: desk.chars().take(MAX_NAME_CHARS).collect(),
+            template: template.to_owned(),
+        })
+    }
+
+    /// The public key as the boxes' `[desk] keys` take it (PEM).
+    pub fn public_pem(&self) -> String {
+        signature::public_pem(&self.key.verifying_key())
+    }
+
+    /// The public key's fingerprint, to read out over the phone.
+    pub fn fingerprint(&self) -> String {
+        signature::fingerprint(&self.key.verifying_key())
+    }
+}
+
+/// A response as an officer gives it in the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    /// The new state.
+    pub state: ResponseState,
+    /// For `dispatched`: minutes until officers arrive.
+    pub eta_minutes: Option<u32>,
+    /// For `closed`: how it ended.
+    pub disposition: Option<Disposition>,
+    /// A note for the record.
+    pub note: Option<String>,
+}
+
+/// Signs `given` as `user`'s response to `event` of `site`, stores it to be published and
+/// audits it, in one transaction; returns the command's id, or why the response cannot be
+/// sent.
+pub fn record(
+    conn: &mut Connection,
+    signer: &Signer,
+    site: &str,
+    event: Uuid,
+    user: &str,
+    client: &str,
+    given: &Given,
+) -> rusqlite::Result<Result<Uuid, String>> {
+    let response = Response {
+        schema: RESPONSE_SCHEMA.to_owned(),
+        command_id: Uuid::now_v7(),
+        site_id: site.to_owned(),
+        event_id: event,
+        state: given.state,
+        eta_minutes: given.eta_minutes,
+        disposition: given.disposition,
+        note: given.note.clone(),
+        by: user.to_owned(),
+        desk: signer.desk.clone(),
+        issued_at: format!("{:.3}", jiff::Timestamp::now()),
+        signature: None,
+    };
+    if let Err(problem) = response.check() {
+        return Ok(Err(problem));
+    }
+    let Ok(unsigned) = serde_json::to_vec(&response) else {
+        return Ok(Err("the response cannot be written".into()));
+    };
+    let body = signature::sign(&signer.key, &unsigned);
+    let topic = Topics::new(prefix_of(&signer.template, site)).commands();
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO commands (id, site, event, kind, state, topic, body, user, created)
+         VALUES (?1, ?2, ?3, 'response', ?4, ?5, ?6, ?7, ?8)",
+        params![
+            response.command_id.to_string(),
+            site,
+            event.to_string(),
+            given.state.as_str(),
+            topic,
+            String::from_utf8_lossy(&body),
+            user,
+            now()
+        ],
+    )?;
+    crate::audit::by(
+        &tx,
+        user,
+        &format!("respond:{}", given.state.as_str()),
+        Some(&event.to_string()),
+        client,
+    )?;
+    tx.commit()?;
+    Ok(Ok(response.command_id))
+}
+
+/// One response as the console shows it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The response as signed.
+    pub response: Response,
+    /// When an officer gave it (Unix seconds).
+    pub created: i64,
+    /// When the broker took it, if it has.
+    pub published: Option<i64>,
+    /// What the store's box answered (`applied`, `superseded`, `refused`), if it has.
+    pub outcome: Option<String>,
+    /// Why, for a refusal.
+    pub reason: Option<String>,
+}
+
+impl Sent {
+    /// Where it has got, for people: "waiting for the broker", "sent", "the store's box
+    /// shows it", "refused by the store's box: ...".
+    pub fn delivery(&self) -> String {
+        match (self.published, self.outcome.as_deref()) {
+            (_, Some("applied")) => "the store's box shows it".into(),
+            (_, Some("superseded")) => "the store's box already showed a later one".into(),
+            (_, Some(_)) => format!(
+                "refused by the store's box: {}",
+                self.reason.as_deref().unwrap_or("no reason given")
+            ),
+            (Some(_), None) => "sent: waiting for the store's box".into(),
+            (None, None) => "waiting for the broker".into(),
+        }
+    }
+}
+
+/// The responses to `event` of `site`, oldest first.
+pub fn sent(conn: &Connection, site: &str, event: Uuid) -> rusqlite::Result<Vec<Sent>> {
+    let mut statement = conn.prepare(
+        "SELECT body, created, published, outcome, reason FROM commands
+         WHERE site = ?1 AND event = ?2 AND kind = 'response' ORDER BY created, id",
+    )?;
+    let rows = statement.query_map(params![site, event.to_string()], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, Option<i64>>(2)?,
+            row.get::<_, Option<String>>(3)?,
+            row.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut sent = Vec::new();
+    for row in rows {
+        let (body, created, published, outcome, reason) = row?;
+        if let Ok(response) = serde_json::from_str(&body) {
+            sent.push(Sent {
+                response,
+                created,
+                published,
+                outcome,
+                reason,
+            });
+        }
+    }
+    Ok(sent)
+}
+
+/// Records a box's answer to one of the desk's commands: the first answer stands (a replayed
+/// command is answered again, refused). Returns the event it concerned, if the command is
+/// the desk's and was not answered yet.
+pub fn answered(conn: &Connection, site: &str, answer: &Answer) -> rusqlite::Result<Option<Uuid>> {
+    let Some(command) = answer.command_id else {
+        return Ok(None);
+    };
+    let event: Option<Option<String>> = conn
+        .query_row(
+            "UPDATE commands SET outcome = ?3, reason = ?4, answered = ?5
+             WHERE id = ?1 AND site = ?2 AND outcome IS NULL RETURNING event",
+            params![
+                command.to_string(),
+                site,
+                answer.outcome.as_str(),
+                answer.reason,
+                now()
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(event.flatten().and_then(|e| Uuid::parse_str(&e).ok()))
+}
+
+/// Publishes what officers sent until `cancel`: everything not yet taken by the broker, in
+/// the order given, whenever `wake` is notified and on every connection; marks each taken
+/// once the broker acknowledges it, and tells the consoles.
+pub async fn run(
+    config: Config,
+    db: Db,
+    wake: Arc<Notify>,
+    feed: broadcast::Sender<Change>,
+    cancel: CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        let checked = config.clone();
+        let settings = match tokio::task::spawn_blocking(move || checked.receive_options()).await {
+            Ok(Ok(options)) => {
+                let mut settings = options.settings;
+                settings.client_id = format!("{}-commands", settings.client_id);
+                settings
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the broker settings cannot be used to send responses; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => continue,
+                }
+            }
+            Err(_) => return,
+        };
+        let tracker = tokio_util::task::TaskTracker::new();
+        let link_cancel = cancel.child_token();
+        let (session, events) = match Session::<String>::start(
+            &settings,
+            &tracker,
+            link_cancel.clone(),
+        ) {
+            Ok(started) => started,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the session that sends responses; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => continue,
+                }
+            }
+        };
+        publish(&db, &session, events, &wake, &feed, &cancel).await;
+        link_cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+async fn publish(
+    db: &Db,
+    session: &Session<String>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<LinkEvent<String>>,
+    wake: &Notify,
+    feed: &broadcast::Sender<Change>,
+    cancel: &CancellationToken,
+) {
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut connected = false;
+    loop {
+        if connected && in_flight.len() < WINDOW {
+            let waiting = db
+                .call(|c| {
+                    let mut statement = c.prepare(
+                        "SELECT id, topic, body FROM commands WHERE published IS NULL
+                         ORDER BY created, id LIMIT ?1",
+                    )?;
+                    let rows = statement
+                        .query_map([WINDOW as i64], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok(rows)
+                })
+                .await
+                .unwrap_or_default();
+            for (id, topic, body) in waiting {
+                if in_flight.len() >= WINDOW || in_flight.contains(&id) {
+                    continue;
+                }
+                if session
+                    .publish(Tag::Message(id.clone()), &topic, body.into_bytes(), false)
+                    .is_err()
+                {
+                    break;
+                }
+                in_flight.insert(id);
+            }
+        }
+        let wakened = wake.notified();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = wakened => {}
+            event = events.recv() => match event {
+                None => return,
+                Some(LinkEvent::Connected) => {
+                    tracing::info!("connected to the broker to send responses");
+                    connected = true;
+                    in_flight.clear();
+                }
+                Some(LinkEvent::Acked(id)) => {
+                    in_flight.remove(&id);
+                    let taken = id.clone();
+                    let row = db
+                        .call(move |c| {
+                            c.query_row(
+                                "UPDATE commands SET published = ?2 WHERE id = ?1 RETURNING site, event",
+                                params![taken, now()],
+                                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                            )
+                            .optional()
+                        })
+                        .await;
+                    match row {
+                        Ok(Some((site, event))) => {
+                            let _ = feed.send(Change {
+                                kind: "response",
+                                site,
+                                event: event.and_then(|e| Uuid::parse_str(&e).ok()),
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(error) => tracing::error!(%error, "cannot record a response as sent"),
+                    }
+                }
+                Some(LinkEvent::Refused(id, reason)) => {
+                    tracing::error!(command = %id, %reason, "the broker refused a response; it is tried again on the next connection");
+                }
+                Some(LinkEvent::TooLarge(id, reason)) => {
+                    tracing::error!(command = %id, %reason, "a response is too large to send");
+                }
+                Some(LinkEvent::Disconnected(error)) => {
+                    if connected {
+                        tracing::warn!(%error, "lost the broker; responses wait in the database");
+                    }
+                    connected = false;
+                    in_flight.clear();
+                }
+                Some(_) => {}
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_made_once_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("desk.key");
+        let made = Signer::load_or_create(&path, "precinct-5", "alertclip/v1/{site}").unwrap();
+        let read = Signer::load_or_create(&path, "precinct-5", "alertclip/v1/{site}").unwrap();
+        assert_eq!(made.public_pem(), read.public_pem());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = Signer::load_or_create(&path, "x", "alertclip/v1/{site}")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+    }
+}
