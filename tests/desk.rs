@@ -1057,11 +1057,12 @@ async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_noth
     assert_eq!(ghosts, 0, "no progress for cameras the alert does not name");
     assert_eq!(stranger, Some(None), "its state, without its body");
 
-    // The desk's files: its config and certificate, the database, keys and media, nothing
-    // else anywhere under its directory, and under media only safe names.
+    // The desk's files: its config and certificate, its signing key, the database, keys and
+    // media, nothing else anywhere under its directory, and under media only safe names.
     let root = desk.dir();
     for file in files_under(root) {
-        let allowed = ["desk.toml", "desk.crt", "desk.key"].contains(&file.as_str())
+        let allowed = ["desk.toml", "desk.crt", "desk.key", "state/signing.key"]
+            .contains(&file.as_str())
             || file.starts_with("state/desk.sqlite")
             || file.starts_with("state/keys/")
             || file.starts_with("state/media/");
@@ -1306,8 +1307,102 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
         ))
         .await;
     shows(Pattern::DoubleFlash).await;
-    let shown = rig.daemon.recent_events()[0].response.clone().unwrap();
+    // The box's status names the response beside its event (the footage asked for below
+    // becomes an event of its own, newer).
+    let response_of = |id: &str| {
+        rig.daemon
+            .recent_events()
+            .into_iter()
+            .find(|e| e.event_id.to_string() == id)
+            .and_then(|e| e.response)
+            .expect("the event's response in the box's status")
+    };
+    let shown = response_of(&id);
     assert_eq!((shown.by.as_str(), shown.desk.is_empty()), ("ana", false));
+
+    // More footage: the seconds before, asked of the store's box from the event page. It
+    // comes as an event of its own, its clip signed and naming who asked and why.
+    browser
+        .fill("form.request input[name=minutes]", "0.03")
+        .await;
+    browser.fill("form.request input[name=seconds]", "1").await;
+    browser
+        .fill("form.request input[name=reason]", "who came in before")
+        .await;
+    browser.click("form.request button[type=submit]").await;
+    // The new event's alert and its clip come on the desk's two broker sessions, in an
+    // order they decide.
+    let (mut asked, mut clips) = (None::<String>, std::collections::HashSet::new());
+    while asked.as_ref().is_none_or(|a| !clips.contains(a)) {
+        let change = feed.next().await;
+        match (change["kind"].as_str(), change["event"].as_str()) {
+            (Some("alert"), Some(event)) if event != id => asked = Some(event.to_owned()),
+            (Some("clip"), Some(event)) => {
+                clips.insert(event.to_owned());
+            }
+            _ => {}
+        }
+    }
+    let asked = asked.unwrap();
+    // The box's answer, recorded against the event it was asked from, may come before or
+    // after: looked up, and looked up again on each change to that event's responses.
+    loop {
+        let key = id.clone();
+        let opened: Option<String> = desk
+            .desk
+            .db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT answer_event FROM commands WHERE event = ?1 AND kind = 'request'",
+                    [key],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        if let Some(opened) = opened {
+            assert_eq!(opened, asked, "the box answers with the event it opened");
+            break;
+        }
+        feed.wait_for(|c| c["kind"] == "response" && c["event"] == id.as_str())
+            .await;
+    }
+    let key = asked.clone();
+    let (signature, manifest): (String, String) = desk
+        .desk
+        .db
+        .call(move |c| {
+            c.query_row(
+                "SELECT signature, manifest FROM media WHERE event = ?1 AND kind = 'clip'",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(signature, "valid");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let trigger = &manifest["triggers"][0];
+    assert_eq!(trigger["kind"], "remote");
+    assert!(
+        trigger["source"].as_str().unwrap().starts_with("ana@"),
+        "{trigger}"
+    );
+    assert_eq!(trigger["note"], "who came in before");
+    browser.goto(&desk.at(&format!("/events/{id}"))).await;
+    browser
+        .appears(&format!(
+            "section.requests td.delivery[data-outcome=applied] a[href='/events/{asked}']"
+        ))
+        .await;
+    browser.goto(&desk.at(&format!("/events/{asked}"))).await;
+    assert!(
+        browser
+            .text("p.trigger")
+            .await
+            .starts_with("Footage requested by ana@")
+    );
+    browser.goto(&desk.at(&format!("/events/{id}"))).await;
 
     // Help on the way, with an ETA.
     browser
@@ -1323,11 +1418,7 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
         .await;
     shows(Pattern::LongOn).await;
     assert_eq!(
-        rig.daemon.recent_events()[0]
-            .response
-            .as_ref()
-            .unwrap()
-            .summary,
+        response_of(&id).summary,
         "help on the way (ETA 6 min), by ana"
     );
 

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use alertclip::demo::teststream::TestStream;
 use alertclip::trigger::buttons::light::Pattern;
-use alertclip_wire::command::{Disposition, RESPONSE_SCHEMA, Response, ResponseState};
+use alertclip_wire::command::{
+    Disposition, FOOTAGE_REQUEST_SCHEMA, FootageRequest, RESPONSE_SCHEMA, Response, ResponseState,
+};
 use alertclip_wire::signature::{self, SigningKey};
 use common::broker::{Broker, mosquitto_pub};
 use common::receiver::ReceiverProcess;
@@ -116,9 +118,14 @@ async fn an_officers_responses_reach_the_light_and_the_status_and_forgeries_are_
     let ack = response(event, ResponseState::Acknowledged);
     let ack_payload = signed(&desk_key(), &ack);
     mosquitto_pub(broker.port, COMMANDS, &ack_payload, &[]);
+    // The answer names the desk key that signed what it answers: the desk that sent it
+    // knows it is its own.
+    let answered = answer(&mut receiver, ack.command_id).await;
+    let desk_id = alertclip_wire::signature::key_id(&desk_key().verifying_key());
     assert_eq!(
-        answer(&mut receiver, ack.command_id).await["outcome"],
-        "applied"
+        (answered["outcome"].as_str(), answered["key_id"].as_str()),
+        (Some("applied"), Some(desk_id.as_str())),
+        "{answered}"
     );
     shows(&mut light, Pattern::DoubleFlash).await;
     let recent = rig.daemon.recent_events();
@@ -127,11 +134,12 @@ async fn an_officers_responses_reach_the_light_and_the_status_and_forgeries_are_
         (recent[0].event_id, shown.state, shown.by.as_str()),
         (event, ResponseState::Acknowledged, "lee")
     );
-    // The retained status carries it to the desk.
+    // The retained status carries it to the desk, and what the light shows.
     let status = receiver
-        .wait_for("a status with the response", |v| {
+        .wait_for("a status with the response and the light", |v| {
             v["type"] == "status"
                 && v["status"]["responses"][event.to_string()]["state"] == "acknowledged"
+                && v["status"]["lights"]["box"] == "acknowledged"
         })
         .await;
     assert_schema("status", &status["status"]);
@@ -208,9 +216,11 @@ async fn an_officers_responses_reach_the_light_and_the_status_and_forgeries_are_
     let mut late = response(event, ResponseState::Dispatched);
     late.issued_at = dispatched.issued_at.clone();
     mosquitto_pub(broker.port, COMMANDS, &signed(&desk_key(), &late), &[]);
+    let answered = answer(&mut receiver, late.command_id).await;
     assert_eq!(
-        answer(&mut receiver, late.command_id).await["outcome"],
-        "superseded"
+        (answered["outcome"].as_str(), answered["key_id"].as_str()),
+        (Some("superseded"), Some(desk_id.as_str())),
+        "{answered}"
     );
     let mut closed = response(event, ResponseState::Closed);
     closed.disposition = Some(Disposition::GoneOnArrival);
@@ -231,4 +241,153 @@ async fn an_officers_responses_reach_the_light_and_the_status_and_forgeries_are_
 fn base64_key(key: &SigningKey) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes())
+}
+
+fn request(cameras: &[&str], from: SystemTime, to: SystemTime) -> FootageRequest {
+    FootageRequest {
+        schema: FOOTAGE_REQUEST_SCHEMA.into(),
+        command_id: Uuid::now_v7(),
+        site_id: "test-site".into(),
+        cameras: cameras.iter().map(|c| c.to_string()).collect(),
+        from: alertclip::clock::rfc3339_ms(from),
+        to: alertclip::clock::rfc3339_ms(to),
+        reason: "the seconds before the call".into(),
+        by: "lee".into(),
+        desk: "precinct-5".into(),
+        issued_at: alertclip::clock::rfc3339_ms(SystemTime::now()),
+        signature: None,
+    }
+}
+
+fn signed_request(request: &FootageRequest) -> String {
+    let payload = signature::sign(&desk_key(), &serde_json::to_vec(request).unwrap());
+    assert_schema(
+        "footage_request",
+        &serde_json::from_slice(&payload).unwrap(),
+    );
+    String::from_utf8(payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_footage_request_yields_a_signed_clip_of_its_range_naming_the_requester_and_a_burst_is_refused_beyond_the_limit()
+ {
+    let broker = Broker::start("");
+    let mut receiver = ReceiverProcess::start(broker.port, &["--broker", &broker.url()], &[]).await;
+    let tail = format!(
+        "[mqtt]\nurl = \"{}\"\n[desk]\nkeys = [\"{}\"]\nrequests_per_hour = 2\n",
+        broker.url(),
+        base64_key(&desk_key())
+    );
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    // The box holds its pre-roll (2 s) and a little more.
+    wait_buffered(rig.camera(0), 3.0).await;
+
+    // Two seconds that ended half a second ago.
+    let now = SystemTime::now();
+    let asked = request(
+        &["cam"],
+        now - Duration::from_millis(2500),
+        now - Duration::from_millis(500),
+    );
+    mosquitto_pub(broker.port, COMMANDS, &signed_request(&asked), &[]);
+    let answered = answer(&mut receiver, asked.command_id).await;
+    assert_eq!(answered["outcome"], "applied", "{answered}");
+    assert!(
+        answered.get("reason").is_none(),
+        "the box holds it all: {answered}"
+    );
+    let event = answered["event_id"].as_str().unwrap().to_owned();
+
+    // Delivered as any event: an alert of kind remote naming the officer and the reason.
+    let alert = receiver
+        .wait_for("the request's alert", |v| {
+            v["type"] == "alert" && v["alert"]["event_id"] == event.as_str()
+        })
+        .await;
+    assert_eq!(alert["signature"], "valid");
+    let trigger = &alert["alert"]["trigger"];
+    assert_eq!(
+        (&trigger["kind"], &trigger["source"], &trigger["note"]),
+        (
+            &Value::from("remote"),
+            &Value::from("lee@precinct-5"),
+            &Value::from("the seconds before the call")
+        )
+    );
+    let clip = receiver
+        .wait_for("the request's clip", |v| {
+            v["type"] == "clip" && v["event_id"] == event.as_str()
+        })
+        .await;
+    assert_eq!(clip["verified"], true, "{clip}");
+    assert_eq!(clip["manifest"]["triggers"][0]["source"], "lee@precinct-5");
+    let local = rig.next_clip().await;
+    assert_eq!(local.record.event_id.to_string(), event);
+    assert_eq!(
+        local.record.triggers[0].note.as_deref(),
+        Some("the seconds before the call")
+    );
+    assert!(!local.record.partial, "{:?}", local.record.partial_reason);
+    let probe = ffprobe(&ReceiverProcess::path(&clip));
+    probe.assert_well_formed(&ReceiverProcess::path(&clip));
+    let seconds = local.record.duration_ms as f64 / 1000.0;
+    assert!(
+        (2.0..4.5).contains(&seconds),
+        "two seconds asked, from the keyframe before: {seconds} s"
+    );
+
+    // A camera the box does not have, then a second request, then one over the limit.
+    let unknown = request(&["back-door"], now - Duration::from_secs(3), now);
+    mosquitto_pub(broker.port, COMMANDS, &signed_request(&unknown), &[]);
+    let refused = answer(&mut receiver, unknown.command_id).await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown camera \"back-door\""),
+        "{refused}"
+    );
+    // A minute the box's memory no longer holds: refused, and not counted against the limit.
+    let gone = request(
+        &["cam"],
+        now - Duration::from_secs(1200),
+        now - Duration::from_secs(1140),
+    );
+    mosquitto_pub(broker.port, COMMANDS, &signed_request(&gone), &[]);
+    let refused = answer(&mut receiver, gone.command_id).await;
+    assert_eq!(refused["outcome"], "refused");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer holds any of it"),
+        "{refused}"
+    );
+    let now = SystemTime::now();
+    let second = request(&["cam"], now - Duration::from_secs(2), now);
+    mosquitto_pub(broker.port, COMMANDS, &signed_request(&second), &[]);
+    assert_eq!(
+        answer(&mut receiver, second.command_id).await["outcome"],
+        "applied"
+    );
+    let third = request(&["cam"], now - Duration::from_secs(2), now);
+    mosquitto_pub(broker.port, COMMANDS, &signed_request(&third), &[]);
+    let limited = answer(&mut receiver, third.command_id).await;
+    assert_eq!(limited["outcome"], "refused");
+    assert!(
+        limited["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rate limit"),
+        "{limited}"
+    );
+    assert!(
+        limited["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("the next is taken in 60 min"),
+        "{limited}"
+    );
+    rig.stop().await;
+    receiver.stop().await;
 }

@@ -146,7 +146,10 @@ impl Clipper {
     /// every event it opened, and the update of every event it joined, is durably spooled.
     async fn handle(&mut self, trigger: Trigger) -> Result<Uuid, TriggerError> {
         let cameras = self.cameras_of(&trigger)?;
-        let spans: Vec<Span> = cameras.iter().map(|c| Span::of(&c.config)).collect();
+        let spans: Vec<Span> = cameras
+            .iter()
+            .map(|c| Span::of(&c.config, &trigger))
+            .collect();
         let assigned = self.table.assign(&trigger, &spans);
         let mut links = Vec::new();
         for (event, ids) in &assigned.opened {
@@ -160,7 +163,9 @@ impl Clipper {
                 opened.iter().map(|c| c.config.id.clone()).collect(),
                 self.context.spool.is_some(),
             );
-            links.push(Link::Alert(alert(&self.site, *event, &trigger, &opened)));
+            links.push(Link::Alert(alert(
+                &self.site, *event, &trigger, &opened, &spans,
+            )));
         }
         for joined in &assigned.joined {
             tracing::info!(event = %joined.event, update = joined.number, cameras = ?joined.cameras,
@@ -413,7 +418,13 @@ fn update(site: &SiteInfo, joined: &Joined, trigger: &Trigger) -> EventUpdate {
 }
 
 /// The alert of a new event, not yet chained or signed.
-fn alert(site: &SiteInfo, event: Uuid, trigger: &Trigger, cameras: &[&Camera]) -> Alert {
+fn alert(
+    site: &SiteInfo,
+    event: Uuid,
+    trigger: &Trigger,
+    cameras: &[&Camera],
+    spans: &[Span],
+) -> Alert {
     Alert {
         schema: ALERT_SCHEMA.to_owned(),
         event_id: event,
@@ -422,10 +433,18 @@ fn alert(site: &SiteInfo, event: Uuid, trigger: &Trigger, cameras: &[&Camera]) -
         triggered_at: rfc3339_ms(trigger.at.wall),
         cameras: cameras
             .iter()
-            .map(|c| CameraPlan {
-                id: c.config.id.clone(),
-                pre_roll_s: c.config.pre_roll.0.as_secs_f64(),
-                post_roll_s: c.config.post_roll.0.as_secs_f64(),
+            .map(|c| {
+                let span = spans.iter().find(|s| s.camera == c.config.id);
+                let seconds = |ns: MonoNs| ns as f64 / 1e9;
+                CameraPlan {
+                    id: c.config.id.clone(),
+                    pre_roll_s: span.map_or(c.config.pre_roll.0.as_secs_f64(), |s| {
+                        seconds(s.pre_roll_ns)
+                    }),
+                    post_roll_s: span.map_or(c.config.post_roll.0.as_secs_f64(), |s| {
+                        seconds(s.post_roll_ns)
+                    }),
+                }
             })
             .collect(),
         clock: clock::provenance(),
@@ -446,11 +465,16 @@ struct Span {
 }
 
 impl Span {
-    fn of(camera: &config::Camera) -> Span {
+    /// The camera's pre- and post-roll, or the window a footage request asks for.
+    fn of(camera: &config::Camera, trigger: &Trigger) -> Span {
+        let (pre, post) = match trigger.window {
+            Some(window) => (window.before, window.after),
+            None => (camera.pre_roll.0, camera.post_roll.0),
+        };
         Span {
             camera: camera.id.clone(),
-            pre_roll_ns: camera.pre_roll.0.as_nanos() as MonoNs,
-            post_roll_ns: camera.post_roll.0.as_nanos() as MonoNs,
+            pre_roll_ns: pre.as_nanos() as MonoNs,
+            post_roll_ns: post.as_nanos() as MonoNs,
         }
     }
 }
@@ -500,8 +524,10 @@ impl EventTable {
             .retain(|_, jobs| jobs.iter().any(|job| job.is_open()));
         let events = &self.events;
         self.updates.retain(|event, _| events.contains_key(event));
+        // A footage request is an event of its own: the span it asks for, not an extension.
         let joined = spans
             .iter()
+            .filter(|_| trigger.window.is_none())
             .filter_map(|span| self.open_job(&span.camera).map(|job| job.event))
             .max();
         let mut assigned = Assigned::default();
@@ -509,7 +535,8 @@ impl EventTable {
         let mut left = Vec::new();
         for span in spans {
             let end = trigger.at.mono.saturating_add(span.post_roll_ns);
-            if let Some(job) = self.open_job(&span.camera)
+            if trigger.window.is_none()
+                && let Some(job) = self.open_job(&span.camera)
                 && job.extend(trigger, end)
             {
                 joined_cameras.push((job.event, span.camera.clone()));
@@ -563,12 +590,13 @@ impl EventTable {
         assigned
     }
 
-    /// The open job of `camera` in the newest event that has one.
+    /// The open job of `camera` in the newest event that has one; a footage request's clip
+    /// is the span it asked for, and never takes other triggers.
     fn open_job(&self, camera: &str) -> Option<&Arc<Job>> {
         self.events
             .values()
             .flatten()
-            .filter(|job| job.camera == camera && job.is_open())
+            .filter(|job| job.camera == camera && !job.requested && job.is_open())
             .max_by_key(|job| job.event)
     }
 }
@@ -643,6 +671,7 @@ mod tests {
                 wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + at_s),
             },
             detections: Vec::new(),
+            window: None,
         }
     }
 
@@ -668,6 +697,27 @@ mod tests {
             number,
             cameras: cameras.iter().map(|c| c.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_footage_request_is_an_event_of_its_own_and_takes_no_other_trigger() {
+        let mut table = EventTable::default();
+        let spans = [span("front", 10)];
+        let press = table.assign(&trigger(0), &spans);
+        let mut request = trigger(2);
+        request.window = Some(crate::trigger::Window {
+            before: Duration::from_secs(30),
+            after: Duration::ZERO,
+        });
+        let asked = table.assign(&request, &spans);
+        assert!(asked.joined.is_empty(), "not an extension of the press");
+        assert_ne!(asked.event, press.event);
+        assert_eq!(asked.opened, vec![(asked.event, vec!["front".into()])]);
+        // A press while the request's clip is open joins the press's event, never the
+        // request's: a panic press stays an alert of its own kind.
+        let again = table.assign(&trigger(3), &spans);
+        assert_eq!(again.event, press.event);
+        assert_eq!(again.joined, vec![joined(press.event, 1, &["front"])]);
     }
 
     #[test]
@@ -794,7 +844,7 @@ mod tests {
         };
         let mut at = trigger(0);
         at.at.mono = 20 * SECOND;
-        let job = new_job(Uuid::now_v7(), &at, &Span::of(&camera.config));
+        let job = new_job(Uuid::now_v7(), &at, &Span::of(&camera.config, &at));
         let result = record_clip(&job, &camera, &context, &CancellationToken::new()).await;
         assert!(matches!(result, Err(JobError::NoVideo)), "{result:?}");
         // Trigger at 20 s, post-roll 3 s, stall timeout 4 s, one second's margin.

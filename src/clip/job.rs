@@ -92,6 +92,8 @@ pub(super) struct Job {
     pub(super) event: Uuid,
     /// The camera it clips.
     pub(super) camera: String,
+    /// A footage request's clip: the span asked for, never extended by other triggers.
+    pub(super) requested: bool,
     plan: Mutex<Plan>,
     extended: Notify,
 }
@@ -118,6 +120,7 @@ impl Job {
         Job {
             event,
             camera,
+            requested: trigger.window.is_some(),
             plan: Mutex::new(Plan {
                 from,
                 end,

@@ -1,16 +1,19 @@
-//! Commands from the officer desk, on `<prefix>/commands` of the delivery session: today an
+//! Commands from the officer desk, on `<prefix>/commands` of the delivery session: an
 //! officer's response to an alert (acknowledged, dispatched, on scene, closed), which the
-//! lights show staff and the status shows everyone.
+//! lights show staff and the status shows everyone, and an officer's request for footage,
+//! which becomes a trigger of kind `remote` and is delivered as any event.
 //!
 //! Everything that arrives there is hostile until [`Checks::decide`] has passed it: signed by
-//! a key in `[desk] keys`, for this site, for an event this box raised, issued within
-//! `[desk] max_age` and never taken before ([`seen`]). Every command heard is answered on
+//! a key in `[desk] keys`, for this site, issued within `[desk] max_age` and never taken
+//! before ([`seen`]); a response for an event this box raised, a request for cameras it has,
+//! within `[desk] requests_per_hour`. Every command heard is answered on
 //! `<prefix>/answers`, signed by the device key (applied, superseded, or refused and why),
 //! so that the desk shows whether the store got it; refusals are answered at most
 //! [`REFUSALS_ANSWERED_PER_MINUTE`] times a minute, so a flood cannot fill the outbox.
 
 pub mod seen;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,7 +21,8 @@ use std::time::{Duration, SystemTime};
 use alertclip_mqtt::Messages;
 use alertclip_wire::ResponseSummary;
 use alertclip_wire::command::{
-    ANSWER_SCHEMA, Answer, Envelope, MAX_COMMAND_BYTES, Outcome, RESPONSE_SCHEMA, Response,
+    ANSWER_SCHEMA, Answer, Envelope, FOOTAGE_REQUEST_SCHEMA, FootageRequest, MAX_COMMAND_BYTES,
+    Outcome, RESPONSE_SCHEMA, Response,
 };
 use alertclip_wire::signature::{self, Verdict, VerifyingKey};
 use tokio::time::Instant;
@@ -26,10 +30,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clip::history::EventLog;
-use crate::clock::rfc3339_ms;
+use crate::clock::{ClockMap, MonoNs, rfc3339_ms};
 use crate::config::{self, Config};
 use crate::delivery::Publisher;
 use crate::evidence::Evidence;
+use crate::ingest::camera::Camera;
+use crate::trigger::{Trigger, TriggerKind, Triggers, Window};
 use seen::Seen;
 
 /// How far ahead of this box's clock a command may be issued: clocks synchronised by NTP
@@ -40,21 +46,52 @@ pub const REFUSALS_ANSWERED_PER_MINUTE: u32 = 30;
 /// The record of commands taken, beside the alert chain.
 const SEEN_FILE: &str = "commands.json";
 
+/// A command that passed the checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// An officer's response to an alert.
+    Response(Response),
+    /// An officer's request for footage, with the range it asks for.
+    Request(FootageRequest, SystemTime, SystemTime),
+}
+
+impl Command {
+    fn id(&self) -> Uuid {
+        match self {
+            Command::Response(r) => r.command_id,
+            Command::Request(r, ..) => r.command_id,
+        }
+    }
+
+    fn issued_at(&self) -> &str {
+        match self {
+            Command::Response(r) => &r.issued_at,
+            Command::Request(r, ..) => &r.issued_at,
+        }
+    }
+}
+
 /// What the checks made of a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Genuine and new: apply it.
-    Apply(Box<Response>),
+    Apply(Box<Command>),
     /// Genuine, but issued before the response already shown for its event.
     Superseded(Box<Response>, String),
     /// Not taken, and why; with what could be read of it, for the answer.
     Refused {
-        /// The command's id, if it could be read.
+        /// The command's id, if it is signed (by any key: an answer names that key, so that
+        /// a desk believes only refusals of what its own key signed).
         command: Option<Uuid>,
-        /// The event it named, if it could be read.
+        /// The event it named, likewise.
         event: Option<Uuid>,
         /// Why, for the log and the desk.
         reason: String,
+        /// The key whose intact signature it carries, if any.
+        signer: Option<String>,
+        /// Whether that key is one of `[desk] keys`: refusals of anything else are answered
+        /// only so often.
+        trusted: bool,
     },
 }
 
@@ -64,16 +101,64 @@ pub struct Checks {
     site: String,
     keys: Vec<VerifyingKey>,
     max_age: Duration,
+    cameras: Vec<String>,
 }
 
 impl Checks {
-    /// The checks for a box of `site` trusting `keys`, refusing what is older than `max_age`.
-    pub fn new(site: &str, keys: Vec<VerifyingKey>, max_age: Duration) -> Checks {
+    /// The checks for a box of `site` with `cameras`, trusting `keys`, refusing what is older
+    /// than `max_age`.
+    pub fn new(
+        site: &str,
+        cameras: Vec<String>,
+        keys: Vec<VerifyingKey>,
+        max_age: Duration,
+    ) -> Checks {
         Checks {
             site: site.to_owned(),
             keys,
             max_age,
+            cameras,
         }
+    }
+
+    /// Refuses a command for another site, issued outside the window, or taken before.
+    fn fresh(
+        &self,
+        site: &str,
+        id: Uuid,
+        issued_at: &str,
+        now: SystemTime,
+        seen: &Seen,
+    ) -> Result<SystemTime, String> {
+        if site != self.site {
+            return Err(format!("for site {site}, not this box's ({})", self.site));
+        }
+        let Ok(issued) = humantime::parse_rfc3339(issued_at) else {
+            return Err(format!(
+                "issued_at: expected RFC 3339 UTC time, found \"{issued_at}\""
+            ));
+        };
+        if let Ok(ahead) = issued.duration_since(now)
+            && ahead > FUTURE_SKEW
+        {
+            return Err(format!(
+                "issued {} s ahead of this box's clock: the desk's clock or this box's is wrong",
+                ahead.as_secs()
+            ));
+        }
+        if let Ok(age) = now.duration_since(issued)
+            && age > self.max_age
+        {
+            return Err(format!(
+                "issued {} s ago, longer than [desk] max_age ({} s): a replay, or a clock that is wrong",
+                age.as_secs(),
+                self.max_age.as_secs()
+            ));
+        }
+        if seen.contains(id) {
+            return Err("already taken: a replay".into());
+        }
+        Ok(issued)
     }
 
     /// Decides on `payload` at `now`: `seen` holds the commands already taken, `known` says
@@ -86,47 +171,57 @@ impl Checks {
         known: &dyn Fn(Uuid) -> bool,
         shown: &dyn Fn(Uuid) -> Option<ResponseSummary>,
     ) -> Decision {
-        if payload.len() > MAX_COMMAND_BYTES {
-            return Decision::Refused {
-                command: None,
-                event: None,
-                reason: format!(
-                    "{} bytes, more than the {MAX_COMMAND_BYTES} a command may have: not read",
-                    payload.len()
-                ),
-            };
-        }
-        let envelope = Envelope::read(payload);
-        let refuse = |reason: String| Decision::Refused {
-            command: envelope.command_id,
-            event: envelope.event_id,
+        let unsigned = |reason: String| Decision::Refused {
+            command: None,
+            event: None,
             reason,
+            signer: None,
+            trusted: false,
         };
+        if payload.len() > MAX_COMMAND_BYTES {
+            return unsigned(format!(
+                "{} bytes, more than the {MAX_COMMAND_BYTES} a command may have: not read",
+                payload.len()
+            ));
+        }
         let trusted = |id: &str| {
             self.keys
                 .iter()
                 .find(|k| signature::key_id(k) == id)
                 .copied()
         };
-        match signature::verify(payload, &trusted) {
-            Verdict::Valid => {}
+        // What a command says is read only once its signature holds: an answer never repeats
+        // what a forger wrote.
+        let (signer, is_trusted) = match signature::verify(payload, &trusted) {
+            Verdict::Valid => (signature::split(payload).map(|s| s.info.key_id), true),
+            Verdict::Untrusted(id) => (Some(id), false),
             Verdict::Missing => {
-                return refuse(
+                return unsigned(
                     "not signed: only commands signed by a key in [desk] keys are taken".into(),
                 );
             }
-            Verdict::Untrusted(id) => {
-                return refuse(format!(
-                    "signed by key {id}, which is not one of this box's [desk] keys"
-                ));
-            }
-            Verdict::Invalid(why) => return refuse(format!("bad signature: {why}")),
+            Verdict::Invalid(why) => return unsigned(format!("bad signature: {why}")),
+        };
+        let envelope = Envelope::read(payload);
+        let refuse = |reason: String| Decision::Refused {
+            command: envelope.command_id,
+            event: envelope.event_id,
+            reason,
+            signer: signer.clone(),
+            trusted: is_trusted,
+        };
+        if !is_trusted {
+            return refuse(format!(
+                "signed by key {}, which is not one of this box's [desk] keys",
+                signer.as_deref().unwrap_or("?")
+            ));
         }
         match envelope.schema.as_deref() {
             Some(RESPONSE_SCHEMA) => {}
+            Some(FOOTAGE_REQUEST_SCHEMA) => return self.decide_request(payload, now, seen, refuse),
             Some(other) => {
                 return refuse(format!(
-                    "a command of schema \"{other}\", which this box does not take (it takes {RESPONSE_SCHEMA})"
+                    "a command of schema \"{other}\", which this box does not take (it takes {RESPONSE_SCHEMA} and {FOOTAGE_REQUEST_SCHEMA})"
                 ));
             }
             None => return refuse("not a command: it has no schema".into()),
@@ -138,38 +233,16 @@ impl Checks {
         if let Err(e) = response.check() {
             return refuse(e);
         }
-        if response.site_id != self.site {
-            return refuse(format!(
-                "for site {}, not this box's ({})",
-                response.site_id, self.site
-            ));
-        }
-        let Ok(issued) = humantime::parse_rfc3339(&response.issued_at) else {
-            return refuse(format!(
-                "issued_at: expected RFC 3339 UTC time, found \"{}\"",
-                response.issued_at
-            ));
+        let issued = match self.fresh(
+            &response.site_id,
+            response.command_id,
+            &response.issued_at,
+            now,
+            seen,
+        ) {
+            Ok(issued) => issued,
+            Err(reason) => return refuse(reason),
         };
-        if let Ok(ahead) = issued.duration_since(now)
-            && ahead > FUTURE_SKEW
-        {
-            return refuse(format!(
-                "issued {} s ahead of this box's clock: the desk's clock or this box's is wrong",
-                ahead.as_secs()
-            ));
-        }
-        if let Ok(age) = now.duration_since(issued)
-            && age > self.max_age
-        {
-            return refuse(format!(
-                "issued {} s ago, longer than [desk] max_age ({} s): a replay, or a clock that is wrong",
-                age.as_secs(),
-                self.max_age.as_secs()
-            ));
-        }
-        if seen.contains(response.command_id) {
-            return refuse("already taken: a replay".into());
-        }
         if !known(response.event_id) {
             return refuse(format!(
                 "event {} was not raised by this box",
@@ -185,7 +258,40 @@ impl Checks {
             );
             return Decision::Superseded(Box::new(response), reason);
         }
-        Decision::Apply(Box::new(response))
+        Decision::Apply(Box::new(Command::Response(response)))
+    }
+
+    fn decide_request(
+        &self,
+        payload: &[u8],
+        now: SystemTime,
+        seen: &Seen,
+        refuse: impl Fn(String) -> Decision,
+    ) -> Decision {
+        let request: FootageRequest = match serde_json::from_slice(payload) {
+            Ok(request) => request,
+            Err(e) => return refuse(format!("not a valid footage request: {e}")),
+        };
+        let (from, to) = match request.check() {
+            Ok(range) => range,
+            Err(e) => return refuse(e),
+        };
+        if let Err(reason) = self.fresh(
+            &request.site_id,
+            request.command_id,
+            &request.issued_at,
+            now,
+            seen,
+        ) {
+            return refuse(reason);
+        }
+        if let Some(unknown) = request.cameras.iter().find(|c| !self.cameras.contains(c)) {
+            return refuse(format!(
+                "unknown camera \"{unknown}\" (this box has: {})",
+                self.cameras.join(", ")
+            ));
+        }
+        Decision::Apply(Box::new(Command::Request(request, from, to)))
     }
 }
 
@@ -197,122 +303,311 @@ pub struct Commands {
     storage: PathBuf,
     publisher: Arc<Publisher>,
     evidence: Arc<Evidence>,
+    cameras: Vec<Camera>,
+    requests_per_hour: u32,
+    /// When each footage request of the last hour was taken.
+    requests: VecDeque<Instant>,
     refusals: (Instant, u32),
 }
 
+/// What is left to do once a footage request is taken: its trigger to fire, then answer.
+struct Fire {
+    trigger: Trigger,
+    command: Uuid,
+    /// What of the range the box does not hold, for the answer.
+    short: Option<String>,
+    /// The desk key that signed it.
+    signer: Option<String>,
+}
+
 impl Commands {
-    /// The commands task for `config`'s `[desk]`. Its keys were checked with the config.
+    /// The commands task for `config`'s `[desk]`, on the box's `cameras`. Its keys were
+    /// checked with the config.
     pub fn new(
         config: &Config,
         desk: &config::Desk,
         log: EventLog,
         publisher: Arc<Publisher>,
         evidence: Arc<Evidence>,
+        cameras: Vec<Camera>,
     ) -> Result<Commands, (String, String)> {
         let keys = desk.verifying_keys()?;
         let seen = Seen::open(
             &config.evidence.dir.join(SEEN_FILE),
             desk.max_age.0 + FUTURE_SKEW,
         );
+        let ids = cameras.iter().map(|c| c.config.id.clone()).collect();
         Ok(Commands {
-            checks: Checks::new(&config.site.id, keys, desk.max_age.0),
+            checks: Checks::new(&config.site.id, ids, keys, desk.max_age.0),
             seen,
             log,
             storage: config.storage.dir.clone(),
             publisher,
             evidence,
+            cameras,
+            requests_per_hour: desk.requests_per_hour,
+            requests: VecDeque::new(),
             refusals: (Instant::now(), 0),
         })
     }
 
-    /// Decides on one command, applies it, and answers it. Blocks on the disk.
-    fn handle(&mut self, payload: &[u8]) {
+    /// Decides on one command and applies it; answers it unless a trigger is to be fired
+    /// first. Blocks on the disk.
+    fn handle(&mut self, payload: &[u8]) -> Option<Fire> {
         let now = SystemTime::now();
         let (log, storage) = (&self.log, &self.storage);
         // An event raised before this start is not in the log, but its clips are on disk.
         let known = |event: Uuid| log.has(event) || storage.join(event.to_string()).is_dir();
         let shown = |event: Uuid| log.response(event);
-        let decision = self.checks.decide(payload, now, &self.seen, &known, &shown);
-        let answer = |command, event, outcome, reason| Answer {
-            schema: ANSWER_SCHEMA.to_owned(),
-            site_id: self.checks.site.clone(),
-            command_id: command,
-            event_id: event,
-            outcome,
-            reason,
-            at: rfc3339_ms(now),
-            signature: None,
-        };
-        let answer = match decision {
-            Decision::Apply(response) => {
-                // Taken for good before anything shows it: a crash now cannot let a replay in.
+        let mut decision = self.checks.decide(payload, now, &self.seen, &known, &shown);
+        // The desk key that signed what is taken, named in the answer.
+        let signer = signature::split(payload).map(|s| s.info.key_id);
+        if let Decision::Apply(command) = &decision
+            && let Command::Request(request, ..) = command.as_ref()
+            && let Err(reason) = self.within_rate()
+        {
+            decision = Decision::Refused {
+                command: Some(request.command_id),
+                event: None,
+                reason,
+                signer: signer.clone(),
+                trusted: true,
+            };
+        }
+        match decision {
+            Decision::Apply(command) => {
+                // Taken for good before it is acted on: a crash now cannot let a replay in.
                 if let Err(error) =
                     self.seen
-                        .insert(response.command_id, parse_time(&response.issued_at), now)
+                        .insert(command.id(), parse_time(command.issued_at()), now)
                 {
                     tracing::error!(%error, "cannot record a command as taken; it is not applied");
-                    return;
+                    self.answer(Answer {
+                        reason: Some(format!(
+                            "the box cannot record it as taken ({error}): send it again once the box's disk is fixed"
+                        )),
+                        key_id: signer,
+                        ..answer(&self.checks.site, command.id(), Outcome::Refused, now)
+                    });
+                    return None;
                 }
-                tracing::info!(
-                    event = %response.event_id,
-                    state = response.state.as_str(),
-                    by = %response.by,
-                    desk = %response.desk,
-                    "officer response applied"
-                );
-                self.log.responded(
-                    response.event_id,
-                    ResponseSummary {
-                        command_id: response.command_id,
-                        state: response.state,
-                        by: response.by.clone(),
-                        desk: response.desk.clone(),
-                        issued_at: response.issued_at.clone(),
-                        received_at: rfc3339_ms(now),
-                        summary: response.summary(),
-                    },
-                );
-                self.publisher.responded(response.event_id, response.state);
-                answer(
-                    Some(response.command_id),
-                    Some(response.event_id),
-                    Outcome::Applied,
-                    None,
-                )
+                match *command {
+                    Command::Response(response) => {
+                        self.apply(&response, now);
+                        self.answer(Answer {
+                            event_id: Some(response.event_id),
+                            key_id: signer,
+                            ..answer(
+                                &self.checks.site,
+                                response.command_id,
+                                Outcome::Applied,
+                                now,
+                            )
+                        });
+                        None
+                    }
+                    Command::Request(request, from, to) => {
+                        let (trigger, short) = match self.trigger(&request, from, to, now) {
+                            Ok(cut) => cut,
+                            Err(reason) => {
+                                tracing::warn!(by = %request.by, %reason, "footage request refused");
+                                self.answer(Answer {
+                                    reason: Some(reason),
+                                    key_id: signer,
+                                    ..answer(
+                                        &self.checks.site,
+                                        request.command_id,
+                                        Outcome::Refused,
+                                        now,
+                                    )
+                                });
+                                return None;
+                            }
+                        };
+                        self.requests.push_back(Instant::now());
+                        tracing::info!(
+                            cameras = ?request.cameras,
+                            by = %request.by,
+                            desk = %request.desk,
+                            reason = %request.reason,
+                            "footage requested"
+                        );
+                        Some(Fire {
+                            trigger,
+                            command: request.command_id,
+                            short,
+                            signer,
+                        })
+                    }
+                }
             }
             Decision::Superseded(response, reason) => {
                 let _ = self
                     .seen
                     .insert(response.command_id, parse_time(&response.issued_at), now);
                 tracing::info!(event = %response.event_id, %reason, "officer response superseded");
-                answer(
-                    Some(response.command_id),
-                    Some(response.event_id),
-                    Outcome::Superseded,
-                    Some(reason),
-                )
+                self.answer(Answer {
+                    event_id: Some(response.event_id),
+                    reason: Some(reason),
+                    key_id: signer,
+                    ..answer(
+                        &self.checks.site,
+                        response.command_id,
+                        Outcome::Superseded,
+                        now,
+                    )
+                });
+                None
             }
             Decision::Refused {
                 command,
                 event,
                 reason,
+                signer,
+                trusted,
             } => {
                 tracing::warn!(
                     command = %command.map_or_else(|| "-".into(), |c| c.to_string()),
+                    key = signer.as_deref().unwrap_or("-"),
                     %reason,
                     "refused a command on the alert channel"
                 );
+                // What a desk signed is always answered; anything else only so often.
                 let (since, count) = &mut self.refusals;
                 if since.elapsed() >= Duration::from_secs(60) {
                     (*since, *count) = (Instant::now(), 0);
                 }
-                *count += 1;
-                if *count > REFUSALS_ANSWERED_PER_MINUTE {
-                    return;
+                if !trusted {
+                    *count += 1;
                 }
-                answer(command, event, Outcome::Refused, Some(reason))
+                if trusted || *count <= REFUSALS_ANSWERED_PER_MINUTE {
+                    self.answer(Answer {
+                        command_id: command,
+                        event_id: event,
+                        reason: Some(reason),
+                        key_id: signer,
+                        ..answer(&self.checks.site, Uuid::nil(), Outcome::Refused, now)
+                    });
+                }
+                None
             }
+        }
+    }
+
+    /// Shows an officer's response: the event history (and so the status) and the lights.
+    fn apply(&self, response: &Response, now: SystemTime) {
+        tracing::info!(
+            event = %response.event_id,
+            state = response.state.as_str(),
+            by = %response.by,
+            desk = %response.desk,
+            "officer response applied"
+        );
+        self.log.responded(
+            response.event_id,
+            ResponseSummary {
+                command_id: response.command_id,
+                state: response.state,
+                by: response.by.clone(),
+                desk: response.desk.clone(),
+                issued_at: response.issued_at.clone(),
+                received_at: rfc3339_ms(now),
+                summary: response.summary(),
+            },
+        );
+        self.publisher.responded(response.event_id, response.state);
+    }
+
+    /// Refuses a footage request beyond `[desk] requests_per_hour`.
+    fn within_rate(&mut self) -> Result<(), String> {
+        let hour = Duration::from_secs(3600);
+        while self.requests.front().is_some_and(|t| t.elapsed() >= hour) {
+            self.requests.pop_front();
+        }
+        if self.requests.len() >= self.requests_per_hour as usize {
+            let next = self
+                .requests
+                .front()
+                .map_or(hour, |oldest| hour.saturating_sub(oldest.elapsed()));
+            return Err(format!(
+                "rate limit: {} footage requests in the last hour, the most [desk] requests_per_hour allows; the next is taken in {} min",
+                self.requests.len(),
+                next.as_secs().div_ceil(60)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The trigger that cuts what `request` asks for, `from` to `to`: its moment the end of
+    /// the range (or now, for a range running into the future), no later than the longest
+    /// post-roll of its cameras after now; and what of the range the box does not hold.
+    /// Refused when no camera holds any of it.
+    fn trigger(
+        &self,
+        request: &FootageRequest,
+        from: SystemTime,
+        to: SystemTime,
+        now: SystemTime,
+    ) -> Result<(Trigger, Option<String>), String> {
+        let map = ClockMap::now();
+        let chosen: Vec<&Camera> = self
+            .cameras
+            .iter()
+            .filter(|c| request.cameras.contains(&c.config.id))
+            .collect();
+        let most_after = chosen
+            .iter()
+            .map(|c| c.config.post_roll.0)
+            .max()
+            .unwrap_or_default();
+        let mut short = Vec::new();
+        let moment = to.min(now);
+        let ago = now.duration_since(moment).unwrap_or_default();
+        let mut after = to.duration_since(now).unwrap_or_default();
+        if after > most_after {
+            short.push(format!(
+                "it ends {} s after the request arrived, the longest post-roll of these cameras",
+                most_after.as_secs()
+            ));
+            after = most_after;
+        }
+        let before = moment.duration_since(from).unwrap_or_default();
+        let wanted = now.duration_since(from).unwrap_or_default().as_secs_f64();
+        let mut held_any = false;
+        for camera in &chosen {
+            let held = camera.status.borrow().buffered_s;
+            held_any |= after > Duration::ZERO || held >= ago.as_secs_f64();
+            if held + 0.5 < wanted {
+                short.push(format!(
+                    "camera {} holds only the last {held:.0} s",
+                    camera.config.id
+                ));
+            }
+        }
+        let trigger = Trigger {
+            kind: TriggerKind::Remote,
+            source: format!("{}@{}", request.by, request.desk),
+            note: Some(request.reason.clone()),
+            cameras: request.cameras.clone(),
+            at: ClockMap {
+                mono: map.mono.saturating_sub(ago.as_nanos() as MonoNs),
+                wall: moment,
+            },
+            detections: Vec::new(),
+            window: Some(Window { before, after }),
         };
+        if !held_any {
+            return Err(format!(
+                "the box no longer holds any of it: its cameras keep only their last seconds, and the range ended {} s ago",
+                ago.as_secs()
+            ));
+        }
+        let short = (!short.is_empty()).then(|| format!("partial: {}", short.join("; ")));
+        Ok((trigger, short))
+    }
+
+    /// Signs and spools `answer`. Blocks on the disk.
+    fn answer(&self, answer: Answer) {
         match serde_json::to_vec(&answer) {
             Ok(unsigned) => {
                 if let Err(error) = self
@@ -327,13 +622,34 @@ impl Commands {
     }
 }
 
+/// An answer of `outcome` to `command`, decided `at`.
+fn answer(site: &str, command: Uuid, outcome: Outcome, at: SystemTime) -> Answer {
+    Answer {
+        schema: ANSWER_SCHEMA.to_owned(),
+        site_id: site.to_owned(),
+        command_id: Some(command),
+        event_id: None,
+        outcome,
+        reason: None,
+        key_id: None,
+        at: rfc3339_ms(at),
+        signature: None,
+    }
+}
+
 fn parse_time(text: &str) -> SystemTime {
     humantime::parse_rfc3339(text).unwrap_or_else(|_| SystemTime::now())
 }
 
-/// Takes commands from `messages` until `cancel`, one at a time, each on a blocking thread
-/// (it writes the record of commands taken, and the answer, durably).
-pub async fn run(mut commands: Commands, mut messages: Messages, cancel: CancellationToken) {
+/// Takes commands from `messages` until `cancel`, one at a time, each decided on a blocking
+/// thread (it writes the record of commands taken, and the answer, durably); a footage
+/// request's trigger is fired to the clipper, and answered with the event it opened.
+pub async fn run(
+    mut commands: Commands,
+    mut messages: Messages,
+    triggers: Triggers,
+    cancel: CancellationToken,
+) {
     loop {
         let payload = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -342,8 +658,53 @@ pub async fn run(mut commands: Commands, mut messages: Messages, cancel: Cancell
                 None => break,
             },
         };
+        let next = match tokio::task::spawn_blocking(move || {
+            let next = commands.handle(&payload);
+            (commands, next)
+        })
+        .await
+        {
+            Ok((back, next)) => {
+                commands = back;
+                next
+            }
+            Err(error) => {
+                tracing::error!(%error, "the commands task failed");
+                break;
+            }
+        };
+        let Some(Fire {
+            trigger,
+            command,
+            short,
+            signer,
+        }) = next
+        else {
+            continue;
+        };
+        let at = SystemTime::now();
+        let reply = match triggers.fire(trigger).await {
+            Ok(event) => Answer {
+                event_id: Some(event),
+                reason: short,
+                key_id: signer,
+                ..answer(&commands.checks.site, command, Outcome::Applied, at)
+            },
+            // The alert of the event opened is retried from memory: the request stands.
+            Err(error) if error.event().is_some() => Answer {
+                event_id: error.event(),
+                reason: Some(error.to_string()),
+                key_id: signer,
+                ..answer(&commands.checks.site, command, Outcome::Applied, at)
+            },
+            Err(error) => Answer {
+                reason: Some(error.to_string()),
+                key_id: signer,
+                ..answer(&commands.checks.site, command, Outcome::Refused, at)
+            },
+        };
         match tokio::task::spawn_blocking(move || {
-            commands.handle(&payload);
+            commands.answer(reply);
             commands
         })
         .await
@@ -379,7 +740,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seen = Seen::open(&dir.path().join("seen.json"), Duration::from_secs(720));
         Case {
-            checks: Checks::new(SITE, vec![desk.verifying_key()], Duration::from_secs(600)),
+            checks: Checks::new(
+                SITE,
+                vec!["register".into()],
+                vec![desk.verifying_key()],
+                Duration::from_secs(600),
+            ),
             desk,
             seen,
             event: Uuid::now_v7(),
@@ -429,7 +795,7 @@ mod tests {
         let payload = signed(&case.desk, &r);
         let applied = decide(&case, &payload);
         assert!(
-            matches!(&applied, Decision::Apply(got) if got.command_id == r.command_id && got.signature.is_some()),
+            matches!(&applied, Decision::Apply(got) if matches!(got.as_ref(), Command::Response(g) if g.command_id == r.command_id && g.signature.is_some())),
             "{applied:?}"
         );
         case.seen.insert(r.command_id, case.now, case.now).unwrap();
@@ -482,9 +848,22 @@ mod tests {
         );
         let huge = vec![b' '; MAX_COMMAND_BYTES + 1];
         assert!(refusal(decide(&case, &huge)).contains("not read"));
-        // Read only after the signature: what it says is the desk's.
+        // A stranger's command is named with the stranger's key, so that no desk takes the
+        // refusal for its own; an unsigned or altered one is not named at all.
         let refused = decide(&case, &signed(&stranger, &r));
-        assert!(matches!(refused, Decision::Refused { command: Some(c), .. } if c == r.command_id));
+        let stranger_id = signature::key_id(&stranger.verifying_key());
+        assert!(
+            matches!(&refused, Decision::Refused { command: Some(c), signer: Some(k), trusted: false, .. } if *c == r.command_id && *k == stranger_id),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            decide(&case, &altered),
+            Decision::Refused {
+                command: None,
+                signer: None,
+                ..
+            }
+        ));
     }
 
     #[test]

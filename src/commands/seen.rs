@@ -68,8 +68,14 @@ impl Seen {
             self.ids.remove(&first);
         }
         self.ids.insert(id, ms(issued));
-        let json = serde_json::to_vec(&self.ids).map_err(io::Error::other)?;
-        write_durably(&self.path, &json)
+        let written = serde_json::to_vec(&self.ids)
+            .map_err(io::Error::other)
+            .and_then(|json| write_durably(&self.path, &json));
+        if written.is_err() {
+            // Not taken after all: the command may come again once the disk is fixed.
+            self.ids.remove(&id);
+        }
+        written
     }
 }
 
@@ -99,11 +105,26 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_record_starts_again() {
+    fn an_unreadable_record_starts_again_and_is_written_anew() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commands.json");
         std::fs::write(&path, b"{not json").unwrap();
-        let seen = Seen::open(&path, Duration::from_secs(60));
-        assert!(!seen.contains(Uuid::now_v7()));
+        let mut seen = Seen::open(&path, Duration::from_secs(60));
+        assert!(seen.ids.is_empty());
+        let (id, now) = (Uuid::now_v7(), SystemTime::now());
+        seen.insert(id, now, now).unwrap();
+        assert!(Seen::open(&path, Duration::from_secs(60)).contains(id));
+    }
+
+    #[test]
+    fn a_command_not_recorded_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the record's file should be: the write fails.
+        let path = dir.path().join("commands.json");
+        std::fs::create_dir(&path).unwrap();
+        let mut seen = Seen::open(&path, Duration::from_secs(60));
+        let (id, now) = (Uuid::now_v7(), SystemTime::now());
+        assert!(seen.insert(id, now, now).is_err());
+        assert!(!seen.contains(id), "it may come again");
     }
 }

@@ -243,6 +243,9 @@ pub struct Desk {
     /// stays on waiting for one once the broker has the alert. Default: `"30m"`.
     #[serde(default = "default_show_for")]
     pub show_for: HumanDuration,
+    /// Footage requests taken in any hour; more are refused. Default: `12`.
+    #[serde(default = "default_requests_per_hour")]
+    pub requests_per_hour: u32,
 }
 
 impl Desk {
@@ -541,6 +544,9 @@ fn default_max_age() -> HumanDuration {
 fn default_show_for() -> HumanDuration {
     HumanDuration(Duration::from_secs(30 * 60))
 }
+fn default_requests_per_hour() -> u32 {
+    12
+}
 fn yes() -> bool {
     true
 }
@@ -754,6 +760,14 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(desk) = &self.desk
+            && !(1..=600).contains(&desk.requests_per_hour)
+        {
+            return Err((
+                "desk.requests_per_hour".into(),
+                format!("expected 1 to 600, found {}", desk.requests_per_hour),
+            ));
         }
         if self.buzzer.is_some() && self.desk.is_none() {
             return Err((

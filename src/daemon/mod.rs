@@ -288,6 +288,23 @@ impl Daemon {
                     let publisher = publisher.clone();
                     move || health::status(&parts, publisher.outbox(), started_at)
                 };
+                // What a light shows is in the status: published again when it changes, so
+                // a desk sees the store's light change as the staff do.
+                for light in &lights {
+                    let (mut pattern, publisher) = (light.pattern.clone(), publisher.clone());
+                    let cancel = delivery_cancel.clone();
+                    tracker.spawn(async move {
+                        loop {
+                            tokio::select! {
+                                _ = cancel.cancelled() => break,
+                                changed = pattern.changed() => match changed {
+                                    Ok(()) => publisher.status_changed(),
+                                    Err(_) => break,
+                                },
+                            }
+                        }
+                    });
+                }
                 // Commands from the desk come on the delivery session: subscribed before it
                 // first connects.
                 if let Some(desk) = &config.desk {
@@ -297,10 +314,16 @@ impl Daemon {
                         log.clone(),
                         publisher.clone(),
                         evidence.clone(),
+                        cameras.clone(),
                     )
                     .map_err(|(key, message)| StartError::Desk(key, message))?;
                     let messages = subscriptions.subscribe(&publisher.topics().commands());
-                    tracker.spawn(commands::run(commands, messages, intake.clone()));
+                    tracker.spawn(commands::run(
+                        commands,
+                        messages,
+                        triggers.clone(),
+                        intake.clone(),
+                    ));
                 }
                 let deliver = delivery::deliver(
                     publisher.clone(),

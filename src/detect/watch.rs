@@ -410,6 +410,7 @@ impl Looker {
                 wall: now.wall_of(time),
             },
             detections,
+            window: None,
         };
         match self.runtime.block_on(self.triggers.fire(trigger)) {
             Ok(_) => self.status.send_modify(|s| s.triggers += 1),

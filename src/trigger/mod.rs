@@ -1,7 +1,7 @@
 //! Triggers: the one channel through which every source (control socket, buttons, detector,
 //! remote commands) asks for a clip.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub mod buttons;
 
@@ -27,6 +27,18 @@ pub struct Trigger {
     pub at: ClockMap,
     /// What the detector saw, for a `detection` trigger.
     pub detections: Vec<Detection>,
+    /// For a footage request: the span it asks for around `at`, instead of each camera's
+    /// pre- and post-roll. Such a trigger always opens an event of its own.
+    pub window: Option<Window>,
+}
+
+/// A span of video around a trigger's moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// How far before the moment it starts.
+    pub before: Duration,
+    /// How far after the moment it ends.
+    pub after: Duration,
 }
 
 impl Trigger {
@@ -39,6 +51,7 @@ impl Trigger {
             cameras: Vec::new(),
             at: ClockMap::now(),
             detections: Vec::new(),
+            window: None,
         }
     }
 

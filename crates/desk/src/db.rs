@@ -123,22 +123,25 @@ CREATE TABLE arriving (
 );
 "#,
     r#"
--- What officers sent the stores' boxes (responses to alerts), each as signed and published,
--- with the broker's acknowledgement and the box's answer.
+-- What officers sent the stores' boxes (responses to alerts, requests for footage), each as
+-- signed and published, with the broker's acknowledgement and the box's answer (for a
+-- request, the event the box opened for it).
 CREATE TABLE commands (
     id TEXT PRIMARY KEY,
     site TEXT NOT NULL,
     event TEXT,
-    kind TEXT NOT NULL CHECK (kind IN ('response')),
+    kind TEXT NOT NULL CHECK (kind IN ('response', 'request')),
     state TEXT,
     topic TEXT NOT NULL,
     body TEXT NOT NULL,
+    key_id TEXT NOT NULL,
     user TEXT NOT NULL,
     created INTEGER NOT NULL,
     published INTEGER,
     outcome TEXT,
     reason TEXT,
-    answered INTEGER
+    answered INTEGER,
+    answer_event TEXT
 );
 CREATE INDEX commands_by_event ON commands (event);
 CREATE INDEX commands_to_publish ON commands (created) WHERE published IS NULL;

@@ -70,7 +70,9 @@ pub struct Event {
     /// Messages about it refused or failed (forged, republished, chain).
     pub problems: Vec<String>,
     /// What officers responded, oldest first, each with how far it got to the store.
-    pub responses: Vec<crate::respond::Sent>,
+    pub responses: Vec<crate::respond::Sent<alertclip_wire::command::Response>>,
+    /// Footage officers asked the store's box for from this event's page, oldest first.
+    pub requests: Vec<crate::respond::Sent<alertclip_wire::command::FootageRequest>>,
 }
 
 /// What an officer may conclude from a clip.
@@ -190,6 +192,7 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
                 cameras: Vec::new(),
                 problems: Vec::new(),
                 responses: Vec::new(),
+                requests: Vec::new(),
             })
         })
     else {
@@ -289,6 +292,7 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
         }
     }
     event.responses = crate::respond::sent(conn, &site, id)?;
+    event.requests = crate::respond::requested(conn, &site, id)?;
     Ok(Some(event))
 }
 
@@ -369,6 +373,7 @@ mod tests {
             cameras: Vec::new(),
             problems: Vec::new(),
             responses: Vec::new(),
+            requests: Vec::new(),
         }
     }
 

@@ -1,5 +1,6 @@
-//! Officers' responses to alerts, to the store's box: each one signed by the desk's key,
-//! stored with the audit row in one transaction ([`record`]), published on the store's
+//! Officers' responses to alerts and requests for footage, to the store's box: each one
+//! signed by the desk's key, stored with the audit row in one transaction ([`record`],
+//! [`record_request`]), published on the store's
 //! `<prefix>/commands` by a broker session of the desk's own ([`run`]), and answered by the
 //! box on `<prefix>/answers` ([`answered`], from ingest). A response given while the broker
 //! is away waits in the database and is published when it is back.
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use alertclip_mqtt::{LinkEvent, Session, Tag};
 use alertclip_wire::command::{
-    Answer, Disposition, MAX_NAME_CHARS, RESPONSE_SCHEMA, Response, ResponseState,
+    Answer, Disposition, FOOTAGE_REQUEST_SCHEMA, FootageRequest, MAX_NAME_CHARS, RESPONSE_SCHEMA,
+    Response, ResponseState,
 };
 use alertclip_wire::signature::{self, SigningKey};
 use alertclip_wire::topics::{Topics, prefix_of};
@@ -149,58 +151,149 @@ pub fn record(
     if let Err(problem) = response.check() {
         return Ok(Err(problem));
     }
-    let Ok(unsigned) = serde_json::to_vec(&response) else {
-        return Ok(Err("the response cannot be written".into()));
+    let row = Row {
+        id: response.command_id,
+        site,
+        event,
+        kind: "response",
+        state: Some(given.state.as_str()),
+        action: format!("respond:{}", given.state.as_str()),
+    };
+    keep(conn, signer, &row, &response, user, client)
+}
+
+/// What an officer asks a box for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    /// The cameras.
+    pub cameras: Vec<String>,
+    /// How far back the range starts.
+    pub back: Duration,
+    /// How long it runs.
+    pub length: Duration,
+    /// Why.
+    pub reason: String,
+}
+
+/// Signs `user`'s request for footage from `site`'s box (asked from the page of `event`),
+/// stores it to be published and audits it (`request_footage`), in one transaction;
+/// returns the command's id, or why it cannot be sent.
+pub fn record_request(
+    conn: &mut Connection,
+    signer: &Signer,
+    site: &str,
+    event: Uuid,
+    user: &str,
+    client: &str,
+    asked: &Asked,
+) -> rusqlite::Result<Result<Uuid, String>> {
+    let now = jiff::Timestamp::now();
+    let at = |ago: Duration| {
+        jiff::SignedDuration::try_from(ago)
+            .ok()
+            .and_then(|d| now.checked_sub(d).ok())
+            .map(|t| format!("{t:.3}"))
+    };
+    let (Some(from), Some(to)) = (at(asked.back), at(asked.back.saturating_sub(asked.length)))
+    else {
+        return Ok(Err("that time is out of range".into()));
+    };
+    let request = FootageRequest {
+        schema: FOOTAGE_REQUEST_SCHEMA.to_owned(),
+        command_id: Uuid::now_v7(),
+        site_id: site.to_owned(),
+        cameras: asked.cameras.clone(),
+        from,
+        to,
+        reason: asked.reason.clone(),
+        by: user.to_owned(),
+        desk: signer.desk.clone(),
+        issued_at: format!("{now:.3}"),
+        signature: None,
+    };
+    if let Err(problem) = request.check() {
+        return Ok(Err(problem));
+    }
+    let row = Row {
+        id: request.command_id,
+        site,
+        event,
+        kind: "request",
+        state: None,
+        action: "request_footage".into(),
+    };
+    keep(conn, signer, &row, &request, user, client)
+}
+
+/// A command's row, as [`keep`] stores it.
+struct Row<'a> {
+    id: Uuid,
+    site: &'a str,
+    event: Uuid,
+    kind: &'static str,
+    state: Option<&'static str>,
+    action: String,
+}
+
+/// Signs `command`, stores it to be published on the site's commands topic and audits it,
+/// in one transaction; returns its id.
+fn keep(
+    conn: &mut Connection,
+    signer: &Signer,
+    row: &Row,
+    command: &impl serde::Serialize,
+    user: &str,
+    client: &str,
+) -> rusqlite::Result<Result<Uuid, String>> {
+    let Ok(unsigned) = serde_json::to_vec(command) else {
+        return Ok(Err(format!("the {} cannot be written", row.kind)));
     };
     let body = signature::sign(&signer.key, &unsigned);
-    let topic = Topics::new(prefix_of(&signer.template, site)).commands();
+    let topic = Topics::new(prefix_of(&signer.template, row.site)).commands();
     let tx = conn.transaction()?;
     tx.execute(
-        "INSERT INTO commands (id, site, event, kind, state, topic, body, user, created)
-         VALUES (?1, ?2, ?3, 'response', ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO commands (id, site, event, kind, state, topic, body, key_id, user, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
-            response.command_id.to_string(),
-            site,
-            event.to_string(),
-            given.state.as_str(),
+            row.id.to_string(),
+            row.site,
+            row.event.to_string(),
+            row.kind,
+            row.state,
             topic,
             String::from_utf8_lossy(&body),
+            signature::key_id(&signer.key.verifying_key()),
             user,
             now()
         ],
     )?;
-    crate::audit::by(
-        &tx,
-        user,
-        &format!("respond:{}", given.state.as_str()),
-        Some(&event.to_string()),
-        client,
-    )?;
+    crate::audit::by(&tx, user, &row.action, Some(&row.event.to_string()), client)?;
     tx.commit()?;
-    Ok(Ok(response.command_id))
+    Ok(Ok(row.id))
 }
 
-/// One response as the console shows it.
+/// One command (a [`Response`] or a [`FootageRequest`]) as the console shows it.
 #[derive(Debug, Clone)]
-pub struct Sent {
-    /// The response as signed.
-    pub response: Response,
+pub struct Sent<C> {
+    /// The command as signed.
+    pub command: C,
     /// When an officer gave it (Unix seconds).
     pub created: i64,
     /// When the broker took it, if it has.
     pub published: Option<i64>,
     /// What the store's box answered (`applied`, `superseded`, `refused`), if it has.
     pub outcome: Option<String>,
-    /// Why, for a refusal.
+    /// Why, for a refusal; for a request applied, what of the range the box does not hold.
     pub reason: Option<String>,
+    /// For a request applied, the event the box opened for it.
+    pub opened: Option<Uuid>,
 }
 
-impl Sent {
-    /// Where it has got, for people: "waiting for the broker", "sent", "the store's box
-    /// shows it", "refused by the store's box: ...".
-    pub fn delivery(&self) -> String {
+impl<C> Sent<C> {
+    /// Where it has got, for people, given what `applied` means for this kind of command.
+    fn progress(&self, applied: impl FnOnce() -> String) -> String {
         match (self.published, self.outcome.as_deref()) {
-            (_, Some("applied")) => "the store's box shows it".into(),
+            (_, Some("applied")) => applied(),
             (_, Some("superseded")) => "the store's box already showed a later one".into(),
             (_, Some(_)) => format!(
                 "refused by the store's box: {}",
@@ -212,54 +305,97 @@ impl Sent {
     }
 }
 
+impl Sent<Response> {
+    /// Where it has got, for people: "waiting for the broker", "sent", "the store's box
+    /// shows it", "refused by the store's box: ...".
+    pub fn delivery(&self) -> String {
+        self.progress(|| "the store's box shows it".into())
+    }
+}
+
+impl Sent<FootageRequest> {
+    /// Where it has got, for people: as a response's, or "the store's box is sending it".
+    pub fn delivery(&self) -> String {
+        self.progress(|| match &self.reason {
+            Some(short) => format!("the store's box is sending it ({short})"),
+            None => "the store's box is sending it".into(),
+        })
+    }
+}
+
 /// The responses to `event` of `site`, oldest first.
-pub fn sent(conn: &Connection, site: &str, event: Uuid) -> rusqlite::Result<Vec<Sent>> {
+pub fn sent(conn: &Connection, site: &str, event: Uuid) -> rusqlite::Result<Vec<Sent<Response>>> {
+    commands_of(conn, site, event, "response")
+}
+
+/// The footage requests asked from the page of `event` of `site`, oldest first.
+pub fn requested(
+    conn: &Connection,
+    site: &str,
+    event: Uuid,
+) -> rusqlite::Result<Vec<Sent<FootageRequest>>> {
+    commands_of(conn, site, event, "request")
+}
+
+/// The commands of `kind` given from the page of `event` of `site`, oldest first.
+fn commands_of<C: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    site: &str,
+    event: Uuid,
+    kind: &str,
+) -> rusqlite::Result<Vec<Sent<C>>> {
     let mut statement = conn.prepare(
-        "SELECT body, created, published, outcome, reason FROM commands
-         WHERE site = ?1 AND event = ?2 AND kind = 'response' ORDER BY created, id",
+        "SELECT body, created, published, outcome, reason, answer_event FROM commands
+         WHERE site = ?1 AND event = ?2 AND kind = ?3 ORDER BY created, id",
     )?;
-    let rows = statement.query_map(params![site, event.to_string()], |row| {
+    let rows = statement.query_map(params![site, event.to_string(), kind], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, i64>(1)?,
             row.get::<_, Option<i64>>(2)?,
             row.get::<_, Option<String>>(3)?,
             row.get::<_, Option<String>>(4)?,
+            row.get::<_, Option<String>>(5)?,
         ))
     })?;
-    let mut sent = Vec::new();
+    let mut found = Vec::new();
     for row in rows {
-        let (body, created, published, outcome, reason) = row?;
-        if let Ok(response) = serde_json::from_str(&body) {
-            sent.push(Sent {
-                response,
+        let (body, created, published, outcome, reason, opened) = row?;
+        if let Ok(command) = serde_json::from_str(&body) {
+            found.push(Sent {
+                command,
                 created,
                 published,
                 outcome,
                 reason,
+                opened: opened.and_then(|e| Uuid::parse_str(&e).ok()),
             });
         }
     }
-    Ok(sent)
+    Ok(found)
 }
 
-/// Records a box's answer to one of the desk's commands: the first answer stands (a replayed
-/// command is answered again, refused). Returns the event it concerned, if the command is
-/// the desk's and was not answered yet.
+/// Records a box's answer to one of the desk's commands: only an answer naming the key the
+/// command was signed with (a refusal of a forger's copy names the forger's), and only the
+/// first (a replayed command is answered again, refused). Returns the event it concerned, if
+/// the command is the desk's and was not answered yet.
 pub fn answered(conn: &Connection, site: &str, answer: &Answer) -> rusqlite::Result<Option<Uuid>> {
     let Some(command) = answer.command_id else {
         return Ok(None);
     };
     let event: Option<Option<String>> = conn
         .query_row(
-            "UPDATE commands SET outcome = ?3, reason = ?4, answered = ?5
-             WHERE id = ?1 AND site = ?2 AND outcome IS NULL RETURNING event",
+            "UPDATE commands SET outcome = ?3, reason = ?4, answered = ?5,
+                 answer_event = CASE WHEN kind = 'request' THEN ?6 END
+             WHERE id = ?1 AND site = ?2 AND outcome IS NULL AND key_id = ?7 RETURNING event",
             params![
                 command.to_string(),
                 site,
                 answer.outcome.as_str(),
                 answer.reason,
-                now()
+                now(),
+                answer.event_id.map(|e| e.to_string()),
+                answer.key_id.as_deref().unwrap_or("")
             ],
             |row| row.get(0),
         )
@@ -397,11 +533,30 @@ async fn publish(
                         Err(error) => tracing::error!(%error, "cannot record a response as sent"),
                     }
                 }
-                Some(LinkEvent::Refused(id, reason)) => {
-                    tracing::error!(command = %id, %reason, "the broker refused a response; it is tried again on the next connection");
-                }
-                Some(LinkEvent::TooLarge(id, reason)) => {
-                    tracing::error!(command = %id, %reason, "a response is too large to send");
+                // A command the broker will not take (its ACL, its size limit) leaves the
+                // queue, marked so, rather than hold back every later one.
+                Some(LinkEvent::Refused(id, reason) | LinkEvent::TooLarge(id, reason)) => {
+                    tracing::error!(command = %id, %reason, "the broker did not take a command");
+                    in_flight.remove(&id);
+                    let why = format!("the broker did not take it: {reason}");
+                    let row = db
+                        .call(move |c| {
+                            c.query_row(
+                                "UPDATE commands SET published = ?2, outcome = 'refused', reason = ?3, answered = ?2
+                                 WHERE id = ?1 AND outcome IS NULL RETURNING site, event",
+                                params![id, now(), why],
+                                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                            )
+                            .optional()
+                        })
+                        .await;
+                    if let Ok(Some((site, event))) = row {
+                        let _ = feed.send(Change {
+                            kind: "response",
+                            site,
+                            event: event.and_then(|e| Uuid::parse_str(&e).ok()),
+                        });
+                    }
                 }
                 Some(LinkEvent::Disconnected(error)) => {
                     if connected {

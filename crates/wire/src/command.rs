@@ -1,9 +1,10 @@
 //! What the officer side sends a box, and what the box answers.
 //!
 //! A desk publishes commands on `<prefix>/commands`, each signed by the desk's Ed25519 key
-//! ([`crate::signature`], the same form as the box's own payloads). Today a command is a
-//! [`Response`]: an officer's answer to an alert (acknowledged, dispatched, on scene, closed),
-//! which the store's staff see on the light beside the button. The box verifies each against
+//! ([`crate::signature`], the same form as the box's own payloads). A command is a
+//! [`Response`], an officer's answer to an alert (acknowledged, dispatched, on scene, closed)
+//! which the store's staff see on the light beside the button, or a [`FootageRequest`], an
+//! officer asking the box for a clip of some cameras over a time it still holds. The box verifies each against
 //! the desk keys in its configuration and answers every one it heard on `<prefix>/answers`
 //! with an [`Answer`] signed by its device key: applied, or refused and why.
 //!
@@ -18,6 +19,8 @@ use crate::signature::SignatureInfo;
 
 /// `schema` of a response.
 pub const RESPONSE_SCHEMA: &str = "alertclip.response.v1";
+/// `schema` of a footage request.
+pub const FOOTAGE_REQUEST_SCHEMA: &str = "alertclip.footage_request.v1";
 /// `schema` of a box's answer to a command.
 pub const ANSWER_SCHEMA: &str = "alertclip.answer.v1";
 
@@ -27,6 +30,10 @@ pub const MAX_COMMAND_BYTES: usize = 16 << 10;
 pub const MAX_NOTE_CHARS: usize = 1000;
 /// The longest officer or desk name a command carries, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
+/// The longest span of video one request may ask for.
+pub const MAX_REQUEST_SPAN: std::time::Duration = std::time::Duration::from_secs(600);
+/// The most cameras one request may name.
+pub const MAX_REQUEST_CAMERAS: usize = 32;
 
 /// How far the officer side has got with an alert, as alarm-to-dispatch practice names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -202,6 +209,80 @@ impl Response {
     }
 }
 
+/// An officer asking a store's box for a clip, published QoS 1 on `<prefix>/commands`. The
+/// box cuts it as a trigger of kind `remote`, its source `<by>@<desk>` and its note the
+/// reason, and delivers it as any event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FootageRequest {
+    /// [`FOOTAGE_REQUEST_SCHEMA`].
+    pub schema: String,
+    /// This command (UUIDv7): a box takes each id once.
+    pub command_id: Uuid,
+    /// The store it is for, as in its topic.
+    pub site_id: String,
+    /// The cameras wanted (at least one).
+    pub cameras: Vec<String>,
+    /// The first moment wanted, RFC 3339 UTC.
+    pub from: String,
+    /// The last moment wanted, RFC 3339 UTC: at most [`MAX_REQUEST_SPAN`] after `from`.
+    pub to: String,
+    /// Why, for the record (required).
+    pub reason: String,
+    /// The officer's account on the desk.
+    pub by: String,
+    /// The desk that sent it.
+    pub desk: String,
+    /// When the officer asked, RFC 3339 UTC with milliseconds.
+    pub issued_at: String,
+    /// The desk's signature over every byte before it. Always the last member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureInfo>,
+}
+
+impl FootageRequest {
+    /// Checks what the signature cannot: the schema, the cameras' names, a reason, a time
+    /// range that runs forward and is at most [`MAX_REQUEST_SPAN`] long; returns the range.
+    pub fn check(&self) -> Result<(std::time::SystemTime, std::time::SystemTime), String> {
+        if self.schema != FOOTAGE_REQUEST_SCHEMA {
+            return Err(format!(
+                "schema: expected \"{FOOTAGE_REQUEST_SCHEMA}\", found \"{}\"",
+                self.schema
+            ));
+        }
+        crate::id::check(&self.site_id).map_err(|e| format!("site_id: {e}"))?;
+        if self.cameras.is_empty() || self.cameras.len() > MAX_REQUEST_CAMERAS {
+            return Err(format!(
+                "cameras: expected 1 to {MAX_REQUEST_CAMERAS} cameras, found {}",
+                self.cameras.len()
+            ));
+        }
+        for camera in &self.cameras {
+            crate::id::check(camera).map_err(|e| format!("cameras: {e}"))?;
+        }
+        if self.reason.trim().is_empty() {
+            return Err("reason: a request says why".into());
+        }
+        bounded("reason", &self.reason, MAX_NOTE_CHARS)?;
+        bounded("by", &self.by, MAX_NAME_CHARS)?;
+        bounded("desk", &self.desk, MAX_NAME_CHARS)?;
+        let time = |member: &str, text: &str| {
+            humantime::parse_rfc3339(text)
+                .map_err(|_| format!("{member}: expected RFC 3339 UTC time, found \"{text}\""))
+        };
+        let (from, to) = (time("from", &self.from)?, time("to", &self.to)?);
+        match to.duration_since(from) {
+            Ok(span) if span.is_zero() => Err("to: the same moment as from".into()),
+            Ok(span) if span > MAX_REQUEST_SPAN => Err(format!(
+                "to: {} s after from, more than the {} s one request may ask for",
+                span.as_secs(),
+                MAX_REQUEST_SPAN.as_secs()
+            )),
+            Ok(_) => Ok((from, to)),
+            Err(_) => Err("to: before from".into()),
+        }
+    }
+}
+
 fn bounded(member: &str, text: &str, most: usize) -> Result<(), String> {
     if text.chars().count() > most {
         return Err(format!("{member}: longer than {most} characters"));
@@ -246,14 +327,20 @@ pub struct Answer {
     /// The command answered, when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<Uuid>,
-    /// The event it named, when it could be read.
+    /// The event it named, when it could be read; for a footage request applied, the event
+    /// the box opened for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// What became of it.
     pub outcome: Outcome,
-    /// Why, for `refused` and `superseded`.
+    /// Why, for `refused` and `superseded`; for a footage request applied, what of the range
+    /// the box does not hold, if any (its clip is then partial).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The key whose intact signature the command carried: a desk takes an answer as its
+    /// own only when this is its key. Absent when the command was unsigned or altered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// When the box decided, RFC 3339 UTC with milliseconds.
     pub at: String,
     /// The device's signature over every byte before it. Always the last member.
@@ -341,6 +428,35 @@ mod tests {
         let mut other = response(ResponseState::Acknowledged);
         other.schema = "alertclip.response.v9".into();
         assert!(other.check().unwrap_err().starts_with("schema"));
+    }
+
+    #[test]
+    fn a_request_names_cameras_a_reason_and_a_short_forward_range() {
+        let mut request = FootageRequest {
+            schema: FOOTAGE_REQUEST_SCHEMA.into(),
+            command_id: Uuid::now_v7(),
+            site_id: "corner-12".into(),
+            cameras: vec!["register".into()],
+            from: "2026-12-01T10:00:00Z".into(),
+            to: "2026-12-01T10:00:30.500Z".into(),
+            reason: "the minute before the alert".into(),
+            by: "lee".into(),
+            desk: "precinct-5".into(),
+            issued_at: "2026-12-01T10:01:00.000Z".into(),
+            signature: None,
+        };
+        let (from, to) = request.check().unwrap();
+        assert_eq!(to.duration_since(from).unwrap().as_millis(), 30_500);
+        request.to = "2026-12-01T10:10:01Z".into();
+        assert!(request.check().unwrap_err().contains("more than the 600 s"));
+        request.to = "2026-12-01T09:59:00Z".into();
+        assert_eq!(request.check().unwrap_err(), "to: before from");
+        request.to = "2026-12-01T10:00:10Z".into();
+        request.cameras = vec!["../etc".into()];
+        assert!(request.check().unwrap_err().starts_with("cameras"));
+        request.cameras = vec!["register".into()];
+        request.reason = " ".into();
+        assert!(request.check().unwrap_err().starts_with("reason"));
     }
 
     #[test]

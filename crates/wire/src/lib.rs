@@ -8,8 +8,9 @@
 //! alert chain ([`chain`]), the officer side's commands to a box and its answers ([`command`]), clip digests and offline verification ([`digest`]), and the rule
 //! for identifiers that end up in topics and file names ([`id`]).
 //!
-//! It depends on serde and the crypto crates only: no async runtime, no media stack. A box
-//! crate and an officer crate both depend on it, so no cycle can run between them.
+//! It depends on serde, the crypto crates and humantime (to read times) only: no async
+//! runtime, no media stack. A box crate and an officer crate both depend on it, so no cycle
+//! can run between them.
 
 pub mod chain;
 pub mod command;

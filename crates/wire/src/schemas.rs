@@ -13,11 +13,13 @@ pub const STATUS: &str = include_str!("../schemas/status.v1.json");
 pub const HEALTH: &str = include_str!("../schemas/health.v1.json");
 /// `<prefix>/commands`: [`crate::command::Response`].
 pub const RESPONSE: &str = include_str!("../schemas/response.v1.json");
+/// `<prefix>/commands`: [`crate::command::FootageRequest`].
+pub const FOOTAGE_REQUEST: &str = include_str!("../schemas/footage_request.v1.json");
 /// `<prefix>/answers`: [`crate::command::Answer`].
 pub const ANSWER: &str = include_str!("../schemas/answer.v1.json");
 
 /// The schema of a payload by its short name (`alert`, `event_update`, `manifest`, `status`,
-/// `health`, `response`, `answer`).
+/// `health`, `response`, `footage_request`, `answer`).
 pub fn by_name(name: &str) -> Option<&'static str> {
     match name {
         "alert" => Some(ALERT),
@@ -26,6 +28,7 @@ pub fn by_name(name: &str) -> Option<&'static str> {
         "status" => Some(STATUS),
         "health" => Some(HEALTH),
         "response" => Some(RESPONSE),
+        "footage_request" => Some(FOOTAGE_REQUEST),
         "answer" => Some(ANSWER),
         _ => None,
     }

@@ -241,7 +241,10 @@ impl FeedbackLogic {
                 cycle(FAST_BLINK, since, now)
             }
             (Pattern::On, State::Confirmed { until, .. }) => (true, Some(until)),
-            (pattern, State::Responded { since, until, .. }) => {
+            (
+                pattern @ (Pattern::DoubleFlash | Pattern::LongOn),
+                State::Responded { since, until, .. },
+            ) => {
                 let steps = if pattern == Pattern::DoubleFlash {
                     DOUBLE_FLASH
                 } else {
@@ -454,10 +457,14 @@ mod tests {
         assert_eq!(logic.pattern(t0 + ms(64_000), false), Pattern::LongOn);
         logic.responded(event, ResponseState::OnScene, t0 + ms(65_000));
         assert_eq!(logic.pattern(t0 + ms(65_000), true), Pattern::LongOn);
-        // Shown for show_for, then off.
+        // Shown for show_for, then off, with nothing more to change.
         assert_eq!(
             logic.pattern(t0 + ms(65_000 + 1_800_000), true),
             Pattern::Off
+        );
+        assert_eq!(
+            logic.level(t0 + ms(65_001 + 1_800_000), true),
+            (false, None)
         );
         logic.responded(event, ResponseState::Closed, t0 + ms(66_000));
         assert_eq!(logic.pattern(t0 + ms(66_000), true), Pattern::Off);

@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events/{id}/card", get(pages::card))
         .route("/events/{id}/hold", post(pages::hold))
         .route("/events/{id}/respond", post(pages::respond))
+        .route("/events/{id}/request", post(pages::request))
         .route("/events/{id}/export", get(export::export))
         .route("/feed", get(pages::stream))
         .route("/sites", get(pages::sites).post(pages::enrol))

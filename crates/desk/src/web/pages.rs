@@ -124,7 +124,7 @@ fn trigger_text(trigger: &TriggerInfo) -> String {
             }
         }
         TriggerKind::Manual => format!("Raised by hand ({})", trigger.source),
-        TriggerKind::Remote => format!("Requested remotely ({})", trigger.source),
+        TriggerKind::Remote => format!("Footage requested by {}", trigger.source),
         TriggerKind::Test => format!("Test ({})", trigger.source),
     };
     match &trigger.note {
@@ -181,9 +181,9 @@ fn verification_badge(verification: &Verification) -> Markup {
 fn response_markup(event: &Event, site: Option<&Site>, csrf: &str) -> Markup {
     html! {
         @if let Some(last) = event.responses.last() {
-            p.response data-state=(last.response.state.as_str()) {
-                span.badge.response { (last.response.state.words()) }
-                " by " (last.response.by)
+            p.response data-state=(last.command.state.as_str()) {
+                span.badge.response { (last.command.state.words()) }
+                " by " (last.command.by)
                 " · " span.delivery data-outcome=(last.outcome.as_deref().unwrap_or("pending")) { (last.delivery()) }
             }
         } @else if site.is_some() {
@@ -387,6 +387,7 @@ pub async fn event(
         html! {
             (card_markup(&event, site.as_ref(), &signed.csrf))
             (responses_section(&event, site.as_ref(), &signed.csrf))
+            (requests_section(&event, site.as_ref(), &signed.csrf))
             section.clips {
                 h2 { "Clips" }
                 @for camera in &event.cameras {
@@ -491,12 +492,12 @@ fn responses_section(event: &Event, site: Option<&Site>, csrf: &str) -> Markup {
                     thead { tr { th { "Given" } th { "By" } th { "Response" } th { "At the store" } } }
                     tbody {
                         @for sent in &event.responses {
-                            tr data-command=(sent.response.command_id) {
+                            tr data-command=(sent.command.command_id) {
                                 td { (time(sent.created)) }
-                                td { (sent.response.by) }
+                                td { (sent.command.by) }
                                 td {
-                                    (sent.response.summary().split_once(", by ").map_or("", |(what, _)| what))
-                                    @if let Some(note) = &sent.response.note { br; span.note { (note) } }
+                                    (sent.command.summary().split_once(", by ").map_or("", |(what, _)| what))
+                                    @if let Some(note) = &sent.command.note { br; span.note { (note) } }
                                 }
                                 td.delivery data-outcome=(sent.outcome.as_deref().unwrap_or("pending")) { (sent.delivery()) }
                             }
@@ -538,6 +539,148 @@ fn responses_section(event: &Event, site: Option<&Site>, csrf: &str) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The footage asked for from this event's page, and the form to ask the store's box for
+/// more: other cameras, the minutes before.
+fn requests_section(event: &Event, site: Option<&Site>, csrf: &str) -> Markup {
+    html! {
+        section.requests {
+            h2 { "More footage" }
+            @if !event.requests.is_empty() {
+                table {
+                    thead { tr { th { "Asked" } th { "By" } th { "Cameras and time" } th { "At the store" } } }
+                    tbody {
+                        @for asked in &event.requests {
+                            tr data-command=(asked.command.command_id) {
+                                td { (time(asked.created)) }
+                                td { (asked.command.by) }
+                                td {
+                                    (asked.command.cameras.join(", ")) ": " (asked.command.from) " to " (asked.command.to)
+                                    br; span.note { (asked.command.reason) }
+                                }
+                                td.delivery data-outcome=(asked.outcome.as_deref().unwrap_or("pending")) {
+                                    (asked.delivery())
+                                    @if let Some(opened) = asked.opened { " " a href={ "/events/" (opened) } { "see the clip" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if site.is_none() {
+                p { "This store is not enrolled: its box does not take the desk's requests." }
+            } @else {
+                form.request method="post" action={ "/events/" (event.id) "/request" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    fieldset {
+                        legend { "Cameras" }
+                        @for camera in &event.cameras {
+                            label { input type="checkbox" name="camera" value=(camera.id) checked; " " (camera.id) }
+                        }
+                    }
+                    label { "From (minutes ago) " input type="number" name="minutes" min="0" max="60" step="any" value="2" required; }
+                    label { "Length (seconds) " input type="number" name="seconds" min="1" max="600" value="60" required; }
+                    label { "Reason " input type="text" name="reason" maxlength="1000" required; }
+                    button type="submit" { "Ask the store's box" }
+                }
+                p.derived { "The box sends what it still holds of that time (its memory is a few minutes at most), as an event of its own." }
+            }
+        }
+    }
+}
+
+/// `POST /events/{id}/request`: an officer asks the store's box for footage (the cameras
+/// ticked, from so many minutes ago, for so many seconds), signed and sent.
+pub async fn request(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(id): Path<Uuid>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    if let Err(refusal) = signed.check_csrf(&field("csrf")) {
+        return *refusal;
+    }
+    let bad =
+        |text: &str| (StatusCode::BAD_REQUEST, message("Request not sent", text)).into_response();
+    let cameras: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "camera")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if cameras.is_empty() {
+        return bad("Tick at least one camera.");
+    }
+    let Some(minutes) = field("minutes")
+        .parse::<f64>()
+        .ok()
+        .filter(|m| (0.0..=60.0).contains(m))
+    else {
+        return bad("From: a number of minutes ago, 0 to 60.");
+    };
+    let Ok(seconds) = field("seconds").parse::<u64>() else {
+        return bad("Length: a number of seconds, 1 to 600.");
+    };
+    if !(1..=600).contains(&seconds) {
+        return bad("Length: a number of seconds, 1 to 600.");
+    }
+    let asked = crate::respond::Asked {
+        cameras,
+        back: Duration::from_secs_f64(minutes * 60.0),
+        length: Duration::from_secs(seconds),
+        reason: field("reason"),
+    };
+    let event = match enrolled(&state, id, "Request not sent", "requests").await {
+        Ok(event) => event,
+        Err(response) => return response,
+    };
+    let (signer, site_id) = (state.signer.clone(), event.site.clone());
+    let (user, client) = (signed.user.name.clone(), signed.client.clone());
+    let recorded = state
+        .db
+        .call(move |c| {
+            crate::respond::record_request(c, &signer, &site_id, id, &user, &client, &asked)
+        })
+        .await;
+    match recorded {
+        Ok(Ok(_)) => {
+            state.respond.notify_one();
+            Redirect::to(&format!("/events/{id}")).into_response()
+        }
+        Ok(Err(problem)) => bad(&problem),
+        Err(error) => {
+            tracing::error!(%error, "cannot record a footage request");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Event `id`, if its store is enrolled: otherwise the page saying why nothing was sent
+/// (`title`), naming what its box does not take (`what`: responses, requests).
+async fn enrolled(state: &AppState, id: Uuid, title: &str, what: &str) -> Result<Event, Response> {
+    match load(state, id).await? {
+        None => Err((
+            StatusCode::NOT_FOUND,
+            message("No such event", "The desk has no event with this id."),
+        )
+            .into_response()),
+        Some((_, None)) => Err((
+            StatusCode::CONFLICT,
+            message(
+                title,
+                &format!("This store is not enrolled: its box does not take the desk's {what}."),
+            ),
+        )
+            .into_response()),
+        Some((event, Some(_))) => Ok(event),
     }
 }
 
@@ -596,27 +739,10 @@ pub async fn respond(
         disposition,
         note,
     };
-    let (event, site) = match load(&state, id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                message("No such event", "The desk has no event with this id."),
-            )
-                .into_response();
-        }
+    let event = match enrolled(&state, id, "Response not sent", "responses").await {
+        Ok(event) => event,
         Err(response) => return response,
     };
-    if site.is_none() {
-        return (
-            StatusCode::CONFLICT,
-            message(
-                "Response not sent",
-                "This store is not enrolled: its box does not take the desk's responses.",
-            ),
-        )
-            .into_response();
-    }
     let (signer, site_id) = (state.signer.clone(), event.site.clone());
     let (user, client) = (signed.user.name.clone(), signed.client.clone());
     let recorded = state
