@@ -30,6 +30,7 @@ bench:
 	$(CARGO) bench --locked --bench delivery
 	$(CARGO) bench --locked --bench detect
 	$(CARGO) bench --locked --bench desk
+	$(CARGO) bench --locked --bench responses
 
 lint: setup
 	$(CARGO) fmt --all -- --check

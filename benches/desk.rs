@@ -273,10 +273,7 @@ mod bench {
 
         let browser = Browser::start().await;
         browser.goto(&desk.at("/login")).await;
-        browser.fill("input[name=name]", "bench").await;
-        browser.fill("input[name=password]", PASSWORD).await;
-        browser.click("form.login button[type=submit]").await;
-        browser.appears("body[data-live=open]").await;
+        browser.sign_in("bench", PASSWORD).await;
         // The page notes when each card, and each card's picture, first shows.
         browser
             .run(

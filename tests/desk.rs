@@ -677,11 +677,7 @@ async fn an_admin_in_chromium_adds_an_account_whose_shown_password_signs_in() {
     let desk = DeskRig::start(&broker.url(), &[("ada", Role::Admin)], &[]).await;
     let browser = Browser::start().await;
     browser.goto(&desk.at("/")).await;
-    browser.appears("form.login").await;
-    browser.fill("input[name=name]", "ada").await;
-    browser.fill("input[name=password]", PASSWORD).await;
-    browser.click("form.login button[type=submit]").await;
-    browser.appears("body[data-live=open]").await;
+    browser.sign_in("ada", PASSWORD).await;
 
     // Accounts, from the menu; a supervisor added by the form.
     browser.click("nav a[href='/users']").await;
@@ -707,11 +703,7 @@ async fn an_admin_in_chromium_adds_an_account_whose_shown_password_signs_in() {
 
     // Signed out, the new account signs in with what was shown.
     browser.click("nav form button[type=submit]").await;
-    browser.appears("form.login").await;
-    browser.fill("input[name=name]", "lee").await;
-    browser.fill("input[name=password]", &password).await;
-    browser.click("form.login button[type=submit]").await;
-    browser.appears("body[data-live=open]").await;
+    browser.sign_in("lee", &password).await;
     assert_eq!(browser.text(".who").await, "lee · supervisor");
     browser.close().await;
     desk.stop().await;
@@ -746,11 +738,7 @@ async fn an_officer_in_chromium_sees_the_alert_arrive_plays_the_clip_and_the_lay
     // The officer logs in as a person would.
     let browser = Browser::start().await;
     browser.goto(&desk.at("/")).await;
-    browser.appears("form.login").await;
-    browser.fill("input[name=name]", "ana").await;
-    browser.fill("input[name=password]", PASSWORD).await;
-    browser.click("form.login button[type=submit]").await;
-    browser.appears("body[data-live=open]").await;
+    browser.sign_in("ana", PASSWORD).await;
     // A mark that a reload would wipe: the alert must arrive without one.
     browser
         .run("window.stayed = true; return true;", vec![])
@@ -1246,17 +1234,7 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
     );
     let rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
     let box_key = std::fs::read_to_string(rig.dir.path().join("evidence/device.pub")).unwrap();
-    let keys = desk.dir().join("state/keys");
-    let desk = desk
-        .restart(|db| {
-            db.call_blocking(move |c| {
-                alertclip_desk::sites::enrol(c, &keys, &site("test-site", "Corner Deli", &box_key))
-                    .unwrap();
-                Ok(())
-            })
-            .unwrap();
-        })
-        .await;
+    let desk = desk.enrolling("test-site", "Corner Deli", &box_key).await;
     let (watcher, _) = desk.signed_in("ana").await;
     let mut feed = Feed::open(&watcher, &desk).await;
     wait_subscribed(&mut feed, broker.port).await;
@@ -1277,11 +1255,7 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
 
     let browser = Browser::start().await;
     browser.goto(&desk.at("/")).await;
-    browser.appears("form.login").await;
-    browser.fill("input[name=name]", "ana").await;
-    browser.fill("input[name=password]", PASSWORD).await;
-    browser.click("form.login button[type=submit]").await;
-    browser.appears("body[data-live=open]").await;
+    browser.sign_in("ana", PASSWORD).await;
 
     // Staff press the button; the alert's card comes with an Acknowledge button.
     common::broker::mosquitto_pub(
@@ -1323,9 +1297,11 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
     // More footage: the seconds before, asked of the store's box from the event page. It
     // comes as an event of its own, its clip signed and naming who asked and why.
     browser
-        .fill("form.request input[name=minutes]", "0.03")
+        .replace("form.request input[name=minutes]", "0.05")
         .await;
-    browser.fill("form.request input[name=seconds]", "1").await;
+    browser
+        .replace("form.request input[name=seconds]", "2")
+        .await;
     browser
         .fill("form.request input[name=reason]", "who came in before")
         .await;
@@ -1367,19 +1343,7 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
         feed.wait_for(|c| c["kind"] == "response" && c["event"] == id.as_str())
             .await;
     }
-    let key = asked.clone();
-    let (signature, manifest): (String, String) = desk
-        .desk
-        .db
-        .call(move |c| {
-            c.query_row(
-                "SELECT signature, manifest FROM media WHERE event = ?1 AND kind = 'clip'",
-                [key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-        })
-        .await
-        .unwrap();
+    let (signature, manifest) = desk.clip_record(&asked).await;
     assert_eq!(signature, "valid");
     let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     let trigger = &manifest["triggers"][0];

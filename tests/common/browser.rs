@@ -89,21 +89,43 @@ impl Browser {
     /// Runs `body` as the body of an async function in the page, given `args`, and returns
     /// what it resolves to; its last argument is the callback WebDriver waits for.
     pub async fn run(&self, body: &str, args: Vec<Value>) -> Value {
+        let value = self.try_run(body, args).await.unwrap();
+        assert!(value.get("thrown").is_none(), "in the page: {value}");
+        value
+    }
+
+    async fn try_run(
+        &self,
+        body: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, fantoccini::error::CmdError> {
         let n = args.len();
         let script = format!(
             "const done = arguments[{n}]; const args = Array.from(arguments).slice(0, {n}); \
              (async () => {{ {body} }})().then(done, (e) => done({{thrown: String(e)}}));"
         );
-        let value = self.client.execute_async(&script, args).await.unwrap();
-        assert!(value.get("thrown").is_none(), "in the page: {value}");
-        value
+        self.client.execute_async(&script, args).await
     }
 
     /// Resolves once an element matching `selector` is in the page (now or later). Attribute
     /// changes are watched as well as added nodes: `body[data-live=open]` becomes true by
     /// an attribute alone, with nothing else in the page changing.
+    ///
+    /// A page replaced while it is watched (a form's answer, a reload) ends the script
+    /// early: the new page is watched in turn, until the script's whole timeout has gone.
     pub async fn appears(&self, selector: &str) {
-        self.run(
+        let started = std::time::Instant::now();
+        loop {
+            match self.watch_for(selector).await {
+                Ok(_) => return,
+                Err(_) if started.elapsed() + Duration::from_secs(1) < SCRIPT_TIMEOUT => {}
+                Err(error) => panic!("{selector} did not appear: {error}"),
+            }
+        }
+    }
+
+    async fn watch_for(&self, selector: &str) -> Result<Value, fantoccini::error::CmdError> {
+        self.try_run(
             "const [selector] = args;
              if (document.querySelector(selector)) return true;
              await new Promise((resolve) => {
@@ -115,15 +137,34 @@ impl Browser {
              return true;",
             vec![json!(selector)],
         )
-        .await;
+        .await
     }
 
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.unwrap();
     }
 
+    /// Signs in on the login form the page shows (or is about to) as `name`, and waits
+    /// for the console's live feed to open.
+    pub async fn sign_in(&self, name: &str, password: &str) {
+        self.appears("form.login").await;
+        self.fill("input[name=name]", name).await;
+        self.fill("input[name=password]", password).await;
+        self.click("form.login button[type=submit]").await;
+        self.appears("body[data-live=open]").await;
+    }
+
+    /// Types `text` into the empty field `css`.
     pub async fn fill(&self, css: &str, text: &str) {
         let field = self.client.find(Locator::Css(css)).await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    /// Replaces what the field `css` holds with `text`, as a person selecting it all and
+    /// typing over it would (typing alone adds to a value the form filled in).
+    pub async fn replace(&self, css: &str, text: &str) {
+        let field = self.client.find(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
         field.send_keys(text).await.unwrap();
     }
 

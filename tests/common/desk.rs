@@ -165,6 +165,38 @@ impl DeskRig {
         }
     }
 
+    /// The desk restarted with the store `id` (`name`, its box's public key in PEM)
+    /// enrolled: a desk made first, for its signing key, takes the store once its box has
+    /// a key of its own.
+    pub async fn enrolling(self, id: &str, name: &str, box_key: &str) -> DeskRig {
+        let keys = self.dir().join("state/keys");
+        let store = site(id, name, box_key);
+        self.restart(|db| {
+            db.call_blocking(move |c| {
+                sites::enrol(c, &keys, &store).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        })
+        .await
+    }
+
+    /// What the desk recorded of `event`'s clip: its signature verdict and its manifest.
+    pub async fn clip_record(&self, event: &str) -> (String, String) {
+        let event = event.to_owned();
+        self.desk
+            .db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT signature, manifest FROM media WHERE event = ?1 AND kind = 'clip'",
+                    [event],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
+            .unwrap()
+    }
+
     /// The directory holding the desk's config, certificate and storage.
     pub fn dir(&self) -> &std::path::Path {
         self._dir.path()
