@@ -213,7 +213,7 @@ mod bench {
         let (session, _events) = connect(broker.port).await;
         let mut direct = Vec::with_capacity(responses);
         for i in 0..responses {
-            let (state, pattern, _) = state_of(i);
+            let (state, pattern, _) = state_of(responses + i); // each changes the light
             let response = Response {
                 schema: RESPONSE_SCHEMA.into(),
                 command_id: Uuid::now_v7(),

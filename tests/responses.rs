@@ -234,6 +234,25 @@ async fn an_officers_responses_reach_the_light_and_the_status_and_forgeries_are_
             .state,
         ResponseState::Closed
     );
+
+    // A message over any command's size, retained on the commands topic, comes back on
+    // every subscription: the commands have a session of their own, so alerts still go.
+    let oversized = "x".repeat(80 << 10);
+    mosquitto_pub(broker.port, COMMANDS, &oversized, &["-r"]);
+    mosquitto_pub(
+        broker.port,
+        "zigbee2mqtt/office",
+        r#"{"action":"single"}"#,
+        &[],
+    );
+    // The press joins the event still open: its signed update goes on the alert channel.
+    let update = receiver
+        .wait_for("the press's update", |v| {
+            v["type"] == "update" && v["update"]["event_id"] == event.to_string()
+        })
+        .await;
+    assert_eq!(update["signature"], "valid");
+    common::broker::mosquitto_pub_with(broker.port, COMMANDS, &["-r", "-n"]);
     rig.stop().await;
     receiver.stop().await;
 }

@@ -89,8 +89,10 @@ pub enum Decision {
         reason: String,
         /// The key whose intact signature it carries, if any.
         signer: Option<String>,
-        /// Whether that key is one of `[desk] keys`: refusals of anything else are answered
-        /// only so often.
+        /// Whether the refusal is always answered: a desk's own command refused for what it
+        /// asks (an unknown event or camera, the rate limit). Refusals of anything else (a
+        /// forgery, a copy of a genuine command replayed, stale or for another site) are
+        /// answered only so often.
         trusted: bool,
     },
 }
@@ -200,8 +202,17 @@ impl Checks {
                     "not signed: only commands signed by a key in [desk] keys are taken".into(),
                 );
             }
-            Verdict::Invalid(why) => return unsigned(format!("bad signature: {why}")),
+            // Why it is invalid is logged, not answered: it may quote what the forger wrote.
+            Verdict::Invalid(why) => {
+                tracing::debug!(%why, "a command's signature is invalid");
+                return unsigned(
+                    "bad signature: it does not verify with the key it names, or is malformed"
+                        .into(),
+                );
+            }
         };
+        // For a key this box does not hold only the ids are repeated (typed, so nothing a
+        // forger wrote is quoted): a desk whose key the box lacks learns why it is refused.
         let envelope = Envelope::read(payload);
         let refuse = |reason: String| Decision::Refused {
             command: envelope.command_id,
@@ -209,6 +220,16 @@ impl Checks {
             reason,
             signer: signer.clone(),
             trusted: is_trusted,
+        };
+        // A genuine command that is stale, for another site or a replay is what anyone who
+        // saw it on the broker can send again, as often as they like: answered only within
+        // the limit on refusals, as a forgery is.
+        let refuse_copy = |reason: String| Decision::Refused {
+            command: envelope.command_id,
+            event: envelope.event_id,
+            reason,
+            signer: signer.clone(),
+            trusted: false,
         };
         if !is_trusted {
             return refuse(format!(
@@ -218,7 +239,9 @@ impl Checks {
         }
         match envelope.schema.as_deref() {
             Some(RESPONSE_SCHEMA) => {}
-            Some(FOOTAGE_REQUEST_SCHEMA) => return self.decide_request(payload, now, seen, refuse),
+            Some(FOOTAGE_REQUEST_SCHEMA) => {
+                return self.decide_request(payload, now, seen, refuse, refuse_copy);
+            }
             Some(other) => {
                 return refuse(format!(
                     "a command of schema \"{other}\", which this box does not take (it takes {RESPONSE_SCHEMA} and {FOOTAGE_REQUEST_SCHEMA})"
@@ -241,7 +264,7 @@ impl Checks {
             seen,
         ) {
             Ok(issued) => issued,
-            Err(reason) => return refuse(reason),
+            Err(reason) => return refuse_copy(reason),
         };
         if !known(response.event_id) {
             return refuse(format!(
@@ -267,6 +290,7 @@ impl Checks {
         now: SystemTime,
         seen: &Seen,
         refuse: impl Fn(String) -> Decision,
+        refuse_copy: impl Fn(String) -> Decision,
     ) -> Decision {
         let request: FootageRequest = match serde_json::from_slice(payload) {
             Ok(request) => request,
@@ -283,7 +307,7 @@ impl Checks {
             now,
             seen,
         ) {
-            return refuse(reason);
+            return refuse_copy(reason);
         }
         if let Some(unknown) = request.cameras.iter().find(|c| !self.cameras.contains(c)) {
             return refuse(format!(
@@ -442,9 +466,13 @@ impl Commands {
                 }
             }
             Decision::Superseded(response, reason) => {
-                let _ = self
-                    .seen
-                    .insert(response.command_id, parse_time(&response.issued_at), now);
+                // Kept out either way: not recording it only lets a copy be answered again.
+                if let Err(error) =
+                    self.seen
+                        .insert(response.command_id, parse_time(&response.issued_at), now)
+                {
+                    tracing::warn!(%error, "cannot record a superseded response as taken");
+                }
                 tracing::info!(event = %response.event_id, %reason, "officer response superseded");
                 self.answer(Answer {
                     event_id: Some(response.event_id),
@@ -472,7 +500,8 @@ impl Commands {
                     %reason,
                     "refused a command on the alert channel"
                 );
-                // What a desk signed is always answered; anything else only so often.
+                // A desk's own command refused for what it asks is always answered; forgeries
+                // and copies only so often.
                 let (since, count) = &mut self.refusals;
                 if since.elapsed() >= Duration::from_secs(60) {
                     (*since, *count) = (Instant::now(), 0);
@@ -641,6 +670,59 @@ fn parse_time(text: &str) -> SystemTime {
     humantime::parse_rfc3339(text).unwrap_or_else(|_| SystemTime::now())
 }
 
+/// The commands on `topic`, from a broker session of their own on the delivery broker
+/// (`settings`, as `<client_id>-commands`): what arrives there, an oversized or retained
+/// message included, can never take the alert channel down. The session persists, so
+/// commands published while the box is away are delivered when it is back.
+pub fn listen(
+    settings: &alertclip_mqtt::Settings,
+    topic: String,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+) -> Result<Messages, alertclip_mqtt::SettingsError> {
+    let mut settings = settings.clone();
+    settings.client_id = format!("{}-commands", settings.client_id);
+    // The box's offline status is the delivery session's to leave.
+    settings.will = None;
+    // A command is at most MAX_COMMAND_BYTES; what is larger is refused by the client.
+    settings.max_incoming = 2 * MAX_COMMAND_BYTES;
+    let (session, mut events) =
+        alertclip_mqtt::Session::<()>::start(&settings, tracker, cancel.clone())?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tracker.spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = events.recv() => event,
+            };
+            match event {
+                None => break,
+                Some(alertclip_mqtt::LinkEvent::Connected) => {
+                    tracing::info!("connected to the broker for the desk's commands");
+                    session.subscribe(&topic);
+                }
+                Some(alertclip_mqtt::LinkEvent::Disconnected(error)) => {
+                    tracing::debug!(%error, "the commands session lost the broker; retrying");
+                }
+                // A desk never retains a command: one retained is old, or not a desk's.
+                Some(alertclip_mqtt::LinkEvent::Incoming {
+                    topic,
+                    payload,
+                    retained: false,
+                }) => {
+                    let _ = tx.send((topic, payload));
+                }
+                Some(alertclip_mqtt::LinkEvent::IncomingTooLarge(error)) => {
+                    tracing::warn!(%error, "a message over the size of any command was discarded from the commands topic");
+                }
+                Some(_) => {}
+            }
+        }
+        session.disconnect().await;
+    });
+    Ok(rx)
+}
+
 /// Takes commands from `messages` until `cancel`, one at a time, each decided on a blocking
 /// thread (it writes the record of commands taken, and the answer, durably); a footage
 /// request's trigger is fired to the clipper, and answered with the event it opened.
@@ -799,7 +881,13 @@ mod tests {
             "{applied:?}"
         );
         case.seen.insert(r.command_id, case.now, case.now).unwrap();
-        assert_eq!(refusal(decide(&case, &payload)), "already taken: a replay");
+        let replayed = decide(&case, &payload);
+        // A copy anyone may send again: its refusal is answered only within the limit.
+        assert!(
+            matches!(&replayed, Decision::Refused { trusted: false, .. }),
+            "{replayed:?}"
+        );
+        assert_eq!(refusal(replayed), "already taken: a replay");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::sys::write_durably;
 
-/// More than this many remembered commands within the window is a flood; the oldest go
-/// (they are still refused by age once old enough).
+/// More than this many commands taken within the window is a flood of what a desk signed:
+/// more are not taken (none is forgotten early, or it could be applied again).
 const MOST: usize = 10_000;
 
 /// The ids of the commands taken within the window, and when each was issued.
@@ -62,10 +62,10 @@ impl Seen {
             |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let oldest = ms(now).saturating_sub(self.keep.as_millis() as u64);
         self.ids.retain(|_, issued| *issued >= oldest);
-        if self.ids.len() >= MOST
-            && let Some(first) = self.ids.iter().min_by_key(|(_, t)| **t).map(|(id, _)| *id)
-        {
-            self.ids.remove(&first);
+        if self.ids.len() >= MOST {
+            return Err(io::Error::other(format!(
+                "{MOST} commands were taken within [desk] max_age, the most the box remembers"
+            )));
         }
         self.ids.insert(id, ms(issued));
         let written = serde_json::to_vec(&self.ids)
@@ -114,6 +114,27 @@ mod tests {
         let (id, now) = (Uuid::now_v7(), SystemTime::now());
         seen.insert(id, now, now).unwrap();
         assert!(Seen::open(&path, Duration::from_secs(60)).contains(id));
+    }
+
+    #[test]
+    fn a_full_record_takes_no_more_and_forgets_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commands.json");
+        let mut seen = Seen::open(&path, Duration::from_secs(600));
+        let now = SystemTime::now();
+        let ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let first = Uuid::now_v7();
+        seen.ids.insert(first, ms);
+        while seen.ids.len() < MOST {
+            seen.ids.insert(Uuid::now_v7(), ms);
+        }
+        let one_more = Uuid::now_v7();
+        let error = seen.insert(one_more, now, now).unwrap_err();
+        assert!(
+            error.to_string().contains("the most the box remembers"),
+            "{error}"
+        );
+        assert!(seen.contains(first) && !seen.contains(one_more));
     }
 
     #[test]

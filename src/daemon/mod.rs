@@ -33,7 +33,7 @@ use crate::ingest::camera::Camera;
 use crate::trigger::Triggers;
 use crate::trigger::buttons::light::Confirmations;
 use crate::trigger::buttons::{self, Button, ButtonSetupError, DeliveryLink, LightShown};
-use alertclip_mqtt::{Session, Subscriptions};
+use alertclip_mqtt::Session;
 use service::Supervisor;
 
 /// How long shutdown waits for clips in progress before finishing them as partial.
@@ -193,10 +193,9 @@ impl Daemon {
             }
             None => None,
         };
-        // What buttons and lights hear of delivery. Wireless buttons on the delivery broker
-        // connect to it with sessions of their own, so that what arrives on a button's topic
-        // can never take the alert channel down.
-        let subscriptions = Arc::new(Subscriptions::default());
+        // What buttons and lights hear of delivery. Wireless buttons on the delivery broker,
+        // and the desk's commands, connect to it with sessions of their own, so that what
+        // arrives on their topics can never take the alert channel down.
         let link = delivery
             .as_ref()
             .map(|(publisher, settings, _)| DeliveryLink {
@@ -305,8 +304,7 @@ impl Daemon {
                         }
                     });
                 }
-                // Commands from the desk come on the delivery session: subscribed before it
-                // first connects.
+                // Commands from the desk come on a session of their own to the same broker.
                 if let Some(desk) = &config.desk {
                     let commands = Commands::new(
                         config,
@@ -317,7 +315,13 @@ impl Daemon {
                         cameras.clone(),
                     )
                     .map_err(|(key, message)| StartError::Desk(key, message))?;
-                    let messages = subscriptions.subscribe(&publisher.topics().commands());
+                    let messages = commands::listen(
+                        &settings,
+                        publisher.topics().commands(),
+                        &delivery_tracker,
+                        link_cancel.clone(),
+                    )
+                    .map_err(StartError::MqttTls)?;
                     tracker.spawn(commands::run(
                         commands,
                         messages,
@@ -329,7 +333,6 @@ impl Daemon {
                     publisher.clone(),
                     session,
                     events,
-                    subscriptions.clone(),
                     status,
                     status_interval,
                     delivery_cancel.clone(),

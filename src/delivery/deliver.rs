@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use alertclip_mqtt::{LinkEvent, Session, Subscriptions, Tag};
+use alertclip_mqtt::{LinkEvent, Session, Tag};
 use alertclip_wire::payload::{OutboxSummary, STATUS_SCHEMA, Status};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,13 +24,12 @@ const SIZE_LIMIT_WINDOW: Duration = Duration::from_secs(5);
 
 /// Publishes from the outbox until `cancel`: keeps up to [`WINDOW`] messages unacknowledged,
 /// in outbox order, removes each once acknowledged, and republishes the retained status on
-/// connecting, on change and every `status_interval`. Messages on the topics of
-/// `subscriptions` (wireless buttons) are handed to their listeners.
+/// connecting, on change and every `status_interval`. The session subscribes to nothing:
+/// what the box hears (the desk's commands, wireless buttons) comes on sessions of its own.
 pub async fn deliver(
     publisher: Arc<Publisher>,
     session: Session<Key>,
     mut events: mpsc::UnboundedReceiver<LinkEvent<Key>>,
-    subscriptions: Arc<Subscriptions>,
     status: impl Fn() -> Status + Send,
     status_interval: Duration,
     cancel: CancellationToken,
@@ -89,9 +88,6 @@ pub async fn deliver(
                     failures = 0;
                     in_flight.clear();
                     publisher.update_link(|l| l.connected = true);
-                    for filter in subscriptions.filters() {
-                        session.subscribe(&filter);
-                    }
                     publish_status(&session);
                 }
                 Some(LinkEvent::Acked(key)) => {
@@ -122,12 +118,8 @@ pub async fn deliver(
                         Err(error) => tracing::error!(%error, "cannot set an oversized message aside"),
                     }
                 }
-                Some(LinkEvent::Incoming { topic, payload, retained }) => {
-                    // A retained message is old news replayed on subscribing, not an event.
-                    if retained {
-                        continue;
-                    }
-                    subscriptions.dispatch(&topic, &payload);
+                Some(LinkEvent::Incoming { topic, .. }) => {
+                    tracing::debug!(%topic, "a message on the delivery session, which subscribes to nothing: ignored");
                 }
                 Some(LinkEvent::IncomingTooLarge(error)) => {
                     tracing::warn!(%error, "the broker sent a message over the size limit: discarded");

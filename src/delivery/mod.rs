@@ -37,7 +37,8 @@ const PACKET_OVERHEAD: usize = 4 << 10;
 /// The client's own limit on what it sends: above the chunk size, since a manifest grows by
 /// about 70 bytes per chunk and may outgrow a small chunk size.
 const MIN_MAX_OUTGOING: usize = 1 << 20;
-/// The largest message the delivery session takes: a command from the desk, with room.
+/// The largest message the delivery session takes: it subscribes to nothing, so anything is
+/// unasked for.
 const MAX_INCOMING: usize = 64 << 10;
 /// The outbox is reported filling above this share of its size, and again once it fell
 /// below the lower one.
@@ -423,7 +424,6 @@ pub fn settings(
     settings.client_auth = mqtt.cert_file.clone().zip(mqtt.key_file.clone());
     settings.keepalive = mqtt.keepalive.0;
     settings.max_outgoing = (mqtt.chunk_size.0 as usize + PACKET_OVERHEAD).max(MIN_MAX_OUTGOING);
-    // All the box hears on this session is the desk's commands, small by contract.
     settings.max_incoming = MAX_INCOMING;
     // A status of plain data always serialises.
     settings.will = Some((

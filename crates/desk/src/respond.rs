@@ -187,14 +187,14 @@ pub fn record_request(
     client: &str,
     asked: &Asked,
 ) -> rusqlite::Result<Result<Uuid, String>> {
+    // From so long ago, for so long: a range running past now is the box's to cut short
+    // (it sends what its post-roll allows, and says so).
     let now = jiff::Timestamp::now();
-    let at = |ago: Duration| {
-        jiff::SignedDuration::try_from(ago)
-            .ok()
-            .and_then(|d| now.checked_sub(d).ok())
-            .map(|t| format!("{t:.3}"))
-    };
-    let (Some(from), Some(to)) = (at(asked.back), at(asked.back.saturating_sub(asked.length)))
+    let span = |d: Duration| jiff::SignedDuration::try_from(d).ok();
+    let range = span(asked.back)
+        .and_then(|back| now.checked_sub(back).ok())
+        .and_then(|from| Some((from, from.checked_add(span(asked.length)?).ok()?)));
+    let Some((from, to)) = range.map(|(from, to)| (format!("{from:.3}"), format!("{to:.3}")))
     else {
         return Ok(Err("that time is out of range".into()));
     };

@@ -154,9 +154,10 @@ impl FeedbackLogic {
     }
 
     /// A press opened (or joined) `event`. A press joining the event already shown keeps
-    /// what an officer's response says.
+    /// what an officer's response says, while it is shown.
     pub fn pressed(&mut self, event: Uuid, now: Instant) {
-        if matches!(self.state, State::Responded { event: shown, .. } if shown == event) {
+        if matches!(self.state, State::Responded { event: shown, until, .. } if shown == event && now < until)
+        {
             return;
         }
         self.state = if self.acked.contains(&event) {
@@ -465,6 +466,12 @@ mod tests {
         assert_eq!(
             logic.level(t0 + ms(65_001 + 1_800_000), true),
             (false, None)
+        );
+        // A press of the same event after that shows its delivery again, not the dark.
+        logic.pressed(event, t0 + ms(65_002 + 1_800_000));
+        assert_eq!(
+            logic.pattern(t0 + ms(65_003 + 1_800_000), true),
+            Pattern::On
         );
         logic.responded(event, ResponseState::Closed, t0 + ms(66_000));
         assert_eq!(logic.pattern(t0 + ms(66_000), true), Pattern::Off);
