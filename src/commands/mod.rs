@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use alertclip_mqtt::Messages;
 use alertclip_wire::ResponseSummary;
 use alertclip_wire::command::{
     ANSWER_SCHEMA, Answer, Envelope, FOOTAGE_REQUEST_SCHEMA, FootageRequest, MAX_COMMAND_BYTES,
@@ -37,6 +36,9 @@ use crate::evidence::Evidence;
 use crate::ingest::camera::Camera;
 use crate::trigger::{Trigger, TriggerKind, Triggers, Window};
 use seen::Seen;
+
+/// The messages heard on the commands topic: (topic, payload), untrusted.
+pub type Messages = tokio::sync::mpsc::UnboundedReceiver<(String, bytes::Bytes)>;
 
 /// How far ahead of this box's clock a command may be issued: clocks synchronised by NTP
 /// agree far better; more is a clock that is wrong.

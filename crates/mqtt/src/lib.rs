@@ -1,15 +1,13 @@
-//! The MQTT session both sides of alertclip use: the box to deliver its outbox and to hear
-//! wireless buttons, the officer side to receive. It owns everything rumqttc-specific, so that
+//! The MQTT session both sides of alertclip use: the box to deliver its outbox, hear
+//! wireless buttons and take the desk's commands, the officer side to receive. It owns everything rumqttc-specific, so that
 //! neither side reasons about packet ids, and the one way a broker login is read from files.
 
 pub mod backoff;
 pub mod session;
-pub mod subscriptions;
 pub mod url;
 
 pub use backoff::Backoff;
 pub use session::{LinkEvent, NotConnected, Session, Settings, SettingsError, Tag};
-pub use subscriptions::{Messages, Subscriptions};
 pub use url::{BrokerUrl, Protocol};
 
 /// A session's connection to its broker, for status reports and for whoever shows it (a
