@@ -48,8 +48,12 @@ fn assert_full_length(done: &ClipDone, probe: &Probe) {
     );
 }
 
-async fn single_camera_clip(stream: TestStream, codec: &str) {
-    let mut rig = Rig::start(&[stream], ROLLS, "").await;
+/// The fallback client, on the same tests as the default.
+const GSTREAMER: &str = "ingest = \"gstreamer\"";
+
+async fn single_camera_clip(stream: TestStream, codec: &str, client: &str) {
+    let extra = format!("{ROLLS}\n{client}");
+    let mut rig = Rig::start(&[stream], &extra, "").await;
     let status = wait_buffered(rig.camera(0), PRE + 0.5).await;
     assert_eq!(status.codec.as_deref(), Some(codec));
     assert_eq!((status.width, status.height), (Some(320), Some(240)));
@@ -90,17 +94,36 @@ async fn single_camera_clip(stream: TestStream, codec: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn h264_clip_holds_pre_and_post_roll() {
-    single_camera_clip(TestStream::h264("/cam"), "h264").await;
+    single_camera_clip(TestStream::h264("/cam"), "h264", "").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn h265_clip_holds_pre_and_post_roll() {
-    single_camera_clip(TestStream::h265("/cam"), "h265").await;
+    single_camera_clip(TestStream::h265("/cam"), "h265", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h264_clip_through_rtspsrc_holds_pre_and_post_roll() {
+    single_camera_clip(TestStream::h264("/cam"), "h264", GSTREAMER).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h265_clip_through_rtspsrc_holds_pre_and_post_roll() {
+    single_camera_clip(TestStream::h265("/cam"), "h265", GSTREAMER).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn udp_transport_gives_the_same_clip() {
-    let extra = format!("{ROLLS}\ntransport = \"udp\"");
+    udp_clip("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_transport_through_rtspsrc_gives_the_same_clip() {
+    udp_clip(GSTREAMER).await;
+}
+
+async fn udp_clip(client: &str) {
+    let extra = format!("{ROLLS}\ntransport = \"udp\"\n{client}");
     let mut rig = Rig::start(&[TestStream::h264("/cam")], &extra, "").await;
     wait_buffered(rig.camera(0), PRE + 0.5).await;
     rig.fire(manual()).await;
@@ -112,12 +135,22 @@ async fn udp_transport_gives_the_same_clip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn b_frame_stream_gets_valid_decode_times() {
+    b_frame_clip("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b_frame_stream_through_rtspsrc_gets_valid_decode_times() {
+    b_frame_clip(GSTREAMER).await;
+}
+
+async fn b_frame_clip(client: &str) {
+    let extra = format!("{ROLLS}\n{client}");
     let mut rig = Rig::start(
         &[TestStream {
             bframes: 2,
             ..TestStream::h264("/cam")
         }],
-        ROLLS,
+        &extra,
         "",
     )
     .await;

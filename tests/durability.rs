@@ -578,8 +578,9 @@ async fn ten_kills_at_random_moments_lose_no_alert_and_no_finished_clip() {
 }
 
 /// A camera that answers OPTIONS, then replies to DESCRIBE announcing a 2 GB body and trickles
-/// it, as one hostile RTSP server did: rtspsrc alone reads into a buffer of the announced size
-/// and cannot be stopped. Counts the connections of GStreamer's client that have closed.
+/// it, as one hostile RTSP server did: rtspsrc and retina alike read into a buffer of the
+/// announced size (and rtspsrc cannot then be stopped). Counts the connections that asked for
+/// the stream and have closed.
 struct HugeReplyCamera {
     port: u16,
     closed: tokio::sync::watch::Receiver<usize>,
@@ -598,14 +599,13 @@ impl HugeReplyCamera {
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
                     let mut buffer = [0u8; 4096];
-                    let mut gstreamer = false;
+                    let mut described = false;
                     while let Ok(n) = socket.read(&mut buffer).await {
                         if n == 0 {
                             break;
                         }
                         seen.extend_from_slice(&buffer[..n]);
                         let text = String::from_utf8_lossy(&seen).into_owned();
-                        gstreamer |= text.contains("GStreamer");
                         if text.starts_with("OPTIONS") && text.contains("\r\n\r\n") {
                             seen.clear();
                             let reply = "RTSP/1.0 200 OK\r\nCSeq: 1\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY\r\n\r\n";
@@ -613,6 +613,7 @@ impl HugeReplyCamera {
                                 break;
                             }
                         } else if text.starts_with("DESCRIBE") && text.contains("\r\n\r\n") {
+                            described = true;
                             let cseq = text
                                 .lines()
                                 .find_map(|l| l.strip_prefix("CSeq: "))
@@ -630,7 +631,7 @@ impl HugeReplyCamera {
                             break;
                         }
                     }
-                    if gstreamer {
+                    if described {
                         closed_tx.send_modify(|n| *n += 1);
                     }
                 });
@@ -648,6 +649,16 @@ impl HugeReplyCamera {
 /// instead of reading it into memory on every reconnect, and still stops when asked.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_camera_announcing_a_huge_reply_is_cut_said_so_and_the_box_still_stops() {
+    huge_reply_is_cut("").await;
+}
+
+/// The same, read by GStreamer's rtspsrc.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_announcing_a_huge_reply_to_rtspsrc_is_cut_said_so_and_the_box_still_stops() {
+    huge_reply_is_cut("ingest = \"gstreamer\"").await;
+}
+
+async fn huge_reply_is_cut(client: &str) {
     let broker = Broker::start("");
     let mut camera = HugeReplyCamera::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -656,10 +667,10 @@ async fn a_camera_announcing_a_huge_reply_is_cut_said_so_and_the_box_still_stops
         &broker.url(),
         &camera.url(),
         "64KiB",
-        "stall_timeout = \"2s\"",
+        &format!("stall_timeout = \"2s\"\n{client}"),
     );
     let mut daemon = process.start();
-    // GStreamer's connection is let go of, not read for gigabytes.
+    // The client's connection is let go of, not read for gigabytes.
     tokio::time::timeout(Duration::from_secs(30), camera.closed.wait_for(|n| *n >= 1))
         .await
         .expect("the box kept the hostile camera's connection open")

@@ -433,6 +433,12 @@ pub struct Camera {
     /// lossy Wi-Fi) or `"udp"`. Default: `"tcp"`.
     #[serde(default)]
     pub transport: Transport,
+    /// Which RTSP client reads the camera: `"retina"` (a Rust client, a quarter of the CPU,
+    /// built for the quirks of IP cameras) or `"gstreamer"` (GStreamer's rtspsrc, the
+    /// fallback for a camera retina cannot read, and the only one for `rtsps://`).
+    /// Default: `"retina"`, or `"gstreamer"` for an `rtsps://` URL.
+    #[serde(default)]
+    pub ingest: Option<IngestClient>,
     /// How much video before a trigger a clip holds. Default: `"30s"` (staff usually press
     /// after the theft has begun).
     #[serde(default = "default_pre_roll")]
@@ -446,6 +452,28 @@ pub struct Camera {
     /// Watch this camera with the detector. Default: not watched.
     #[serde(default)]
     pub detect: Option<detect::CameraDetect>,
+}
+
+/// The RTSP client that reads a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestClient {
+    /// The `retina` crate: one tokio task per camera, frames handed over without a copy.
+    Retina,
+    /// GStreamer's `rtspsrc`, with its jitter buffer; also reads `rtsps://`.
+    Gstreamer,
+}
+
+impl Camera {
+    /// The client that reads this camera: the configured one, else retina, or rtspsrc for
+    /// `rtsps://` (retina has no TLS).
+    pub fn ingest_client(&self) -> IngestClient {
+        match self.ingest {
+            Some(client) => client,
+            None if self.url.is_tls() => IngestClient::Gstreamer,
+            None => IngestClient::Retina,
+        }
+    }
 }
 
 /// RTP transport for a camera.
@@ -709,6 +737,12 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            if camera.ingest == Some(IngestClient::Retina) && camera.url.is_tls() {
+                return Err((
+                    key("ingest"),
+                    "\"retina\" cannot read rtsps:// (it has no TLS): remove the key, or set \"gstreamer\"".into(),
+                ));
             }
             if camera.stall_timeout.0 > Duration::from_secs(300) {
                 return Err((key("stall_timeout"), "expected at most \"5m\"".into()));
@@ -1368,6 +1402,32 @@ url = "rtsp://10.0.0.5/stream1"
     }
 
     #[test]
+    fn the_rtsp_client_is_retina_unless_named_or_the_camera_speaks_tls() {
+        let with = |url: &str, ingest: &str| {
+            MINIMAL.replace("rtsp://10.0.0.5/stream1\"", &format!("{url}\"\n{ingest}"))
+        };
+        let client = |text: String| parse(&text).unwrap().cameras[0].ingest_client();
+        assert_eq!(
+            client(with("rtsps://10.0.0.5/s", "")),
+            IngestClient::Gstreamer
+        );
+        let named = "ingest = \"gstreamer\"";
+        assert_eq!(
+            client(with("rtsp://10.0.0.5/s", named)),
+            IngestClient::Gstreamer
+        );
+        let message = error(&with("rtsps://10.0.0.5/s", "ingest = \"retina\""));
+        assert!(message.contains("camera[0].ingest"), "{message}");
+        assert!(message.contains("cannot read rtsps://"), "{message}");
+        let message = error(&with("rtsp://10.0.0.5/s", "ingest = \"ffmpeg\""));
+        assert!(message.contains("ingest"), "{message}");
+        assert!(
+            message.contains("retina") && message.contains("gstreamer"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_documented_defaults() {
         let config = parse(MINIMAL).unwrap();
         let camera = &config.cameras[0];
@@ -1375,6 +1435,7 @@ url = "rtsp://10.0.0.5/stream1"
         assert_eq!(camera.post_roll.0, Duration::from_secs(10));
         assert_eq!(camera.stall_timeout.0, Duration::from_secs(5));
         assert_eq!(camera.transport, Transport::Tcp);
+        assert_eq!(camera.ingest_client(), IngestClient::Retina);
         assert_eq!(config.ring_bytes(camera), 40 << 20);
         assert_eq!(
             config.storage.dir,

@@ -1,50 +1,45 @@
-//! Camera ingest: one GStreamer pipeline per camera feeding its [`FrameRing`], and the loop
-//! that keeps it connected.
+//! Camera ingest: one tokio task per camera that keeps it connected and feeds its
+//! [`FrameRing`], whichever RTSP client reads it.
 //!
-//! The pipeline is `rtspsrc ! rtph26Xdepay ! h26Xparse ! appsink`, taking whole access units
-//! in `avc`/`hvc1` form so every buffer carries its own timestamp and keyframe flag. The
-//! appsink callback runs on GStreamer's streaming thread: it times the frame, pushes it into
-//! the ring under a briefly held mutex and wakes any clip waiting for post-roll. It never
-//! blocks or awaits. Everything else (reconnecting, stall detection, status) happens in one
-//! tokio task per camera, so one camera failing never disturbs another.
+//! A connection is made by the camera's client ([`rtsp`], retina, by default; [`rtspsrc`],
+//! GStreamer's, as the fallback and for `rtsps://`). Either pushes whole access units, timed
+//! on the monotonic clock, into the camera's [`CameraFeed`] under a briefly held mutex and
+//! wakes any clip waiting for post-roll. Everything else (reconnecting with backoff, stall and
+//! keyframe timeouts, status) is this module's, the same for both, so one camera failing never
+//! disturbs another and both clients behave alike.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use alertclip_mqtt::Backoff;
-use futures_util::StreamExt;
 use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{self, MonoNs, StreamClock};
-use crate::config::{self, Transport};
-use crate::elements::{MissingElement, make};
-use crate::ingest::relay::Relay;
+use crate::clock::{self, MonoNs};
+use crate::config::{self, IngestClient};
+use crate::elements::MissingElement;
 use crate::ingest::ring::{Frame, FrameRing};
+use crate::ingest::{rtsp, rtspsrc};
 
 /// How often the supervising task checks for stalls and refreshes the status.
 const TICK: Duration = Duration::from_millis(250);
-/// rtspsrc jitter-buffer latency. Low, because frames are buffered anyway and a clip can only
-/// finish once its last frame is through.
-const LATENCY_MS: u32 = 200;
 /// Reconnect delays double from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection that streamed this long resets the reconnect delay.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// A pipeline that does not stop within this long is abandoned (it can no longer push), and
-/// the next connection waits for it.
-const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// A stop not done by then has its connection to the camera cut (see `relay`).
-const CUT_AFTER: Duration = Duration::from_secs(1);
-/// How long the next connection waits for a pipeline that would not stop: after that it is
-/// given up, and at most one per camera is ever waited for.
-const STUCK_WAIT: Duration = Duration::from_secs(60);
+/// A camera whose frames arrive but none of them a keyframe for this long is reconnected:
+/// its frames fill no clip. Real cameras send one every 1 to 10 s, "smart" codecs up to 20 s.
+pub const KEYFRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a new connection has to deliver its first frame: opening a session and waiting
+/// for the first keyframe take longer than a gap between frames.
+pub fn first_frame_timeout(stall_timeout: Duration) -> Duration {
+    (stall_timeout * 2).max(Duration::from_secs(10))
+}
 
 /// What a camera is doing, for status and health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +154,9 @@ pub enum Fault {
     /// No frame arrived after connecting.
     #[error("no video within {0:?} of connecting")]
     NoVideo(Duration),
+    /// Frames arrived, but no keyframe among them for this long.
+    #[error("no keyframe for {0:?}: the camera's frames cannot start a clip")]
+    NoKeyframe(Duration),
     /// The pipeline refused to start.
     #[error("the pipeline could not start: {0}")]
     Start(String),
@@ -187,6 +185,8 @@ pub fn explain(error: &str) -> String {
         "the camera stopped answering: check its power and network cable"
     } else if has(&["no frame for"]) {
         "the camera stopped sending video; the box reconnects"
+    } else if has(&["no keyframe for"]) {
+        "the camera sends video a player cannot start (no keyframe); set its keyframe (I-frame) interval to at most 10 s"
     } else if has(&["no video within"]) {
         "the camera answered but sent no video; the box reconnects"
     } else if has(&["ended the stream"]) {
@@ -209,6 +209,7 @@ pub struct CameraFeed {
     frames: AtomicU64,
     bytes: AtomicU64,
     last_frame: AtomicU64,
+    last_keyframe: AtomicU64,
 }
 
 impl CameraFeed {
@@ -220,6 +221,7 @@ impl CameraFeed {
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_frame: AtomicU64::new(0),
+            last_keyframe: AtomicU64::new(0),
         }
     }
 
@@ -250,6 +252,9 @@ impl CameraFeed {
     /// Pushes a frame that arrived at `arrival` and wakes waiting clips.
     pub fn push(&self, frame: Frame, caps: &gst::Caps, discont: bool, arrival: MonoNs) {
         let size = frame.buffer.size() as u64;
+        if frame.keyframe {
+            self.last_keyframe.store(arrival.max(1), Ordering::Relaxed);
+        }
         self.ring().push(frame, caps, discont);
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
@@ -374,13 +379,36 @@ fn reply_complete(reply: &[u8]) -> bool {
 }
 
 /// The task that keeps one camera connected.
-struct Ingest {
-    config: config::Camera,
-    password: Option<String>,
-    feed: Arc<CameraFeed>,
+pub(super) struct Ingest {
+    pub(super) config: config::Camera,
+    pub(super) password: Option<String>,
+    pub(super) feed: Arc<CameraFeed>,
     status: watch::Sender<CameraStatus>,
-    /// The stop of the last pipeline, when it did not finish in time.
-    stopping: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The stop of the last rtspsrc pipeline, when it did not finish in time.
+    pub(super) stopping: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// One connection to a camera, by the client its configuration names.
+enum Connection<'a> {
+    Retina(rtsp::Connection<'a>),
+    Gstreamer(rtspsrc::Connection<'a>),
+}
+
+impl Connection<'_> {
+    /// Why the connection ended. Cancel-safe.
+    async fn ended(&mut self) -> Fault {
+        match self {
+            Connection::Retina(c) => c.ended().await,
+            Connection::Gstreamer(c) => c.ended().await,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Connection::Retina(c) => c.stop().await,
+            Connection::Gstreamer(c) => c.stop().await,
+        }
+    }
 }
 
 impl Ingest {
@@ -440,58 +468,23 @@ impl Ingest {
     /// One connection: runs until cancelled (`Ok`) or until the connection fails, returning
     /// the error and how long frames were flowing.
     async fn connect_once(&self, cancel: &CancellationToken) -> Result<(), (Fault, Duration)> {
-        // One pipeline per camera that will not stop, at most: a camera that wedges every
-        // connection must not pile them up.
-        let stuck = lock(&self.stopping).take();
-        if let Some(stopping) = stuck {
-            tracing::warn!(camera = %self.config.id, "waiting for the previous connection to close before the next");
-            tokio::select! {
-                done = tokio::time::timeout(STUCK_WAIT, stopping) => if done.is_err() {
-                    tracing::error!(camera = %self.config.id, "the previous connection would not close; given up");
-                },
-                _ = cancel.cancelled() => return Ok(()),
-            }
-        }
-        let retired = Arc::new(AtomicBool::new(false));
-        // rtsps:// goes to the camera directly: through the relay its replies are encrypted,
-        // so only a stop could be made to work, not the limits. So does UDP: rtspsrc sends
-        // its RTCP to the address it connected to, which would be the relay's.
-        let relayed = !self.config.url.is_tls() && self.config.transport == Transport::Tcp;
-        let relay = match self.config.url.host_port() {
-            Some((host, port)) if relayed => Some(Relay::start(host, port).await.map_err(|e| {
-                (
-                    Fault::Start(format!("no relay to the camera: {e}")),
-                    Duration::ZERO,
-                )
-            })?),
-            _ => None,
+        let opening = async {
+            Ok(match self.config.ingest_client() {
+                IngestClient::Retina => Connection::Retina(rtsp::Connection::open(self).await?),
+                IngestClient::Gstreamer => {
+                    Connection::Gstreamer(rtspsrc::Connection::open(self).await?)
+                }
+            })
         };
-        let (pipeline, offered) = self
-            .build_pipeline(retired.clone(), relay.as_ref())
-            .map_err(|e| (e, Duration::ZERO))?;
-        let guard = Teardown {
-            pipeline: pipeline.clone(),
-            retired,
-            relay,
-            stuck: &self.stopping,
-            stopped: false,
+        let mut connection = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            opened = opening => opened.map_err(|fault| (fault, Duration::ZERO))?,
         };
-        let Some(bus) = pipeline.bus() else {
-            return Err((
-                Fault::Start("pipeline without a bus".into()),
-                Duration::ZERO,
-            ));
-        };
-        let mut messages = bus.stream();
-        if let Err(e) = pipeline.set_state(gst::State::Playing) {
-            guard.stop().await;
-            return Err((Fault::Start(e.to_string()), Duration::ZERO));
-        }
 
         let stall = self.config.stall_timeout.0;
         // Opening a session and waiting for the first keyframe takes longer than a gap
         // between frames, so the first frame gets more time.
-        let first_frame_timeout = (stall * 2).max(Duration::from_secs(10));
+        let first_frame_timeout = first_frame_timeout(stall);
         let started = clock::mono_now();
         let frames_at_start = self.feed.frames.load(Ordering::Relaxed);
         let mut streaming_since: Option<MonoNs> = None;
@@ -507,31 +500,10 @@ impl Ingest {
         let error = loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
-                    guard.stop().await;
+                    connection.stop().await;
                     return Ok(());
                 }
-                message = messages.next() => {
-                    let Some(message) = message else { break Fault::Start("bus closed".into()) };
-                    match message.view() {
-                        gst::MessageView::Error(e) => {
-                            if let Some(offers) = offered.nothing_taken() {
-                                break Fault::Unsupported(offers);
-                            }
-                            // rtspsrc saw only the connection end; the relay knows why.
-                            if let Some(reason) = guard.relay.as_ref().and_then(Relay::violation) {
-                                break Fault::Stream(reason);
-                            }
-                            // GStreamer's details span lines; status and check show one.
-                            let debug = e
-                                .debug()
-                                .map(|d| format!(" ({})", d.replace('\n', " ")))
-                                .unwrap_or_default();
-                            break Fault::Stream(self.redact(&format!("{}{debug}", e.error())));
-                        }
-                        gst::MessageView::Eos(_) => break Fault::Eos,
-                        _ => {}
-                    }
-                }
+                fault = connection.ended() => break fault,
                 _ = tick.tick() => {
                     let now = clock::mono_now();
                     let got_frames = self.feed.frames.load(Ordering::Relaxed) != frames_at_start;
@@ -544,7 +516,12 @@ impl Ingest {
                             break Fault::NoVideo(first_frame_timeout);
                         }
                         None => false,
-                        Some(_) => {
+                        Some(since) => {
+                            // Frames that never start a GOP fill no clip: as good as none.
+                            let keyframe = self.feed.last_keyframe.load(Ordering::Relaxed).max(since);
+                            if now.saturating_sub(keyframe) > KEYFRAME_TIMEOUT.as_nanos() as u64 {
+                                break Fault::NoKeyframe(KEYFRAME_TIMEOUT);
+                            }
                             let last = self.feed.last_frame.load(Ordering::Relaxed);
                             now.saturating_sub(last) > stall.as_nanos() as u64
                         }
@@ -570,91 +547,13 @@ impl Ingest {
                 }
             }
         };
-        guard.stop().await;
+        connection.stop().await;
         Err((error, streamed(streaming_since)))
     }
 
-    /// Builds the camera's pipeline. Also returns the encodings the camera offered, filled in
-    /// as the session is set up, to explain a camera with nothing alertclip can take.
-    fn build_pipeline(
-        &self,
-        retired: Arc<AtomicBool>,
-        relay: Option<&Relay>,
-    ) -> Result<(gst::Pipeline, Offered), Fault> {
-        let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.config.id));
-        pipeline.use_clock(Some(&clock::pipeline_clock()));
-
-        let src = make("rtspsrc")?;
-        src.set_property("location", self.config.url.expose());
-        if let Some(relay) = relay {
-            src.set_property("proxy", relay.proxy());
-        }
-        src.set_property("latency", LATENCY_MS);
-        // Timestamps straight from RTP: the jitter buffer's own clock slaving smears B-frames
-        // by tens of milliseconds. Drift is corrected by `StreamClock` instead.
-        src.set_property_from_str("buffer-mode", "none");
-        src.set_property_from_str(
-            "protocols",
-            match self.config.transport {
-                Transport::Tcp => "tcp",
-                Transport::Udp => "udp",
-            },
-        );
-        if let Some(user) = &self.config.username {
-            src.set_property("user-id", user);
-        }
-        if let Some(password) = &self.password {
-            src.set_property("user-pw", password);
-        }
-
-        let sink = gst_app::AppSink::builder()
-            .caps(&accepted_caps())
-            .sync(false)
-            .enable_last_sample(false)
-            .max_buffers(64)
-            .build();
-        sink.set_callbacks(frame_callbacks(
-            self.feed.clone(),
-            retired,
-            self.config.stall_timeout.0,
-        ));
-
-        pipeline
-            .add_many([&src, sink.upcast_ref()])
-            .map_err(|e| Fault::Start(e.to_string()))?;
-
-        // Set up only the first H.264 or H.265 video stream; say what was offered otherwise.
-        let chosen = Arc::new(AtomicBool::new(false));
-        let offered = Offered::default();
-        src.connect("select-stream", false, {
-            let offered = offered.clone();
-            move |args| {
-                let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
-                let encoding = caps.as_ref().and_then(rtp_encoding).unwrap_or_default();
-                let take = matches!(encoding.as_str(), "H264" | "H265")
-                    && !chosen.swap(true, Ordering::Relaxed);
-                offered.record(encoding, take);
-                Some(take.to_value())
-            }
-        });
-        let pipeline_weak = pipeline.downgrade();
-        src.connect_pad_added(move |src, pad| {
-            let Some(pipeline) = pipeline_weak.upgrade() else {
-                return;
-            };
-            let Some(encoding) = pad.current_caps().as_ref().and_then(rtp_encoding) else {
-                return;
-            };
-            if let Err(message) = link_video(&pipeline, pad, &encoding, &sink) {
-                gst::element_error!(src, gst::CoreError::Negotiation, ("{message}"));
-            }
-        });
-        Ok((pipeline, offered))
-    }
-
-    /// Removes the camera's password from a message, wherever GStreamer may have quoted it:
+    /// Removes the camera's password from a message, wherever a client may have quoted it:
     /// done once, when the fault that quotes it is made.
-    fn redact(&self, message: &str) -> String {
+    pub(super) fn redact(&self, message: &str) -> String {
         let mut message = message.replace(self.config.url.expose(), &self.config.url.to_string());
         if let Some(password) = self.password.as_deref().filter(|p| !p.is_empty()) {
             message = message.replace(password, "***");
@@ -663,200 +562,7 @@ impl Ingest {
     }
 }
 
-/// The streams a camera offered while its session was set up.
-#[derive(Debug, Clone, Default)]
-struct Offered(Arc<Mutex<(Vec<String>, bool)>>);
-
-impl Offered {
-    fn record(&self, encoding: String, taken: bool) {
-        if let Ok(mut offers) = self.0.lock() {
-            offers.0.push(encoding);
-            offers.1 |= taken;
-        }
-    }
-
-    /// The offers, comma-separated, if there were some and none was taken.
-    fn nothing_taken(&self) -> Option<String> {
-        let offers = self.0.lock().ok()?;
-        (!offers.0.is_empty() && !offers.1).then(|| offers.0.join(", "))
-    }
-}
-
-/// `video/x-h264` in avc form or `video/x-h265` in hvc1 form, whole access units.
-fn accepted_caps() -> gst::Caps {
-    let mut caps = gst::Caps::builder("video/x-h264")
-        .field("stream-format", "avc")
-        .field("alignment", "au")
-        .build();
-    caps.merge(
-        gst::Caps::builder("video/x-h265")
-            .field("stream-format", "hvc1")
-            .field("alignment", "au")
-            .build(),
-    );
-    caps
-}
-
-/// The `encoding-name` of RTP caps, if they describe video.
-fn rtp_encoding(caps: &gst::Caps) -> Option<String> {
-    let s = caps.structure(0)?;
-    let media = s.get::<&str>("media").ok()?;
-    let encoding = s.get::<&str>("encoding-name").ok()?.to_ascii_uppercase();
-    Some(if media == "video" {
-        encoding
-    } else {
-        format!("{media}/{encoding}")
-    })
-}
-
-/// Links a newly added rtspsrc pad through a depayloader and parser to the appsink.
-fn link_video(
-    pipeline: &gst::Pipeline,
-    pad: &gst::Pad,
-    encoding: &str,
-    sink: &gst_app::AppSink,
-) -> Result<(), String> {
-    let (depay, parse) = match encoding {
-        "H264" => ("rtph264depay", "h264parse"),
-        "H265" => ("rtph265depay", "h265parse"),
-        other => return Err(format!("unsupported video encoding {other}")),
-    };
-    let depay = make(depay).map_err(|e| e.to_string())?;
-    let parse = make(parse).map_err(|e| e.to_string())?;
-    pipeline
-        .add_many([&depay, &parse])
-        .map_err(|e| e.to_string())?;
-    gst::Element::link_many([&depay, &parse, sink.upcast_ref()]).map_err(|e| e.to_string())?;
-    for element in [&parse, &depay] {
-        element
-            .sync_state_with_parent()
-            .map_err(|e| e.to_string())?;
-    }
-    let depay_sink = depay
-        .static_pad("sink")
-        .ok_or("depayloader without a sink pad")?;
-    pad.link(&depay_sink)
-        .map_err(|e| format!("cannot link the camera's video: {e:?}"))?;
-    Ok(())
-}
-
-/// The appsink callback: times each access unit and pushes it into the ring.
-///
-/// rtspsrc runs its jitter buffer with `buffer-mode=none`, so buffer times are the camera's
-/// RTP timestamps, exact relative to each other; [`StreamClock`] then places them on the
-/// monotonic clock by their arrival.
-fn frame_callbacks(
-    feed: Arc<CameraFeed>,
-    retired: Arc<AtomicBool>,
-    stall_timeout: Duration,
-) -> gst_app::AppSinkCallbacks {
-    let mut first = true;
-    let mut base_time: Option<gst::ClockTime> = None;
-    let mut stream_clock = StreamClock::new(stall_timeout);
-    let clock = clock::pipeline_clock();
-    gst_app::AppSinkCallbacks::builder()
-        .new_sample(move |sink| {
-            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-            if retired.load(Ordering::Relaxed) {
-                return Err(gst::FlowError::Flushing);
-            }
-            let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else {
-                return Ok(gst::FlowSuccess::Ok);
-            };
-            // The base time is fixed once the pipeline plays; read it once per connection.
-            let base = match base_time {
-                Some(base) => base,
-                None => {
-                    let Some(base) = sink.base_time() else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    base_time = Some(base);
-                    base
-                }
-            };
-            let running = sample
-                .segment()
-                .and_then(|s| s.downcast_ref::<gst::ClockTime>())
-                .zip(buffer.pts())
-                .and_then(|(segment, pts)| segment.to_running_time(pts));
-            let Some(running) = running else {
-                return Ok(gst::FlowSuccess::Ok);
-            };
-            let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            let arrival = clock.time().nseconds();
-            let (time, jumped) = stream_clock.place((base + running).nseconds(), arrival);
-            let frame = Frame {
-                buffer,
-                time,
-                keyframe,
-            };
-            feed.push(frame, &caps, std::mem::take(&mut first) || jumped, arrival);
-            Ok(gst::FlowSuccess::Ok)
-        })
-        .build()
-}
-
-/// Stops a pipeline off the async runtime: rtspsrc's teardown can block on the network.
-struct Teardown<'a> {
-    pipeline: gst::Pipeline,
-    retired: Arc<AtomicBool>,
-    relay: Option<Relay>,
-    /// Where a stop that did not finish in time is left, for the next connection to wait on.
-    stuck: &'a Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Whether [`Teardown::stop`] ran.
-    stopped: bool,
-}
-
-impl Drop for Teardown<'_> {
-    /// A connection dropped without [`Teardown::stop`] (its task cancelled: the runtime
-    /// ending, a shutdown that gave up) still stops its pipeline. A pipeline disposed while
-    /// PLAYING leaves rtspsrc's thread reading a closed connection, in a loop that takes a
-    /// core until the process ends. The connection is cut first, so the stop cannot wait on
-    /// the camera; it blocks only this abnormal path.
-    fn drop(&mut self) {
-        if self.stopped {
-            return;
-        }
-        self.retired.store(true, Ordering::Relaxed);
-        if let Some(relay) = &self.relay {
-            relay.stop();
-        }
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
-impl Teardown<'_> {
-    async fn stop(mut self) {
-        self.stopped = true;
-        self.retired.store(true, Ordering::Relaxed);
-        let pipeline = self.pipeline.clone();
-        let mut stopping = tokio::task::spawn_blocking(move || {
-            let _ = pipeline.set_state(gst::State::Null);
-        });
-        // A stop that goes well sends the camera its TEARDOWN. One stuck in a read gets its
-        // connection cut: the read ends, and the stop completes.
-        let stopped = match &self.relay {
-            Some(relay) => {
-                let stopped = tokio::time::timeout(CUT_AFTER, &mut stopping).await.is_ok();
-                if !stopped {
-                    relay.stop();
-                }
-                stopped
-            }
-            None => false,
-        };
-        if !stopped
-            && tokio::time::timeout(TEARDOWN_TIMEOUT, &mut stopping)
-                .await
-                .is_err()
-        {
-            tracing::warn!(pipeline = %self.pipeline.name(), "pipeline did not stop in time; the next connection waits for it");
-            *lock(self.stuck) = Some(stopping);
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 

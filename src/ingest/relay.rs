@@ -1,6 +1,7 @@
-//! A relay on loopback between rtspsrc and a camera, which the box can cut.
+//! A relay on loopback between an RTSP client and a camera, which the box can cut.
 //!
-//! rtspsrc reads an RTSP reply into a buffer of whatever size the camera announces, and waits
+//! Both clients read through it over TCP. retina sizes its read buffer by the body a reply
+//! announces, as rtspsrc does, and neither bounds it. rtspsrc reads an RTSP reply into a buffer of whatever size the camera announces, and waits
 //! on its socket in a poll nothing can wake: a camera announcing a 2 GB body and trickling it
 //! holds a pipeline that cannot be stopped, and each reconnect left another behind (RSS grew
 //! by 150 MB a minute, and the daemon could not exit). So rtspsrc is pointed at this relay (its
@@ -81,9 +82,13 @@ impl Relay {
                     tokio::select! {
                         _ = stop.cancelled() => {}
                         outcome = relay_one(client, &host, port) => {
-                            if let Err(Ended::Violation(reason)) = outcome {
-                                tracing::warn!(%host, port, %reason, "cut the camera's connection");
-                                *lock(&violation) = Some(reason);
+                            match outcome {
+                                Err(Ended::Violation(reason)) => {
+                                    tracing::warn!(%host, port, %reason, "cut the camera's connection");
+                                    *lock(&violation) = Some(reason);
+                                }
+                                Err(Ended::Unreachable(reason)) => *lock(&violation) = Some(reason),
+                                Ok(()) | Err(Ended::Io) => {}
                             }
                         }
                     }
@@ -98,7 +103,12 @@ impl Relay {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Why the relay cut the camera's connection, if it did.
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Why the relay cut the camera's connection, or could not make it, if so.
     pub fn violation(&self) -> Option<String> {
         lock(&self.violation).clone()
     }
@@ -122,14 +132,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// How a relayed connection ended, when not with one side closing.
 enum Ended {
     Io,
+    /// The camera broke a limit.
     Violation(String),
+    /// The camera's address could not be connected to.
+    Unreachable(String),
 }
 
-/// Relays one rtspsrc connection to the camera until either side closes it.
+/// Relays one client connection to the camera until either side closes it.
 async fn relay_one(client: TcpStream, host: &str, port: u16) -> Result<(), Ended> {
+    // The client sees only its connection to the relay close: why is said for it.
     let camera = TcpStream::connect((host, port))
         .await
-        .map_err(|_| Ended::Io)?;
+        .map_err(|e| Ended::Unreachable(format!("could not connect to {host}:{port}: {e}")))?;
     let _ = (client.set_nodelay(true), camera.set_nodelay(true));
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_camera, mut to_camera) = camera.into_split();
