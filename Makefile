@@ -26,6 +26,7 @@ test: lint
 # Printed figures, measured by hand (not in CI): see benches/ingest.rs.
 bench:
 	./scripts/setup.sh --bench
+	$(CARGO) build --release --locked --example retina_client
 	$(CARGO) bench --locked --bench ingest
 	$(CARGO) bench --locked --bench delivery
 	$(CARGO) bench --locked --bench detect

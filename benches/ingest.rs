@@ -4,7 +4,10 @@
 //! 1920x1080 15 fps ~3 Mbit/s H.264 stream (2 s GOP, encoded once into target/) over RTSP
 //! from a separate process, and compares, on the same stream:
 //!
-//! - alertclip ingesting it into its ring (30 s pre-roll);
+//! - alertclip ingesting it into its ring (30 s pre-roll), with its default client (retina)
+//!   and with `ingest = "gstreamer"`;
+//! - a bare retina client keeping 30 s of frames (`examples/retina_client.rs`: `make bench`
+//!   builds it);
 //! - the GStreamer floor: `rtspsrc ! rtph264depay ! h264parse ! fakesink`;
 //! - the ffmpeg segment recorder NVRs use to keep pre-roll;
 //! - Motion with its netcam in passthrough and a pre-capture buffer (if installed).
@@ -12,8 +15,8 @@
 //! Peak RSS comes from one stream per tool. CPU per minute of one stream is a fraction of a
 //! second, within the noise of a single short run, so it is measured with four streams per
 //! tool at once, over several rounds that alternate the tools, and averaged. Then alertclip
-//! with four cameras (RSS against bytes buffered), and the time from the end of post-roll to
-//! the finished MP4 for 20 s clips.
+//! with four cameras (RSS against bytes buffered), with sixteen (total CPU and RSS), and the
+//! time from the end of post-roll to the finished MP4 for 20 s clips.
 
 // A test or benchmark that cannot go on fails with the value it got.
 #![allow(clippy::unwrap_used)]
@@ -31,6 +34,8 @@ use common::{KillOnDrop, cpu_seconds, status};
 const FIXTURE_SECONDS: u64 = 240;
 const WARM_UP: Duration = Duration::from_secs(10);
 const STREAMS: usize = 4;
+/// Cameras at once in the last run.
+const MANY: usize = 16;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -59,7 +64,14 @@ fn main() -> anyhow::Result<()> {
         WARM_UP.as_secs()
     );
 
-    let mut tools = vec![Tool::Alertclip, Tool::GstFloor, Tool::Ffmpeg];
+    let retina_client = retina_client()?;
+    let mut tools = vec![
+        Tool::Alertclip,
+        Tool::AlertclipGstreamer,
+        Tool::Retina,
+        Tool::GstFloor,
+        Tool::Ffmpeg,
+    ];
     if Command::new("motion").arg("-h").output().is_ok() {
         tools.push(Tool::Motion);
     } else {
@@ -82,14 +94,33 @@ fn main() -> anyhow::Result<()> {
     print_table(&tools, &single, &cpu);
 
     four_cameras(&work, &server)?;
+    drop(server);
+    many_cameras(&work, &fixture, &retina_client, window)?;
+    let server = Server::start(&fixture, 1)?;
     clip_latency(&work, &server)?;
     Ok(())
+}
+
+/// The bare retina client, built beside this benchmark.
+fn retina_client() -> anyhow::Result<PathBuf> {
+    let path = Path::new(env!("CARGO_BIN_EXE_alertclip"))
+        .with_file_name("examples")
+        .join("retina_client");
+    if !path.exists() {
+        bail!(
+            "{} is missing: `cargo build --release --example retina_client` (make bench does)",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// A way of keeping pre-roll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Alertclip,
+    AlertclipGstreamer,
+    Retina,
     GstFloor,
     Ffmpeg,
     Motion,
@@ -99,6 +130,8 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Alertclip => "alertclip (30 s pre-roll)",
+            Tool::AlertclipGstreamer => "alertclip, ingest = \"gstreamer\"",
+            Tool::Retina => "bare retina client (30 s of frames kept)",
             Tool::GstFloor => "GStreamer floor (rtspsrc ! depay ! parse ! fakesink)",
             Tool::Ffmpeg => "ffmpeg segment recorder (-c copy, 10 s segments)",
             Tool::Motion => "Motion (netcam passthrough, 60-frame pre_capture)",
@@ -109,7 +142,21 @@ impl Tool {
     fn commands(self, work: &Path, server: &Server, n: usize) -> anyhow::Result<Vec<Command>> {
         let urls: Vec<String> = (1..=n).map(|i| server.url(i)).collect();
         Ok(match self {
-            Tool::Alertclip => vec![alertclip_run(&daemon_config(work, &urls, "30s", "10s")?)],
+            Tool::Alertclip => vec![alertclip_run(&daemon_config(
+                work, &urls, "30s", "10s", "",
+            )?)],
+            Tool::AlertclipGstreamer => vec![alertclip_run(&daemon_config(
+                work,
+                &urls,
+                "30s",
+                "10s",
+                "ingest = \"gstreamer\"",
+            )?)],
+            Tool::Retina => {
+                let mut command = Command::new(retina_client()?);
+                command.arg("--keep").arg("30").args(&urls);
+                vec![command]
+            }
             Tool::GstFloor => vec![gst_floor(&urls)],
             Tool::Ffmpeg => {
                 let segments = work.join("ffmpeg-segments");
@@ -195,18 +242,42 @@ fn print_table(tools: &[Tool], single: &[Sample], cpu: &[Vec<f64>]) {
         );
     }
     let find = |t: Tool| tools.iter().position(|&x| x == t);
+    let ratio = |a: Tool, b: Tool| Some(mean(&cpu[find(a)?]) / mean(&cpu[find(b)?]));
     println!();
-    if let Some(i) = find(Tool::GstFloor) {
-        println!(
-            "alertclip CPU / GStreamer floor: {:.2} (target <= 1.1)",
-            base_cpu / mean(&cpu[i])
-        );
-    }
-    if let Some(i) = find(Tool::Ffmpeg) {
-        println!(
-            "alertclip CPU / ffmpeg recorder: {:.2} (target <= 1.5)",
-            base_cpu / mean(&cpu[i])
-        );
+    for (a, b, what, target) in [
+        (
+            Tool::Alertclip,
+            Tool::Retina,
+            "alertclip CPU / bare retina client",
+            "<= 1.5",
+        ),
+        (
+            Tool::Alertclip,
+            Tool::Ffmpeg,
+            "alertclip CPU / ffmpeg recorder",
+            "<= 0.6",
+        ),
+        (
+            Tool::Alertclip,
+            Tool::AlertclipGstreamer,
+            "alertclip CPU / alertclip with ingest = \"gstreamer\"",
+            "",
+        ),
+        (
+            Tool::AlertclipGstreamer,
+            Tool::GstFloor,
+            "alertclip with ingest = \"gstreamer\" CPU / GStreamer floor",
+            "<= 1.1",
+        ),
+    ] {
+        if let Some(r) = ratio(a, b) {
+            let target = if target.is_empty() {
+                String::new()
+            } else {
+                format!(" (target {target})")
+            };
+            println!("{what}: {r:.2}{target}");
+        }
     }
     if let Some(i) = find(Tool::Motion) {
         println!(
@@ -220,7 +291,7 @@ fn print_table(tools: &[Tool], single: &[Sample], cpu: &[Vec<f64>]) {
 /// Four cameras with 30 s of pre-roll: RSS against what the rings hold.
 fn four_cameras(work: &Path, server: &Server) -> anyhow::Result<()> {
     let urls: Vec<String> = (1..=4).map(|i| server.url(i)).collect();
-    let config = daemon_config(work, &urls, "30s", "10s")?;
+    let config = daemon_config(work, &urls, "30s", "10s", "")?;
     let mut child = KillOnDrop(
         alertclip_run(&config)
             .stdout(Stdio::null())
@@ -261,9 +332,82 @@ fn four_cameras(work: &Path, server: &Server) -> anyhow::Result<()> {
         buffered / stream_bytes
     );
     println!(
-        "  RSS {rss_empty:.1} MiB at start, {rss_full:.1} MiB with full rings (peak {peak:.1}): growth {:.1} MiB = {:.2} x the bytes buffered\n",
+        "  RSS {rss_empty:.1} MiB at start, {rss_full:.1} MiB with full rings (peak {peak:.1}): growth {:.1} MiB = {:.2} x the bytes buffered",
         rss_full - rss_empty,
         (rss_full - rss_empty) / buffered
+    );
+    let n = status.len() as f64;
+    println!(
+        "  RSS per camera {:.1} MiB, bytes buffered per camera {:.1} MiB + 12 MiB = {:.1} MiB (target: RSS per camera <= that)\n",
+        rss_full / n,
+        buffered / n,
+        buffered / n + 12.0
+    );
+    Ok(())
+}
+
+/// Sixteen cameras at once, beside the bare retina client on the same sixteen streams: total
+/// CPU per minute of video and RSS.
+fn many_cameras(
+    work: &Path,
+    fixture: &Path,
+    retina_client: &Path,
+    window: Duration,
+) -> anyhow::Result<()> {
+    let server = Server::start(fixture, MANY)?;
+    let urls: Vec<String> = (1..=MANY).map(|i| server.url(i)).collect();
+    println!("{MANY} cameras at once, 30 s pre-roll each:");
+    let mut results = Vec::new();
+    for (name, mut command) in [
+        (
+            "alertclip",
+            alertclip_run(&daemon_config(work, &urls, "30s", "10s", "")?),
+        ),
+        ("bare retina client", {
+            let mut command = Command::new(retina_client);
+            command.arg("--keep").arg("30").args(&urls);
+            command
+        }),
+    ] {
+        let mut child = KillOnDrop(
+            command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        // The rings fill for 30 s before the window opens, so RSS is that of full rings.
+        std::thread::sleep(Duration::from_secs(32));
+        let before = cpu_seconds(child.0.id())?;
+        std::thread::sleep(window);
+        let cpu = (cpu_seconds(child.0.id())? - before) / window.as_secs_f64() * 60.0;
+        let rss = rss_kib(child.0.id())? as f64 / 1024.0;
+        let streaming = if name == "alertclip" {
+            let status = status(&work.join("control.sock"))?;
+            let streaming = status
+                .iter()
+                .filter(|r| r.ingest.state == alertclip::ingest::CameraState::Streaming)
+                .count();
+            let buffered: f64 = status
+                .iter()
+                .map(|r| r.ingest.buffered_bytes as f64)
+                .sum::<f64>()
+                / (1 << 20) as f64;
+            format!(", {streaming} of {MANY} streaming, {buffered:.1} MiB buffered")
+        } else {
+            String::new()
+        };
+        if let Some(exit) = child.0.try_wait()? {
+            bail!("{name} exited early ({exit})");
+        }
+        println!(
+            "  {name:<20} {cpu:>7.2} CPU-s per minute of video in all ({:.3} per camera), RSS {rss:.1} MiB{streaming}",
+            cpu / MANY as f64
+        );
+        results.push(cpu);
+    }
+    println!(
+        "  alertclip CPU / bare retina client, {MANY} cameras: {:.2}\n",
+        results[0] / results[1]
     );
     Ok(())
 }
@@ -274,7 +418,7 @@ fn clip_latency(work: &Path, server: &Server) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let config = alertclip::config::Config::parse(
-            &std::fs::read_to_string(daemon_config(work, &[server.url(1)], "10s", "10s")?)?,
+            &std::fs::read_to_string(daemon_config(work, &[server.url(1)], "10s", "10s", "")?)?,
             Path::new("bench.toml"),
         )?;
         let daemon = alertclip::Daemon::start(config).await?;
@@ -403,13 +547,14 @@ fn daemon_config(
     urls: &[String],
     pre_roll: &str,
     post_roll: &str,
+    camera_extra: &str,
 ) -> anyhow::Result<PathBuf> {
     let mut text = format!(
         "[site]\nid = \"bench\"\nname = \"Benchmark\"\n[storage]\ndir = \"{0}/clips\"\n[evidence]\ndir = \"{0}/evidence\"\n[control]\nsocket = \"{0}/control.sock\"\n",
         work.display()
     );
     for (i, url) in urls.iter().enumerate() {
-        text.push_str(&format!("[[camera]]\nid = \"cam{}\"\nurl = \"{url}\"\npre_roll = \"{pre_roll}\"\npost_roll = \"{post_roll}\"\n", i + 1));
+        text.push_str(&format!("[[camera]]\nid = \"cam{}\"\nurl = \"{url}\"\npre_roll = \"{pre_roll}\"\npost_roll = \"{post_roll}\"\n{camera_extra}\n", i + 1));
     }
     let path = work.join("alertclip.toml");
     std::fs::write(&path, text)?;

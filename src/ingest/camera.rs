@@ -249,6 +249,11 @@ impl CameraFeed {
         }
     }
 
+    /// Packets were lost before the next frame (see [`FrameRing::lost`]).
+    pub fn lost(&self) {
+        self.ring().lost();
+    }
+
     /// Pushes a frame that arrived at `arrival` and wakes waiting clips.
     pub fn push(&self, frame: Frame, caps: &gst::Caps, discont: bool, arrival: MonoNs) {
         let size = frame.buffer.size() as u64;

@@ -194,6 +194,13 @@ impl FrameRing {
         self.evict();
     }
 
+    /// Packets were lost before the next frame: the frames that follow are dropped (and
+    /// counted) until the next keyframe, in the same run, so that the GOP the loss damaged
+    /// ends where it was whole and the run goes on from a frame a decoder can start at.
+    pub fn lost(&mut self) {
+        self.need_keyframe = true;
+    }
+
     /// Drops GOPs from the front: those no longer needed to reach `keep` back from the newest
     /// frame, then as many as the byte cap requires. A GOP that alone exceeds the cap is
     /// dropped too, and the frames after it until the next keyframe: memory stays within the
@@ -414,6 +421,31 @@ mod tests {
         let cut = ring.start_cut(now.saturating_sub(30 * SEC), now).unwrap();
         let (frames, _) = read_all(&ring, &cut, now);
         assert_eq!(frames[0].time, back);
+    }
+
+    #[test]
+    fn after_lost_packets_the_rest_of_the_gop_is_dropped_and_the_run_goes_on() {
+        let caps = caps(640);
+        let mut ring = FrameRing::new(Duration::from_secs(30), usize::MAX);
+        // 10 fps, a keyframe a second: 1.5 s, then loss, then the rest of 3 s.
+        for i in 0..30u64 {
+            if i == 15 {
+                ring.lost();
+            }
+            ring.push(frame(i * 100 * MS, i % 10 == 0, 100), &caps, false);
+        }
+        let status = ring.status();
+        // Frames 15 to 19 are gone; the second keyframe's GOP and the one after stay.
+        assert_eq!(status.stats.frames_dropped, 5);
+        assert_eq!(status.frames, 25);
+        let now = 29 * 100 * MS;
+        let cut = ring.start_cut(0, now).unwrap();
+        let (frames, _) = read_all(&ring, &cut, now + 1);
+        // One run, from the first keyframe, with the gap inside it.
+        assert_eq!(frames.len(), 25);
+        assert_eq!(frames[0].time, 0);
+        assert_eq!(frames[15].time, 20 * 100 * MS);
+        assert!(frames[15].keyframe);
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! a frame is in the ring as soon as its last packet is read.
 //!
 //! A change of parameter sets starts a new run with caps of its own (their `codec_data`
-//! built by retina from the new SPS/PPS/VPS), so no clip spans it. A frame after lost packets
-//! (UDP) is pushed as a discontinuity, which the ring drops with the rest of its GOP until
-//! the next keyframe: a damaged frame never reaches a clip.
+//! built by retina from the new SPS/PPS/VPS), so no clip spans it. After lost packets (UDP)
+//! the ring drops the frames that follow until the next keyframe: a damaged frame never
+//! reaches a clip, which has a gap there instead.
 //!
 //! Over TCP, the session goes through the camera's [`Relay`], which bounds what the camera's
 //! replies can make retina buffer: retina sizes its buffer by the body a reply announces.
@@ -197,7 +197,7 @@ impl<'a> Connection<'a> {
             return Ok(());
         };
         // Packets lost before this frame took part of what it depends on, unless it is a
-        // keyframe: it starts a run the ring will not fill until the next keyframe.
+        // keyframe: the ring drops it and the rest of its GOP.
         let h265 = caps
             .structure(0)
             .is_some_and(|s| s.name() == "video/x-h265");
@@ -217,7 +217,10 @@ impl<'a> Connection<'a> {
                 data.len()
             )));
         }
-        let discont = std::mem::take(&mut self.discont) || jumped || damaged;
+        if damaged {
+            self.ingest.feed.lost();
+        }
+        let discont = std::mem::take(&mut self.discont) || jumped;
         let frame = Frame {
             buffer: gst::Buffer::from_mut_slice(data),
             time,

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod disk;
 pub mod receiver;
+pub mod replay;
 pub mod tls;
 pub mod unit;
 
