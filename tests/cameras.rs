@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use alertclip::ingest::camera::CameraState;
 use alertclip::trigger::{Trigger, TriggerKind};
-use common::replay::{Dialogue, ReplayCamera, RtpSource};
+use common::replay::{Dialogue, Hostile, ReplayCamera, RtpSource};
 use common::*;
 
 const PRE: f64 = 2.0;
@@ -198,4 +198,111 @@ async fn lossy(client: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_packet_in_a_hundred_lost_over_udp_never_breaks_a_frame_of_a_clip() {
     lossy("").await;
+}
+
+/// The camera's resolution changes mid-stream: the new parameter sets start a run of their
+/// own, and a clip cut soon after holds the new pictures alone (its one sample entry, and
+/// every frame decoding against it), rather than spanning the change.
+async fn resolution_change(client: &str) {
+    let source = RtpSource::start().await;
+    let dialogue = Dialogue::corpus()
+        .into_iter()
+        .find(|d| d.name == "hikvision")
+        .unwrap();
+    let camera = ReplayCamera::start(&dialogue, &source).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("{ROLLS}\n{client}");
+    let daemon = alertclip::Daemon::start(config(dir.path(), &[("cam", camera.url())], &extra, ""))
+        .await
+        .unwrap();
+    let mut clips = daemon.clips();
+    let status = &daemon.cameras()[0];
+    let before = wait_buffered(status, PRE + 0.5).await;
+    assert_eq!((before.width, before.height), (Some(320), Some(240)));
+    source.resize(640, 480);
+    wait_status(status, LIMIT, |s| {
+        s.width == Some(640) && s.height == Some(480) && s.buffered_s >= 0.5
+    })
+    .await;
+    daemon
+        .triggers()
+        .fire(Trigger::now(TriggerKind::Manual, "resized"))
+        .await
+        .unwrap();
+    let done = next_clip(&mut clips, LIMIT).await;
+    let probe = check_clip(&done, "h264");
+    assert_eq!((probe.width, probe.height), (640, 480));
+    assert!(
+        probe.packets.first().is_some_and(|p| p.key),
+        "keyframe first"
+    );
+    daemon.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resolution_change_mid_stream_starts_a_run_no_clip_spans() {
+    resolution_change("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resolution_change_mid_stream_through_rtspsrc_starts_a_run_no_clip_spans() {
+    resolution_change("ingest = \"gstreamer\"").await;
+}
+
+/// Cameras that send what no camera should (bytes that are no video, RTP times that run
+/// backwards) get a status that says so and are reconnected, and never fill a clip; the
+/// camera beside them is untouched, and nothing panics.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_streams_are_reported_and_never_disturb_a_good_camera() {
+    let source = RtpSource::start().await;
+    let dialogue = Dialogue::corpus()
+        .into_iter()
+        .find(|d| d.name == "hikvision")
+        .unwrap();
+    let good = ReplayCamera::start(&dialogue, &source).await;
+    let mut cameras = vec![("good", good.url())];
+    let mut broken = Vec::new();
+    for (name, hostile) in [
+        ("garbage", Hostile::Garbage),
+        ("backwards", Hostile::Backwards),
+    ] {
+        let camera = ReplayCamera::start_hostile(&dialogue, &source, hostile).await;
+        cameras.push((name, camera.url()));
+        broken.push(camera);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = alertclip::Daemon::start(config(dir.path(), &cameras, ROLLS, ""))
+        .await
+        .unwrap();
+    let mut clips = daemon.clips();
+    // Each broken camera is seen to fail, with a reason, and to be tried again.
+    for (i, (name, _)) in cameras.iter().enumerate().skip(1) {
+        let failed = wait_status(&daemon.cameras()[i], Duration::from_secs(90), |s| {
+            s.reconnects >= 1 && s.last_error.is_some()
+        })
+        .await;
+        eprintln!("{name}: {:?}", failed.last_error);
+        assert!(
+            failed.buffered_s < PRE,
+            "{name} never buffers pre-roll: {failed:?}"
+        );
+    }
+    wait_buffered(&daemon.cameras()[0], PRE + 0.5).await;
+    daemon
+        .triggers()
+        .fire(Trigger::now(TriggerKind::Manual, "beside broken cameras"))
+        .await
+        .unwrap();
+    // The good camera's clip is whole; a broken camera's, if any, is marked partial.
+    let done = loop {
+        let done = next_clip(&mut clips, LIMIT).await;
+        if done.record.camera == "good" {
+            break done;
+        }
+        assert!(done.record.partial, "{:?}", done.record);
+    };
+    let probe = check_clip(&done, "h264");
+    assert!(probe.duration >= PRE + 1.0 - 0.1, "{}", probe.duration);
+    assert!(!done.record.partial, "{:?}", done.record.partial_reason);
+    daemon.shutdown(Duration::from_secs(5)).await;
 }

@@ -34,6 +34,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// A camera whose frames arrive but none of them a keyframe for this long is reconnected:
 /// its frames fill no clip. Real cameras send one every 1 to 10 s, "smart" codecs up to 20 s.
 pub const KEYFRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Times one connection's frames may go back by more than the ring tolerates (each throws the
+/// buffer away) before the camera is reconnected: once is a camera's clock being set, again
+/// and again is a stream whose times cannot be trusted.
+const MAX_TIME_RESETS: u64 = 5;
 
 /// How long a new connection has to deliver its first frame: opening a session and waiting
 /// for the first keyframe take longer than a gap between frames.
@@ -154,6 +158,9 @@ pub enum Fault {
     /// No frame arrived after connecting.
     #[error("no video within {0:?} of connecting")]
     NoVideo(Duration),
+    /// The frames' times went back again and again.
+    #[error("the camera's timestamps ran backwards {0} times in one connection")]
+    Backwards(u64),
     /// Frames arrived, but no keyframe among them for this long.
     #[error("no keyframe for {0:?}: the camera's frames cannot start a clip")]
     NoKeyframe(Duration),
@@ -185,6 +192,8 @@ pub fn explain(error: &str) -> String {
         "the camera stopped answering: check its power and network cable"
     } else if has(&["no frame for"]) {
         "the camera stopped sending video; the box reconnects"
+    } else if has(&["timestamps ran backwards"]) {
+        "the camera's video runs backwards in time; the box reconnects (check the camera's time settings and firmware)"
     } else if has(&["no keyframe for"]) {
         "the camera sends video a player cannot start (no keyframe); set its keyframe (I-frame) interval to at most 10 s"
     } else if has(&["no video within"]) {
@@ -492,6 +501,7 @@ impl Ingest {
         let first_frame_timeout = first_frame_timeout(stall);
         let started = clock::mono_now();
         let frames_at_start = self.feed.frames.load(Ordering::Relaxed);
+        let resets_at_start = self.feed.ring().status().stats.time_resets;
         let mut streaming_since: Option<MonoNs> = None;
         let mut meter = Meter::new(&self.feed);
         let mut tick = tokio::time::interval(TICK);
@@ -536,6 +546,10 @@ impl Ingest {
                     }
                     if let Some(update) = meter.sample(now) {
                         let ring = self.feed.ring().status();
+                        let resets = ring.stats.time_resets - resets_at_start;
+                        if resets > MAX_TIME_RESETS {
+                            break Fault::Backwards(resets);
+                        }
                         self.status.send_modify(|s| {
                             s.state = if streaming_since.is_some() { CameraState::Streaming } else { CameraState::Connecting };
                             s.fps = update.fps;

@@ -150,7 +150,8 @@ impl RtpSource {
             &["sprop-parameter-sets"]
         };
         let pipeline = gst::parse::launch(&format!(
-            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 \
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,framerate=15/1 ! videoscale \
+             ! capsfilter name=size caps=video/x-raw,width=320,height=240 \
              ! {encode} ! appsink name=sink sync=false"
         ))
         .unwrap()
@@ -205,6 +206,21 @@ impl RtpSource {
     }
 }
 
+impl RtpSource {
+    /// Changes the picture size mid-stream, as a technician changing the camera's resolution
+    /// does: the encoder starts again with new parameter sets and a keyframe.
+    pub fn resize(&self, width: i32, height: i32) {
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("width", width)
+            .field("height", height)
+            .build();
+        self.pipeline
+            .by_name("size")
+            .unwrap()
+            .set_property("caps", caps);
+    }
+}
+
 impl Drop for RtpSource {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
@@ -230,6 +246,24 @@ impl ReplayCamera {
         source: &RtpSource,
         lose_every: Option<u64>,
     ) -> ReplayCamera {
+        ReplayCamera::start_with(dialogue, source, lose_every, None).await
+    }
+
+    /// The same, sending video a broken camera would.
+    pub async fn start_hostile(
+        dialogue: &Dialogue,
+        source: &RtpSource,
+        hostile: Hostile,
+    ) -> ReplayCamera {
+        ReplayCamera::start_with(dialogue, source, None, Some(hostile)).await
+    }
+
+    async fn start_with(
+        dialogue: &Dialogue,
+        source: &RtpSource,
+        lose_every: Option<u64>,
+        hostile: Option<Hostile>,
+    ) -> ReplayCamera {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let ours = format!("127.0.0.1:{port}");
@@ -245,6 +279,7 @@ impl ReplayCamera {
             h265: source.h265,
             pt: dialogue.video_pt(),
             lose_every,
+            hostile,
         };
         let served = Arc::new(served);
         let packets = source.packets.clone();
@@ -277,6 +312,16 @@ struct Served {
     h265: bool,
     pt: u8,
     lose_every: Option<u64>,
+    hostile: Option<Hostile>,
+}
+
+/// What a broken camera sends instead of its video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// RTP headers around bytes that are no video (a fixed pseudo-random sequence).
+    Garbage,
+    /// The packets with RTP times that run backwards.
+    Backwards,
 }
 
 /// Where a session's video goes once it plays.
@@ -358,6 +403,7 @@ impl Served {
                                 ssrc,
                                 lose_every: self.lose_every,
                                 h265: self.h265,
+                                hostile: self.hostile,
                             };
                             streaming =
                                 Some(tokio::spawn(stream(packets, sink, out_tx.clone(), play)));
@@ -586,6 +632,7 @@ struct Play {
     ssrc: u32,
     lose_every: Option<u64>,
     h265: bool,
+    hostile: Option<Hostile>,
 }
 
 /// Streams the encoder's packets from the next keyframe's parameter sets on, renumbered from
@@ -603,7 +650,9 @@ async fn stream(
         ssrc,
         lose_every,
         h265,
+        hostile,
     } = play;
+    let mut noise = 0x2545_f491_4f6c_dd1du64;
     let mut origin: Option<(u16, u32)> = None;
     let mut sent = 0u64;
     loop {
@@ -638,14 +687,24 @@ async fn stream(
             continue;
         }
         let mut rewritten = packet.as_ref().clone();
+        let elapsed = their_ts.wrapping_sub(ts0);
+        let ts = if hostile == Some(Hostile::Backwards) {
+            rtptime.wrapping_sub(elapsed)
+        } else {
+            rtptime.wrapping_add(elapsed)
+        };
         rewritten[1] = (rewritten[1] & 0x80) | (pt & 0x7f);
         rewritten[2..4]
             .copy_from_slice(&seq.wrapping_add(their_seq.wrapping_sub(seq0)).to_be_bytes());
-        rewritten[4..8].copy_from_slice(
-            &rtptime
-                .wrapping_add(their_ts.wrapping_sub(ts0))
-                .to_be_bytes(),
-        );
+        rewritten[4..8].copy_from_slice(&ts.to_be_bytes());
+        if hostile == Some(Hostile::Garbage) {
+            for byte in &mut rewritten[12..] {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                *byte = noise as u8;
+            }
+        }
         rewritten[8..12].copy_from_slice(&ssrc.to_be_bytes());
         match &sink {
             Sink::Interleaved(channel) => {
