@@ -260,6 +260,28 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Asks the kernel to wake readers of a TCP socket only once `bytes` have arrived (or the
+/// connection ends): `SO_RCVLOWAT`. The relay sets it while a camera's video flows, so that a
+/// stream of small RTP packets costs one wake-up per batch instead of one per packet.
+pub fn set_receive_low_water(socket: &impl std::os::fd::AsRawFd, bytes: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int; an
+    // fd that is not a socket is refused with an error, not undefined behaviour.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether this process runs as root.
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -250,7 +250,7 @@ async fn a_resolution_change_mid_stream_through_rtspsrc_starts_a_run_no_clip_spa
 }
 
 /// Cameras that send what no camera should (bytes that are no video, RTP times that run
-/// backwards) get a status that says so and are reconnected, and never fill a clip; the
+/// backwards, a frame that never ends) get a status that says so and are reconnected, and never fill a clip; the
 /// camera beside them is untouched, and nothing panics.
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_streams_are_reported_and_never_disturb_a_good_camera() {
@@ -262,9 +262,15 @@ async fn broken_streams_are_reported_and_never_disturb_a_good_camera() {
     let good = ReplayCamera::start(&dialogue, &source).await;
     let mut cameras = vec![("good", good.url())];
     let mut broken = Vec::new();
+    let reasons = [
+        "NAL header",
+        "timestamps ran backwards",
+        "a frame that never ends",
+    ];
     for (name, hostile) in [
         ("garbage", Hostile::Garbage),
         ("backwards", Hostile::Backwards),
+        ("endless", Hostile::Endless),
     ] {
         let camera = ReplayCamera::start_hostile(&dialogue, &source, hostile).await;
         cameras.push((name, camera.url()));
@@ -282,6 +288,8 @@ async fn broken_streams_are_reported_and_never_disturb_a_good_camera() {
         })
         .await;
         eprintln!("{name}: {:?}", failed.last_error);
+        let error = failed.last_error.clone().unwrap_or_default();
+        assert!(error.contains(reasons[i - 1]), "{name}: {error}");
         assert!(
             failed.buffered_s < PRE,
             "{name} never buffers pre-roll: {failed:?}"

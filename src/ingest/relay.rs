@@ -12,10 +12,20 @@
 //! so rtspsrc's read ends and its teardown completes.
 //!
 //! Interleaved RTP (`$`, channel, 16-bit length, data) passes through with only its 4-byte
-//! header looked at: the video itself is copied once, never parsed here.
+//! header and the RTP timestamp looked at: the video itself is copied once, never parsed
+//! here. The timestamp bounds what no client bounds, an access unit that never ends: packets
+//! that keep one timestamp past [`MAX_FRAME_BYTES`] end the connection.
+//!
+//! Once video flows, the relay lets the kernel gather about [`GATHER`] of the stream before
+//! it wakes (`SO_RCVLOWAT`, sized from the rate of the second before): a camera writes each
+//! RTP packet on its own, some 300 a second at 3 Mbit/s, and a wake-up, a read and a write
+//! for each cost more than the rest of the ingest. Batched, the relay and the client behind
+//! it each wake a dozen times a second, and a frame reaches the ring up to that much later
+//! (for as much as a second where the bitrate falls sharply, until the rate is measured anew).
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,9 +39,16 @@ pub const MAX_BODY: u64 = 1 << 20;
 /// closes its connection between requests. More is a camera redirecting rtspsrc in a loop,
 /// which follows every redirect.
 pub const MAX_CONNECTIONS: usize = 8;
-const CONNECTIONS_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECTIONS_WITHIN: Duration = Duration::from_secs(10);
+/// The largest access unit taken from a camera: a 4K keyframe at a high quality is a few
+/// megabytes. A bigger one is a broken or hostile stream.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
 /// Bytes read from the camera at a time.
 const READ_SIZE: usize = 64 << 10;
+/// About how much of the stream, in time, the kernel gathers before waking the relay.
+pub const GATHER: Duration = Duration::from_millis(80);
+/// The most it gathers, whatever the rate: below what a kernel's receive buffer holds.
+const MAX_GATHER_BYTES: u64 = 64 << 10;
 
 /// A running relay to one camera: rtspsrc connects to [`Relay::proxy`].
 #[derive(Debug)]
@@ -61,7 +78,7 @@ impl Relay {
                 };
                 let Ok((client, _)) = accepted else {
                     // Out of descriptors, most likely: not in a tight loop.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
                 let now = tokio::time::Instant::now();
@@ -156,6 +173,7 @@ async fn relay_one(client: TcpStream, host: &str, port: u16) -> Result<(), Ended
     };
     let downstream = async {
         let mut framing = Framing::default();
+        let mut gathering = Gathering::new();
         let mut buffer = vec![0u8; READ_SIZE];
         loop {
             let n = from_camera.read(&mut buffer).await.map_err(|_| Ended::Io)?;
@@ -163,6 +181,14 @@ async fn relay_one(client: TcpStream, host: &str, port: u16) -> Result<(), Ended
                 return Ok(());
             }
             framing.feed(&buffer[..n]).map_err(Ended::Violation)?;
+            // Replies to the client's requests come one at a time, each awaited: only once
+            // frames flow is there always more on its way to push a reply past the mark.
+            if framing.frames_seen
+                && let Some(bytes) = gathering.read(n)
+                && let Err(e) = crate::sys::set_receive_low_water(from_camera.as_ref(), bytes)
+            {
+                tracing::debug!(error = %e, "SO_RCVLOWAT");
+            }
             to_client
                 .write_all(&buffer[..n])
                 .await
@@ -175,6 +201,43 @@ async fn relay_one(client: TcpStream, host: &str, port: u16) -> Result<(), Ended
     }
 }
 
+/// The low-water mark of the camera's socket, sized each second to [`GATHER`] of the stream
+/// as it ran the second before, so that a camera slowing to a trickle is not held back for
+/// long.
+struct Gathering {
+    since: Instant,
+    bytes: u64,
+    mark: u64,
+}
+
+impl Gathering {
+    fn new() -> Gathering {
+        Gathering {
+            since: Instant::now(),
+            bytes: 0,
+            mark: 1,
+        }
+    }
+
+    /// Counts `n` bytes read; a new mark when the second is over and the mark moves by more
+    /// than a quarter.
+    fn read(&mut self, n: usize) -> Option<u32> {
+        self.bytes += n as u64;
+        let elapsed = self.since.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return None;
+        }
+        let per_second = self.bytes as f64 / elapsed.as_secs_f64();
+        let mark = ((per_second * GATHER.as_secs_f64()) as u64).clamp(1, MAX_GATHER_BYTES);
+        (self.since, self.bytes) = (Instant::now(), 0);
+        if mark.abs_diff(self.mark) * 4 <= self.mark {
+            return None;
+        }
+        self.mark = mark;
+        u32::try_from(mark).ok()
+    }
+}
+
 /// Where the camera's byte stream is: RTSP messages (a header, then `Content-Length` bytes
 /// of body) and interleaved frames, one after another. It reads them as GStreamer's own
 /// parser does (stray line ends between messages skipped; lines ended by CR LF, LF or CR;
@@ -182,6 +245,10 @@ async fn relay_one(client: TcpStream, host: &str, port: u16) -> Result<(), Ended
 #[derive(Debug, Default)]
 struct Framing {
     state: State,
+    /// An interleaved frame has passed: the session plays.
+    frames_seen: bool,
+    /// Per interleaved channel, the RTP timestamp of the last packet and the bytes sent with it.
+    timestamps: Vec<(u8, u32, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +262,14 @@ enum State {
     Header(Header),
     /// Right after a header that ended with a CR, with its body's length to come.
     AfterCr(u64),
+    /// Inside an interleaved frame's data: its channel and length, and its first bytes, the
+    /// RTP header up to the timestamp, with how many have come.
+    FrameData {
+        channel: u8,
+        length: u16,
+        head: [u8; 8],
+        have: usize,
+    },
     /// Inside a body or a frame's data, with this many bytes to go.
     Skip(u64),
 }
@@ -227,7 +302,34 @@ impl Framing {
                     bytes = &bytes[take..];
                     if *have == 4 {
                         let length = u16::from_be_bytes([header[2], header[3]]);
-                        self.state = State::Skip(u64::from(length));
+                        self.frames_seen = true;
+                        self.state = if length >= 8 {
+                            State::FrameData {
+                                channel: header[1],
+                                length,
+                                head: [0; 8],
+                                have: 0,
+                            }
+                        } else {
+                            State::Skip(u64::from(length))
+                        };
+                    }
+                }
+                State::FrameData {
+                    channel,
+                    length,
+                    head,
+                    have,
+                } => {
+                    let take = (8 - *have).min(bytes.len());
+                    head[*have..*have + take].copy_from_slice(&bytes[..take]);
+                    *have += take;
+                    bytes = &bytes[take..];
+                    if *have == 8 {
+                        let (channel, length) = (*channel, *length);
+                        let timestamp = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+                        self.count(channel, timestamp, usize::from(length))?;
+                        self.state = State::Skip(u64::from(length) - 8);
                     }
                 }
                 State::Header(header) => {
@@ -275,6 +377,35 @@ impl Framing {
             if let State::Skip(0) = self.state {
                 self.state = State::Boundary;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Framing {
+    /// Adds an RTP packet to the bytes its channel has sent at its timestamp. RTCP (the odd
+    /// channels) carries no video and is left alone.
+    fn count(&mut self, channel: u8, timestamp: u32, length: usize) -> Result<(), String> {
+        if channel % 2 == 1 {
+            return Ok(());
+        }
+        let at = match self.timestamps.iter().position(|(c, ..)| *c == channel) {
+            Some(at) => at,
+            None => {
+                self.timestamps.push((channel, timestamp, 0));
+                self.timestamps.len() - 1
+            }
+        };
+        let (_, last, bytes) = &mut self.timestamps[at];
+        if *last != timestamp {
+            (*last, *bytes) = (timestamp, 0);
+        }
+        *bytes += length;
+        if *bytes > MAX_FRAME_BYTES {
+            return Err(format!(
+                "the camera sent over {} MiB of RTP packets with one timestamp on channel {channel}: a frame that never ends",
+                MAX_FRAME_BYTES >> 20
+            ));
         }
         Ok(())
     }
@@ -396,6 +527,60 @@ mod tests {
             }
             assert!(matches!(framing.state, State::Boundary), "{piece}");
         }
+    }
+
+    fn rtp(timestamp: u32, length: usize) -> Vec<u8> {
+        let mut packet = vec![0x80, 96, 0, 1];
+        packet.extend_from_slice(&timestamp.to_be_bytes());
+        packet.resize(length, 0x41);
+        packet
+    }
+
+    #[test]
+    fn a_frame_that_never_ends_is_cut_at_its_limit_and_only_then() {
+        let packets = MAX_FRAME_BYTES / 1400 + 1;
+        // Video whose timestamp moves on, and RTCP, pass however much of it comes.
+        let mut framing = Framing::default();
+        for i in 0..packets as u32 {
+            framing.feed(&frame(0, &rtp(i / 10, 1400))).unwrap();
+            framing.feed(&frame(1, &rtp(7, 1400))).unwrap();
+        }
+        assert!(framing.frames_seen);
+        // One timestamp past the limit, the header split across reads.
+        let mut framing = Framing::default();
+        let error = (0..packets)
+            .find_map(|_| {
+                let bytes = frame(2, &rtp(90_000, 1400));
+                framing
+                    .feed(&bytes[..6])
+                    .and_then(|()| framing.feed(&bytes[6..]))
+                    .err()
+            })
+            .expect("refused");
+        assert!(
+            error.contains("16 MiB") && error.contains("channel 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_low_water_mark_follows_the_rate_of_the_second_before() {
+        let mut gathering = Gathering::new();
+        assert_eq!(gathering.read(1000), None, "within the first second");
+        // 375 KB in a second (3 Mbit/s): about 80 ms of it.
+        gathering.since -= Duration::from_secs(1);
+        gathering.bytes = 375_000 - 1000;
+        let mark = gathering.read(1000).unwrap();
+        assert!((28_000..=32_000).contains(&mark), "{mark}");
+        // Within a quarter: left as it is; a trickle: down to a few packets.
+        gathering.since -= Duration::from_secs(1);
+        assert_eq!(gathering.read(340_000), None);
+        gathering.since -= Duration::from_secs(1);
+        let mark = gathering.read(20_000);
+        assert!(matches!(mark, Some(1500..=1600)), "{mark:?}");
+        // Far more than any camera: no more than the kernel's buffer takes.
+        gathering.since -= Duration::from_secs(1);
+        assert_eq!(gathering.read(100 << 20), Some(64 << 10));
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! the ring drops the frames that follow until the next keyframe: a damaged frame never
 //! reaches a clip, which has a gap there instead.
 //!
-//! Over TCP, the session goes through the camera's [`Relay`], which bounds what the camera's
-//! replies can make retina buffer: retina sizes its buffer by the body a reply announces.
+//! Over TCP, the session goes through the camera's [`Relay`], which bounds what the camera
+//! can make retina buffer: retina sizes its buffer by the body a reply announces, and grows a
+//! frame for as long as its packets keep one timestamp.
 
 use futures_util::StreamExt;
 use gstreamer as gst;
@@ -25,12 +26,8 @@ use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame, VideoPara
 use crate::clock::{self, MonoNs, StreamClock};
 use crate::config::Transport;
 use crate::ingest::camera::{Fault, Ingest, first_frame_timeout};
-use crate::ingest::relay::Relay;
+use crate::ingest::relay::{MAX_FRAME_BYTES, Relay};
 use crate::ingest::ring::Frame;
-
-/// The largest access unit taken from a camera: a 4K keyframe at a high quality is a few
-/// megabytes. A bigger one is a broken or hostile stream.
-pub const MAX_FRAME_BYTES: usize = 16 << 20;
 
 /// One playing retina session to a camera.
 pub(super) struct Connection<'a> {
@@ -150,7 +147,8 @@ impl<'a> Connection<'a> {
             let item = match self.demuxed.next().await {
                 Some(Ok(item)) => item,
                 Some(Err(e)) => return self.failed(&e),
-                None => return Fault::Eos,
+                // The relay's cut ends the stream as the camera's close would.
+                None => return self.cut().unwrap_or(Fault::Eos),
             };
             if let CodecItem::VideoFrame(frame) = item
                 && frame.stream_id() == self.stream
@@ -171,10 +169,16 @@ impl<'a> Connection<'a> {
     }
 
     fn failed(&self, e: &retina::Error) -> Fault {
-        match self.relay.as_ref().and_then(Relay::violation) {
-            Some(reason) => Fault::Stream(reason),
-            None => Fault::Stream(self.ingest.redact(&one_line(e))),
-        }
+        self.cut()
+            .unwrap_or_else(|| Fault::Stream(self.ingest.redact(&one_line(e))))
+    }
+
+    /// Why the relay cut the camera off, if it did: that, not what retina saw of it after.
+    fn cut(&self) -> Option<Fault> {
+        self.relay
+            .as_ref()
+            .and_then(Relay::violation)
+            .map(Fault::Stream)
     }
 
     /// Times one frame and pushes it into the feed.

@@ -322,6 +322,9 @@ pub enum Hostile {
     Garbage,
     /// The packets with RTP times that run backwards.
     Backwards,
+    /// One access unit that never ends: slices with one RTP time and no marker, as fast as
+    /// the connection takes them.
+    Endless,
 }
 
 /// Where a session's video goes once it plays.
@@ -652,6 +655,9 @@ async fn stream(
         h265,
         hostile,
     } = play;
+    if hostile == Some(Hostile::Endless) {
+        return endless(sink, out, pt, seq, rtptime, ssrc).await;
+    }
     let mut noise = 0x2545_f491_4f6c_dd1du64;
     let mut origin: Option<(u16, u32)> = None;
     let mut sent = 0u64;
@@ -718,6 +724,41 @@ async fn stream(
             }
             Sink::Udp(socket, to) => {
                 let _ = socket.send_to(&rewritten, to).await;
+            }
+        }
+    }
+}
+
+/// [`Hostile::Endless`]: 1,400-byte non-IDR slices, all at `rtptime`, none with the marker.
+async fn endless(
+    sink: Sink,
+    out: mpsc::Sender<Vec<u8>>,
+    pt: u8,
+    mut seq: u16,
+    rtptime: u32,
+    ssrc: u32,
+) {
+    loop {
+        let mut packet = vec![0x80, pt & 0x7f];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&rtptime.to_be_bytes());
+        packet.extend_from_slice(&ssrc.to_be_bytes());
+        packet.push(0x41);
+        packet.resize(12 + 1400, 0x88);
+        seq = seq.wrapping_add(1);
+        match &sink {
+            Sink::Interleaved(channel) => {
+                let mut frame = vec![b'$', *channel];
+                frame.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+                frame.extend_from_slice(&packet);
+                if out.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            Sink::Udp(socket, to) => {
+                if socket.send_to(&packet, to).await.is_err() {
+                    return;
+                }
             }
         }
     }
