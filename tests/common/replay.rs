@@ -333,6 +333,22 @@ enum Sink {
     Udp(UdpSocket, SocketAddr),
 }
 
+impl Sink {
+    /// Sends one RTP packet: false when it could not go.
+    async fn send(&self, out: &mpsc::Sender<Vec<u8>>, packet: &[u8]) -> bool {
+        match self {
+            Sink::Interleaved(channel) => {
+                let mut frame = Vec::with_capacity(4 + packet.len());
+                frame.extend_from_slice(&[b'$', *channel]);
+                frame.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+                frame.extend_from_slice(packet);
+                out.send(frame).await.is_ok()
+            }
+            Sink::Udp(socket, to) => socket.send_to(packet, to).await.is_ok(),
+        }
+    }
+}
+
 impl Served {
     /// Answers one connection's requests; after PLAY, streams the video to it.
     async fn session(&self, socket: TcpStream, mut packets: broadcast::Receiver<Arc<Vec<u8>>>) {
@@ -712,19 +728,8 @@ async fn stream(
             }
         }
         rewritten[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        match &sink {
-            Sink::Interleaved(channel) => {
-                let mut frame = Vec::with_capacity(4 + rewritten.len());
-                frame.extend_from_slice(&[b'$', *channel]);
-                frame.extend_from_slice(&(rewritten.len() as u16).to_be_bytes());
-                frame.extend_from_slice(&rewritten);
-                if out.send(frame).await.is_err() {
-                    return;
-                }
-            }
-            Sink::Udp(socket, to) => {
-                let _ = socket.send_to(&rewritten, to).await;
-            }
+        if !sink.send(&out, &rewritten).await && matches!(sink, Sink::Interleaved(_)) {
+            return;
         }
     }
 }
@@ -746,20 +751,8 @@ async fn endless(
         packet.push(0x41);
         packet.resize(12 + 1400, 0x88);
         seq = seq.wrapping_add(1);
-        match &sink {
-            Sink::Interleaved(channel) => {
-                let mut frame = vec![b'$', *channel];
-                frame.extend_from_slice(&(packet.len() as u16).to_be_bytes());
-                frame.extend_from_slice(&packet);
-                if out.send(frame).await.is_err() {
-                    return;
-                }
-            }
-            Sink::Udp(socket, to) => {
-                if socket.send_to(&packet, to).await.is_err() {
-                    return;
-                }
-            }
+        if !sink.send(&out, &packet).await {
+            return;
         }
     }
 }
