@@ -7,12 +7,15 @@
 
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use alertclip::demo::teststream::{TestServer, TestStream};
 use alertclip::setup::check::{Outcome, Report};
 use common::broker::Broker;
-use common::{alertclip_command, skip_without_onnx_runtime};
+use common::{alertclip_command, patience, skip_without_onnx_runtime};
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
@@ -24,24 +27,49 @@ fn check(dir: &Path, text: &str) -> (Option<i32>, Report, String) {
     check_file(&path)
 }
 
+/// Runs `alertclip check --json` on `path`. A check that does not exit within its limit
+/// (minutes, where each probe has seconds) is killed, and the test fails saying so with what
+/// it printed, rather than hanging.
 fn check_file(path: &Path) -> (Option<i32>, Report, String) {
-    let out = alertclip_command()
+    let mut child = alertclip_command()
         .args(["check", "--json", "--config"])
         .arg(path)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let report: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+    let pid = child.id();
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let (exited_tx, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited_tx.send(child.wait());
     });
-    (
-        out.status.code(),
-        report,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let limit = patience(Duration::from_secs(120));
+    let status = match exited.recv_timeout(limit) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!(
+                "alertclip check ran for over {limit:?} and was killed; it printed: {} {}",
+                stdout.join().unwrap(),
+                stderr.join().unwrap()
+            );
+        }
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let report: Report =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    (status.code(), report, stderr)
 }
 
 fn base(dir: &Path) -> String {
