@@ -1,6 +1,8 @@
 //! The desk benchmark: how soon an officer sees an alert, and what the desk can take.
 //!
-//! `cargo bench --bench desk -- [--alerts N] [--burst N] [--stored N]`, by hand (not in CI).
+//! `cargo bench --bench desk -- [--alerts N] [--burst N] [--stored N] [--postgres]`, by hand
+//! (not in CI); `--postgres` puts the desk's database on a scratch PostgreSQL server that
+//! commits to disk, rather than SQLite.
 //! Against a local mosquitto, `alertclip-desk` in-process, and a headless Chromium logged in
 //! to its console, with alerts signed and chained as a box signs them:
 //!
@@ -45,7 +47,7 @@ mod bench {
 
     use crate::browser::Browser;
     use crate::common::broker::Broker;
-    use crate::desk_rig::{DeskRig, Feed, PASSWORD, site, wait_subscribed};
+    use crate::desk_rig::{Database, DeskRig, Feed, PASSWORD, site, wait_subscribed};
     use alertclip::evidence::Evidence;
     use alertclip_desk::accounts::Role;
     use alertclip_mqtt::{BrokerUrl, LinkEvent, Session, Settings, Tag};
@@ -225,28 +227,34 @@ mod bench {
     pub fn main() {
         let mut args = std::env::args().skip(1);
         let (mut alerts, mut burst, mut stored) = (100usize, 1000usize, 10_000usize);
+        let mut database = Database::Sqlite;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--alerts" => alerts = args.next().and_then(|v| v.parse().ok()).unwrap(),
                 "--burst" => burst = args.next().and_then(|v| v.parse().ok()).unwrap(),
                 "--stored" => stored = args.next().and_then(|v| v.parse().ok()).unwrap(),
+                "--postgres" => database = Database::PostgresDurable,
                 "--bench" => {}
-                other => panic!("unknown argument {other}: --alerts N, --burst N, --stored N"),
+                other => panic!(
+                    "unknown argument {other}: --alerts N, --burst N, --stored N, --postgres"
+                ),
             }
         }
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(run(alerts, burst, stored));
+            .block_on(run(database, alerts, burst, stored));
     }
 
-    async fn run(alerts: usize, burst: usize, stored: usize) {
+    async fn run(database: Database, alerts: usize, burst: usize, stored: usize) {
+        println!("the desk's database: {database:?}");
         let broker = Broker::start("");
         let box_dir = tempfile::tempdir().unwrap();
         let evidence = Evidence::open(box_dir.path(), true).unwrap();
         let key = evidence.key().public_pem();
-        let desk = DeskRig::start(
+        let desk = DeskRig::start_on(
+            database,
             &broker.url(),
             &[("bench", Role::Officer)],
             &[site("bench", "Bench store", &key)],
@@ -415,7 +423,7 @@ mod bench {
         let count: i64 = desk
             .desk
             .db
-            .call(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
+            .call(|c| c.query_row("SELECT COUNT(*) FROM events", &[], |r| r.get(0)))
             .await
             .unwrap();
         let rss_stored = rss_mib();

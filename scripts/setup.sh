@@ -17,8 +17,9 @@ fonts-dejavu-core ffmpeg mosquitto mosquitto-clients
 mode=${1:-}
 if [ "$mode" = "--test" ]; then
     # systemd-analyze checks the unit file (it is not started: no init system is needed).
-    # The desk's console is tested in a real browser, driven over WebDriver.
-    PACKAGES="$PACKAGES systemd chromium chromium-driver"
+    # The desk's console is tested in a real browser, driven over WebDriver, and its
+    # database on PostgreSQL too (a scratch server each test starts and stops).
+    PACKAGES="$PACKAGES systemd chromium chromium-driver postgresql"
 fi
 if [ "$mode" = "--bench" ]; then
     PACKAGES="$PACKAGES motion"

@@ -16,10 +16,11 @@ mod desk_rig;
 use alertclip::demo::teststream::TestStream;
 use alertclip::trigger::{Trigger, TriggerKind};
 use alertclip_desk::accounts::Role;
+use alertclip_desk::params;
 use browser::Browser;
 use common::broker::Broker;
 use common::*;
-use desk_rig::{DeskRig, Feed, PASSWORD, csrf_of, site, wait_subscribed};
+use desk_rig::{Database, DeskRig, Feed, PASSWORD, csrf_of, site, wait_subscribed};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -67,10 +68,30 @@ fn mqtt(broker: &Broker) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip_that_plays_by_range()
  {
+    an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip_that_plays_by_range_on(
+        Database::Sqlite,
+    )
+    .await;
+}
+
+/// The same on a PostgreSQL database.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgresql_an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip_that_plays_by_range()
+ {
+    an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip_that_plays_by_range_on(
+        Database::Postgres,
+    )
+    .await;
+}
+
+async fn an_alert_reaches_the_console_live_with_its_snapshot_and_a_verified_clip_that_plays_by_range_on(
+    database: Database,
+) {
     let broker = Broker::start("");
     let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &mqtt(&broker)).await;
     let key = std::fs::read_to_string(rig.dir.path().join("evidence/device.pub")).unwrap();
-    let desk = DeskRig::start(
+    let desk = DeskRig::start_on(
+        database,
         &broker.url(),
         &[("ana", Role::Supervisor)],
         &[site("test-site", "Deli & Grocery <b>", &key)],
@@ -374,8 +395,11 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
         .desk
         .db
         .call(|c| {
-            let mut rows = c.prepare("SELECT action FROM audit WHERE user = 'olu' ORDER BY id")?;
-            rows.query_map([], |r| r.get(0))?.collect()
+            c.query_map(
+                "SELECT action FROM audit WHERE \"user\" = 'olu' ORDER BY id",
+                params![],
+                |r| r.get(0),
+            )
         })
         .await
         .unwrap();
@@ -451,7 +475,7 @@ async fn logins_fail_lock_and_roles_and_sessions_are_held_to() {
         .call(|c| {
             c.execute(
                 "UPDATE users SET locked_until = NULL WHERE name = 'olu'",
-                [],
+                params![],
             )
         })
         .await
@@ -485,8 +509,28 @@ fn shown_password(page: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_manages_accounts_in_the_console_and_every_change_holds_and_is_audited() {
+    an_admin_manages_accounts_in_the_console_and_every_change_holds_and_is_audited_on(
+        Database::Sqlite,
+    )
+    .await;
+}
+
+/// The same on a PostgreSQL database.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgresql_an_admin_manages_accounts_in_the_console_and_every_change_holds_and_is_audited()
+ {
+    an_admin_manages_accounts_in_the_console_and_every_change_holds_and_is_audited_on(
+        Database::Postgres,
+    )
+    .await;
+}
+
+async fn an_admin_manages_accounts_in_the_console_and_every_change_holds_and_is_audited_on(
+    database: Database,
+) {
     let broker = Broker::start("");
-    let desk = DeskRig::start(
+    let desk = DeskRig::start_on(
+        database,
         &broker.url(),
         &[
             ("ada", Role::Admin),
@@ -644,12 +688,12 @@ async fn an_admin_manages_accounts_in_the_console_and_every_change_holds_and_is_
         .desk
         .db
         .call(|c| {
-            let mut rows = c.prepare(
-                "SELECT action, target FROM audit WHERE user = 'ada' AND action LIKE 'user_%'
+            c.query_map(
+                "SELECT action, target FROM audit WHERE \"user\" = 'ada' AND action LIKE 'user_%'
                  ORDER BY id",
-            )?;
-            rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
         .await
         .unwrap();
@@ -894,8 +938,13 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 
 /// A desk with the store `test-site` ("Corner Shop") enrolled with `key`, and an officer's
 /// session watching its live feed, once the desk receives.
-async fn corner_shop(broker: &Broker, key: &str) -> (DeskRig, reqwest::Client, Feed) {
-    let desk = DeskRig::start(
+async fn corner_shop(
+    database: Database,
+    broker: &Broker,
+    key: &str,
+) -> (DeskRig, reqwest::Client, Feed) {
+    let desk = DeskRig::start_on(
+        database,
         &broker.url(),
         &[("ana", Role::Officer)],
         &[site("test-site", "Corner Shop", key)],
@@ -927,13 +976,26 @@ fn button_alert(event: uuid::Uuid, name: &str, note: Option<&str>) -> serde_json
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_nothing_shows_as_verified()
  {
+    a_hostile_publisher_writes_nothing_outside_the_media_directory_and_nothing_shows_as_verified_on(Database::Sqlite).await;
+}
+
+/// The same on a PostgreSQL database.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgresql_a_hostile_publisher_writes_nothing_outside_the_media_directory_and_nothing_shows_as_verified()
+ {
+    a_hostile_publisher_writes_nothing_outside_the_media_directory_and_nothing_shows_as_verified_on(Database::Postgres).await;
+}
+
+async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_nothing_shows_as_verified_on(
+    database: Database,
+) {
     let broker = Broker::start("");
     let (genuine, forger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let key = alertclip::evidence::DeviceKey::load_or_create(genuine.path())
         .unwrap()
         .public_pem();
     let forger = alertclip::evidence::DeviceKey::load_or_create(forger.path()).unwrap();
-    let (desk, officer, mut feed) = corner_shop(&broker, &key).await;
+    let (desk, officer, mut feed) = corner_shop(database, &broker, &key).await;
 
     // An alert for the enrolled store, well formed, but signed by another key.
     let event = uuid::Uuid::now_v7();
@@ -1028,13 +1090,13 @@ async fn a_hostile_publisher_writes_nothing_outside_the_media_directory_and_noth
         .call(|c| {
             let ghosts = c.query_row(
                 "SELECT COUNT(*) FROM arriving WHERE camera LIKE 'ghost-%'",
-                [],
+                params![],
                 |r| r.get(0),
             )?;
             let stranger = c
                 .query_row(
                     "SELECT body FROM site_status WHERE site = 'stranger'",
-                    [],
+                    params![],
                     |r| r.get(0),
                 )
                 .ok();
@@ -1097,7 +1159,7 @@ async fn the_demo_ends_on_the_desk_with_its_alert_and_verified_clip() {
 
     // What the desk recorded, read from its database after it stopped: the event, its
     // snapshot, and the clip signed by the enrolled demo box.
-    let db = alertclip_desk::db::Db::open(&out.path().join("desk/desk.sqlite")).unwrap();
+    let db = alertclip_desk::db::Db::open(out.path().join("desk/desk.sqlite")).unwrap();
     let recorded = db
         .call(move |c| alertclip_desk::events::get(c, event))
         .await
@@ -1118,7 +1180,7 @@ async fn what_was_kept_but_not_recorded_before_the_desk_was_killed_is_recorded_w
     let broker = Broker::start("");
     let dir = tempfile::tempdir().unwrap();
     let device = alertclip::evidence::DeviceKey::load_or_create(dir.path()).unwrap();
-    let (desk, _, mut feed) = corner_shop(&broker, &device.public_pem()).await;
+    let (desk, _, mut feed) = corner_shop(Database::Sqlite, &broker, &device.public_pem()).await;
 
     // An alert and a snapshot, as the box sends them.
     let event = uuid::Uuid::now_v7();
@@ -1150,8 +1212,8 @@ async fn what_was_kept_but_not_recorded_before_the_desk_was_killed_is_recorded_w
     let desk = desk
         .restart(|db| {
             db.call_blocking(move |c| {
-                c.execute("DELETE FROM media WHERE event = ?1", [&id])?;
-                c.execute("DELETE FROM events WHERE id = ?1", [&id])?;
+                c.execute("DELETE FROM media WHERE event = ?1", params![&id])?;
+                c.execute("DELETE FROM events WHERE id = ?1", params![&id])?;
                 Ok(())
             })
             .unwrap()
@@ -1178,7 +1240,7 @@ async fn a_break_in_a_box_chain_marks_the_alert_it_was_found_at() {
     let broker = Broker::start("");
     let dir = tempfile::tempdir().unwrap();
     let device = alertclip::evidence::DeviceKey::load_or_create(dir.path()).unwrap();
-    let (desk, _, mut feed) = corner_shop(&broker, &device.public_pem()).await;
+    let (desk, _, mut feed) = corner_shop(Database::Sqlite, &broker, &device.public_pem()).await;
     // Alert 1, then alert 3: the second comes after a gap.
     let (first, second) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     for (event, sequence) in [(first, 1), (second, 3)] {
@@ -1330,7 +1392,7 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
             .call(move |c| {
                 c.query_row(
                     "SELECT answer_event FROM commands WHERE event = ?1 AND kind = 'request'",
-                    [key],
+                    params![key],
                     |r| r.get(0),
                 )
             })

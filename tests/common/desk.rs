@@ -3,12 +3,14 @@
 //! database prepared with accounts and enrolled stores, and an HTTPS client that trusts the
 //! certificate and keeps cookies, as a browser would.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alertclip_desk::accounts::{self, Role};
 use alertclip_desk::db::Db;
+use alertclip_desk::db::scratch::Scratch;
 use alertclip_desk::sites::{self, Site};
-use alertclip_desk::{Config, Desk};
+use alertclip_desk::{Config, Desk, params};
 use reqwest::StatusCode;
 
 pub const PASSWORD: &str = "a long test password";
@@ -18,6 +20,20 @@ pub struct DeskRig {
     _dir: tempfile::TempDir,
     pub url: String,
     cert: Vec<u8>,
+    /// The PostgreSQL server the desk's database is on, if it is not SQLite.
+    pub postgres: Option<Arc<Scratch>>,
+}
+
+/// Which database a desk keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded default.
+    Sqlite,
+    /// A scratch PostgreSQL server of the test's own.
+    Postgres,
+    /// The same, committing to disk as production does: for benchmarks.
+    #[allow(dead_code)] // the desk benchmark's alone
+    PostgresDurable,
 }
 
 /// A store to enrol before the desk starts.
@@ -36,7 +52,26 @@ pub fn site(id: &str, name: &str, key_pem: &str) -> Site {
 impl DeskRig {
     /// A desk reading `broker_url`, with accounts `users` (name, role) and stores `sites`.
     pub async fn start(broker_url: &str, users: &[(&str, Role)], sites: &[Site]) -> DeskRig {
+        DeskRig::start_on(Database::Sqlite, broker_url, users, sites).await
+    }
+
+    /// The same, on `database`.
+    pub async fn start_on(
+        database: Database,
+        broker_url: &str,
+        users: &[(&str, Role)],
+        sites: &[Site],
+    ) -> DeskRig {
         let dir = tempfile::tempdir().unwrap();
+        let postgres = match database {
+            Database::Sqlite => None,
+            Database::Postgres => Some(Arc::new(Scratch::start().unwrap())),
+            Database::PostgresDurable => Some(Arc::new(Scratch::start_durable().unwrap())),
+        };
+        let database = match &postgres {
+            Some(server) => format!("database = \"{}\"\n", server.database().unwrap()),
+            None => String::new(),
+        };
         let (cert, key) = (dir.path().join("desk.crt"), dir.path().join("desk.key"));
         alertclip_desk::tls::write_self_signed(
             &["127.0.0.1".into(), "localhost".into()],
@@ -49,14 +84,14 @@ impl DeskRig {
             &config_path,
             format!(
                 "[mqtt]\nbroker = \"{broker_url}\"\nclient_id = \"desk-{}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\
-                 certificate = \"desk.crt\"\nkey = \"desk.key\"\n\n[storage]\ndirectory = \"state\"\n",
+                 certificate = \"desk.crt\"\nkey = \"desk.key\"\n\n[storage]\ndirectory = \"state\"\n{database}",
                 uuid::Uuid::now_v7()
             ),
         )
         .unwrap();
         let config = Config::load(&config_path).unwrap();
         std::fs::create_dir_all(&config.storage.directory).unwrap();
-        let db = Db::open(&config.database()).unwrap();
+        let db = Db::open(config.database()).unwrap();
         let hash = accounts::hash_password(PASSWORD).unwrap();
         let (users, sites, keys): (Vec<_>, Vec<_>, _) = (
             users.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
@@ -82,6 +117,7 @@ impl DeskRig {
             url,
             cert: std::fs::read(&cert).unwrap(),
             _dir: dir,
+            postgres,
         }
     }
 
@@ -150,11 +186,15 @@ impl DeskRig {
     /// files (its broker session, with the same client id, resumed).
     pub async fn restart(self, while_stopped: impl FnOnce(&Db)) -> DeskRig {
         let DeskRig {
-            desk, cert, _dir, ..
+            desk,
+            cert,
+            _dir,
+            postgres,
+            ..
         } = self;
         desk.stop().await;
         let config = Config::load(&_dir.path().join("desk.toml")).unwrap();
-        while_stopped(&Db::open(&config.database()).unwrap());
+        while_stopped(&Db::open(config.database()).unwrap());
         let desk = Desk::start(config).await.unwrap();
         let url = format!("https://{}", desk.addr);
         DeskRig {
@@ -162,6 +202,7 @@ impl DeskRig {
             url,
             cert,
             _dir,
+            postgres,
         }
     }
 
@@ -189,7 +230,7 @@ impl DeskRig {
             .call(move |c| {
                 c.query_row(
                     "SELECT signature, manifest FROM media WHERE event = ?1 AND kind = 'clip'",
-                    [event],
+                    params![event],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
             })

@@ -1,9 +1,10 @@
 //! Who may use the desk: accounts with a role, argon2-hashed passwords, lockout after
 //! repeated failures, and sessions whose tokens the database only keeps hashed.
 
+use crate::db::{Conn, OptionalExtension};
+use crate::params;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 /// Failed logins in a row that lock an account.
@@ -104,12 +105,11 @@ pub fn check_password(password: &str) -> Result<(), String> {
 }
 
 /// Adds an account whose password is already hashed.
-pub fn add_user(conn: &Connection, name: &str, role: Role, hash: &str) -> rusqlite::Result<i64> {
-    conn.execute(
+pub fn add_user(conn: &Conn, name: &str, role: Role, hash: &str) -> crate::db::Result<i64> {
+    conn.insert(
         "INSERT INTO users (name, role, password, created) VALUES (?1, ?2, ?3, ?4)",
         params![name, role.as_str(), hash, crate::db::now()],
-    )?;
-    Ok(conn.last_insert_rowid())
+    )
 }
 
 /// What the database holds for a login attempt on `name`.
@@ -124,11 +124,11 @@ pub struct Candidate {
 }
 
 /// The account `name`, for checking a password against.
-pub fn candidate(conn: &Connection, name: &str) -> rusqlite::Result<Option<Candidate>> {
+pub fn candidate(conn: &Conn, name: &str) -> crate::db::Result<Option<Candidate>> {
     conn.query_row(
         "SELECT id, name, role, password, locked_until FROM users
          WHERE name = ?1 AND disabled = 0",
-        [name],
+        params![name],
         |row| {
             let role: String = row.get(2)?;
             Ok(Candidate {
@@ -147,10 +147,10 @@ pub fn candidate(conn: &Connection, name: &str) -> rusqlite::Result<Option<Candi
 
 /// Records a failed password; returns when the account is locked from, if this failure
 /// locked it.
-pub fn record_failure(conn: &Connection, user: i64, now: i64) -> rusqlite::Result<Option<i64>> {
+pub fn record_failure(conn: &Conn, user: i64, now: i64) -> crate::db::Result<Option<i64>> {
     let failures: i64 = conn.query_row(
         "UPDATE users SET failures = failures + 1 WHERE id = ?1 RETURNING failures",
-        [user],
+        params![user],
         |row| row.get(0),
     )?;
     if failures >= MAX_FAILURES {
@@ -165,21 +165,21 @@ pub fn record_failure(conn: &Connection, user: i64, now: i64) -> rusqlite::Resul
 }
 
 /// Records a good password: the count of failures starts again.
-pub fn record_success(conn: &Connection, user: i64) -> rusqlite::Result<()> {
+pub fn record_success(conn: &Conn, user: i64) -> crate::db::Result<()> {
     conn.execute(
         "UPDATE users SET failures = 0, locked_until = NULL WHERE id = ?1",
-        [user],
+        params![user],
     )?;
     Ok(())
 }
 
 /// A new session for `user`: its token (for the cookie) and its CSRF token.
 pub fn open_session(
-    conn: &Connection,
+    conn: &Conn,
     user: i64,
     client: &str,
     now: i64,
-) -> rusqlite::Result<(String, String)> {
+) -> crate::db::Result<(String, String)> {
     let (session, csrf) = (token(), token());
     conn.execute(
         "INSERT INTO sessions (token_sha256, user_id, csrf, created, last_seen, client)
@@ -192,18 +192,18 @@ pub fn open_session(
 /// The user and CSRF token of a live session, which this use keeps alive; a session idle
 /// longer than `idle_s` is ended instead.
 pub fn session(
-    conn: &Connection,
+    conn: &Conn,
     token: &str,
     now: i64,
     idle_s: i64,
-) -> rusqlite::Result<Option<(User, String)>> {
+) -> crate::db::Result<Option<(User, String)>> {
     let key = sha256_hex(token);
     let found = conn
         .query_row(
             "SELECT users.id, users.name, users.role, sessions.csrf, sessions.last_seen
              FROM sessions JOIN users ON users.id = sessions.user_id
              WHERE sessions.token_sha256 = ?1 AND users.disabled = 0",
-            [&key],
+            params![&key],
             |row| {
                 let role: String = row.get(2)?;
                 Ok((
@@ -212,15 +212,18 @@ pub fn session(
                         name: row.get(1)?,
                         role: Role::parse(&role).unwrap_or(Role::Officer),
                     },
-                    row.get::<_, String>(3)?,
-                    row.get::<_, i64>(4)?,
+                    row.get::<String>(3)?,
+                    row.get::<i64>(4)?,
                 ))
             },
         )
         .optional()?;
     match found {
         Some((_, _, last_seen)) if now - last_seen > idle_s => {
-            conn.execute("DELETE FROM sessions WHERE token_sha256 = ?1", [&key])?;
+            conn.execute(
+                "DELETE FROM sessions WHERE token_sha256 = ?1",
+                params![&key],
+            )?;
             Ok(None)
         }
         Some((user, csrf, last_seen)) => {
@@ -255,14 +258,13 @@ pub struct Account {
 }
 
 /// Every account, by name.
-pub fn all(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Account>> {
-    let mut statement = conn.prepare(
+pub fn all(conn: &Conn, now: i64) -> crate::db::Result<Vec<Account>> {
+    conn.query_map(
         "SELECT name, role, created, locked_until, disabled,
                 (SELECT COUNT(*) FROM sessions WHERE sessions.user_id = users.id)
          FROM users ORDER BY name",
-    )?;
-    statement
-        .query_map([], |row| {
+        params![],
+        |row| {
             let role: String = row.get(1)?;
             let locked_until: Option<i64> = row.get(3)?;
             Ok(Account {
@@ -273,8 +275,8 @@ pub fn all(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Account>> {
                 disabled: row.get(4)?,
                 sessions: row.get(5)?,
             })
-        })?
-        .collect()
+        },
+    )
 }
 
 /// A change an admin makes to an account.
@@ -291,7 +293,7 @@ pub enum Change {
 }
 
 /// Makes `change` to the account `name`; false when there is no such account.
-pub fn change(conn: &Connection, name: &str, change: &Change) -> rusqlite::Result<bool> {
+pub fn change(conn: &Conn, name: &str, change: &Change) -> crate::db::Result<bool> {
     let changed = match change {
         Change::Role(role) => conn.execute(
             "UPDATE users SET role = ?2 WHERE name = ?1",
@@ -303,7 +305,7 @@ pub fn change(conn: &Connection, name: &str, change: &Change) -> rusqlite::Resul
         )?,
         Change::Unlock => conn.execute(
             "UPDATE users SET failures = 0, locked_until = NULL WHERE name = ?1",
-            [name],
+            params![name],
         )?,
         Change::Disabled(disabled) => conn.execute(
             "UPDATE users SET disabled = ?2 WHERE name = ?1",
@@ -313,7 +315,7 @@ pub fn change(conn: &Connection, name: &str, change: &Change) -> rusqlite::Resul
     if matches!(change, Change::Password(_) | Change::Disabled(true)) {
         conn.execute(
             "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?1)",
-            [name],
+            params![name],
         )?;
     }
     Ok(changed > 0)
@@ -335,10 +337,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Ends a session.
-pub fn close_session(conn: &Connection, token: &str) -> rusqlite::Result<()> {
+pub fn close_session(conn: &Conn, token: &str) -> crate::db::Result<()> {
     conn.execute(
         "DELETE FROM sessions WHERE token_sha256 = ?1",
-        [sha256_hex(token)],
+        params![sha256_hex(token)],
     )?;
     Ok(())
 }
@@ -355,7 +357,6 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
 
     #[test]
     fn a_password_matches_its_hash_and_nothing_else() {
@@ -368,42 +369,44 @@ mod tests {
 
     #[test]
     fn five_failures_lock_and_a_success_resets() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("d.sqlite")).unwrap();
-        db.call_blocking(|c| {
-            let id = add_user(c, "ana", Role::Officer, "x")?;
-            for _ in 0..MAX_FAILURES - 1 {
-                assert_eq!(record_failure(c, id, 100)?, None);
-            }
-            record_success(c, id)?;
-            for _ in 0..MAX_FAILURES - 1 {
-                assert_eq!(record_failure(c, id, 100)?, None);
-            }
-            assert_eq!(record_failure(c, id, 100)?, Some(100 + LOCKOUT_S));
-            let locked = candidate(c, "ana")?.unwrap();
-            assert_eq!(locked.locked_until, Some(100 + LOCKOUT_S));
-            Ok(())
-        })
-        .unwrap();
+        let both = crate::db::testing::both();
+        for db in &both.dbs {
+            db.call_blocking(|c| {
+                let id = add_user(c, "ana", Role::Officer, "x")?;
+                for _ in 0..MAX_FAILURES - 1 {
+                    assert_eq!(record_failure(c, id, 100)?, None);
+                }
+                record_success(c, id)?;
+                for _ in 0..MAX_FAILURES - 1 {
+                    assert_eq!(record_failure(c, id, 100)?, None);
+                }
+                assert_eq!(record_failure(c, id, 100)?, Some(100 + LOCKOUT_S));
+                let locked = candidate(c, "ana")?.unwrap();
+                assert_eq!(locked.locked_until, Some(100 + LOCKOUT_S));
+                Ok(())
+            })
+            .unwrap();
+        }
     }
 
     #[test]
     fn an_idle_session_ends_and_a_token_is_kept_only_hashed() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("d.sqlite")).unwrap();
-        db.call_blocking(|c| {
-            let id = add_user(c, "ana", Role::Admin, "x")?;
-            let (token, csrf) = open_session(c, id, "127.0.0.1", 1000)?;
-            let stored: String =
-                c.query_row("SELECT token_sha256 FROM sessions", [], |r| r.get(0))?;
-            assert_ne!(stored, token);
-            let (user, found_csrf) = session(c, &token, 1000 + 1799, 1800)?.unwrap();
-            assert_eq!((user.name.as_str(), user.role), ("ana", Role::Admin));
-            assert_eq!(found_csrf, csrf);
-            assert!(session(c, &token, 1000 + 1799 + 1801, 1800)?.is_none());
-            assert!(session(c, &token, 1000, 1800)?.is_none(), "ended for good");
-            Ok(())
-        })
-        .unwrap();
+        let both = crate::db::testing::both();
+        for db in &both.dbs {
+            db.call_blocking(|c| {
+                let id = add_user(c, "ana", Role::Admin, "x")?;
+                let (token, csrf) = open_session(c, id, "127.0.0.1", 1000)?;
+                let stored: String =
+                    c.query_row("SELECT token_sha256 FROM sessions", params![], |r| r.get(0))?;
+                assert_ne!(stored, token);
+                let (user, found_csrf) = session(c, &token, 1000 + 1799, 1800)?.unwrap();
+                assert_eq!((user.name.as_str(), user.role), ("ana", Role::Admin));
+                assert_eq!(found_csrf, csrf);
+                assert!(session(c, &token, 1000 + 1799 + 1801, 1800)?.is_none());
+                assert!(session(c, &token, 1000, 1800)?.is_none(), "ended for good");
+                Ok(())
+            })
+            .unwrap();
+        }
     }
 }

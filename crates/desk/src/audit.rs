@@ -2,7 +2,8 @@
 //! from where. Rows are only ever appended, and each carries the hash of the one before, so
 //! a row edited or deleted in the database file breaks the chain where it was.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::{Conn, OptionalExtension};
+use crate::params;
 use sha2::{Digest, Sha256};
 
 /// The `previous` of the first row.
@@ -38,12 +39,12 @@ fn row_hash(id: i64, at: &str, entry: &Entry<'_>, previous: &str) -> String {
 
 /// Appends what `user` did from `client`: the common case of [`record`].
 pub fn by(
-    conn: &Connection,
+    conn: &Conn,
     user: &str,
     action: &str,
     target: Option<&str>,
     client: &str,
-) -> rusqlite::Result<()> {
+) -> crate::db::Result<()> {
     record(
         conn,
         &Entry {
@@ -56,11 +57,11 @@ pub fn by(
 }
 
 /// Appends `entry`, now. Runs in the caller's transaction if there is one.
-pub fn record(conn: &Connection, entry: &Entry<'_>) -> rusqlite::Result<()> {
+pub fn record(conn: &Conn, entry: &Entry<'_>) -> crate::db::Result<()> {
     let last: Option<(i64, String)> = conn
         .query_row(
             "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
-            [],
+            params![],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?;
@@ -71,7 +72,7 @@ pub fn record(conn: &Connection, entry: &Entry<'_>) -> rusqlite::Result<()> {
     let at = jiff::Timestamp::now().to_string();
     let hash = row_hash(id, &at, entry, &previous);
     conn.execute(
-        "INSERT INTO audit (id, at, user, action, target, client, previous, hash)
+        "INSERT INTO audit (id, at, \"user\", action, target, client, previous, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             id,
@@ -98,13 +99,13 @@ pub struct Broken {
 }
 
 /// Checks every row; returns how many there are, or the first that breaks the chain.
-pub fn verify(conn: &Connection) -> rusqlite::Result<Result<i64, Broken>> {
-    let mut statement = conn.prepare(
-        "SELECT id, at, user, action, target, client, previous, hash FROM audit ORDER BY id",
+pub fn verify(conn: &Conn) -> crate::db::Result<Result<i64, Broken>> {
+    let rows = conn.query(
+        "SELECT id, at, \"user\", action, target, client, previous, hash FROM audit ORDER BY id",
+        params![],
     )?;
-    let mut rows = statement.query([])?;
     let (mut expected_id, mut previous) = (1i64, GENESIS.to_owned());
-    while let Some(row) = rows.next()? {
+    for row in &rows {
         let id: i64 = row.get(0)?;
         let at: String = row.get(1)?;
         let user: Option<String> = row.get(2)?;
@@ -161,23 +162,26 @@ mod tests {
 
     #[test]
     fn an_intact_log_verifies_and_an_edit_or_a_deletion_is_found_where_it_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("d.sqlite")).unwrap();
-        logged(&db, 5);
-        let check = |db: &Db| db.call_blocking(|c| verify(c)).unwrap();
-        assert_eq!(check(&db), Ok(5));
+        let both = crate::db::testing::both();
+        for db in &both.dbs {
+            logged(db, 5);
+            let check = |db: &Db| db.call_blocking(|c| verify(c)).unwrap();
+            assert_eq!(check(db), Ok(5));
 
-        db.call_blocking(|c| c.execute("UPDATE audit SET user = 'bob' WHERE id = 3", []))
+            db.call_blocking(|c| {
+                c.execute("UPDATE audit SET \"user\" = 'bob' WHERE id = 3", params![])
+            })
             .unwrap();
-        let broken = check(&db).unwrap_err();
-        assert_eq!(broken.id, 3);
-        assert!(broken.reason.contains("changed"), "{broken}");
+            let broken = check(db).unwrap_err();
+            assert_eq!(broken.id, 3);
+            assert!(broken.reason.contains("changed"), "{broken}");
 
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("d.sqlite")).unwrap();
-        logged(&db, 5);
-        db.call_blocking(|c| c.execute("DELETE FROM audit WHERE id = 2", []))
-            .unwrap();
-        assert_eq!(check(&db).unwrap_err().id, 3);
+            db.call_blocking(|c| c.execute("DELETE FROM audit", params![]))
+                .unwrap();
+            logged(db, 5);
+            db.call_blocking(|c| c.execute("DELETE FROM audit WHERE id = 2", params![]))
+                .unwrap();
+            assert_eq!(check(db).unwrap_err().id, 3, "{}", db.kind());
+        }
     }
 }

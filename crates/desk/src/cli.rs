@@ -222,7 +222,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             accounts::check_name(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let (password, generated) = password(password_file.as_deref())?;
             let hash = accounts::hash_password(&password).map_err(anyhow::Error::msg)?;
-            let db = Db::open(&config.database())?;
+            let db = Db::open(config.database())?;
             let login = name.clone();
             db.call_blocking(move |c| accounts::add_user(c, &login, role, &hash))
                 .with_context(|| format!("--name {name}: the name may be taken"))?;
@@ -257,25 +257,25 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 phone,
                 public_key,
             };
-            let db = Db::open(&config.database())?;
+            let db = Db::open(config.database())?;
             let keys = config.keys();
             let enrolled = site.clone();
             db.call_blocking(move |c| {
-                let tx = c.transaction()?;
-                let result = sites::enrol(&tx, &keys, &enrolled);
-                if result.is_ok() {
-                    audit::record(
-                        &tx,
-                        &audit::Entry {
-                            user: None,
-                            action: "enrol",
-                            target: Some(&enrolled.id),
-                            client: Some("command line"),
-                        },
-                    )?;
-                }
-                tx.commit()?;
-                Ok(result)
+                c.transaction(|tx| {
+                    let result = sites::enrol(tx, &keys, &enrolled);
+                    if result.is_ok() {
+                        audit::record(
+                            tx,
+                            &audit::Entry {
+                                user: None,
+                                action: "enrol",
+                                target: Some(&enrolled.id),
+                                client: Some("command line"),
+                            },
+                        )?;
+                    }
+                    Ok(result)
+                })
             })??;
             println!(
                 "enrolled {} ({}), key fingerprint {}; a running desk trusts it once restarted",
@@ -290,7 +290,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(config) => config,
                 Err(code) => return Ok(code),
             };
-            let db = Db::open(&config.database())?;
+            let db = Db::open(config.database())?;
             match db.call_blocking(|c| audit::verify(c))? {
                 Ok(rows) => {
                     println!("audit log intact: {rows} rows");
@@ -335,7 +335,10 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         "# alertclip desk (docs/desk.md). Relative paths are read from this file's directory.\n\n\
          [mqtt]\nbroker = {broker}\n\n\
          [http]\nlisten = \"{listen}\"\ncertificate = {cert}\nkey = {key}\nidle_timeout = \"30m\"\n\n\
-         [storage]\ndirectory = {dir}\n# retention = \"90d\"\n",
+         [storage]\ndirectory = {dir}\n# retention = \"90d\"\n\
+         # PostgreSQL rather than directory/desk.sqlite, for several desks (docs/desk.md):\n\
+         # database = \"postgres://desk@db.example/alertclip\"\n\
+         # database_password_file = \"/etc/alertclip-desk/db.password\"\n",
         broker = toml_string(&args.broker),
         cert = toml_string(&cert.display().to_string()),
         key = toml_string(&key.display().to_string()),
@@ -351,7 +354,7 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     };
     let (password, generated) = password(args.password_file.as_deref())?;
     let hash = accounts::hash_password(&password).map_err(anyhow::Error::msg)?;
-    let db = Db::open(&config.database())?;
+    let db = Db::open(config.database())?;
     let admin = args.admin.clone();
     db.call_blocking(move |c| accounts::add_user(c, &admin, Role::Admin, &hash))?;
     let host = hosts

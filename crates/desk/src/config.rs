@@ -11,6 +11,8 @@ use alertclip_officer::receive::ReceiveOptions;
 use alertclip_wire::topics::DEFAULT_PREFIX;
 use serde::Deserialize;
 
+use crate::db::Location;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +79,13 @@ pub struct StorageConfig {
     /// Default: kept until deleted by hand.
     #[serde(default, with = "humantime_serde::option")]
     pub retention: Option<Duration>,
+    /// The database: a `postgres://user@host:port/name` URL, for one PostgreSQL database that
+    /// several desks share, or the path of an SQLite file. Default: `desk.sqlite` in
+    /// `directory`.
+    pub database: Option<String>,
+    /// File holding the PostgreSQL user's password, so that it stays out of this file.
+    /// Default: the URL's own, if it has one.
+    pub database_password_file: Option<PathBuf>,
 }
 
 fn default_protocol() -> String {
@@ -115,6 +124,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve(base);
         config.receive_options().map_err(error)?;
+        config.check_database().map_err(error)?;
         if config.http.idle_timeout < Duration::from_secs(60) {
             return Err(error(
                 "http.idle_timeout: expected at least \"1m\"".to_owned(),
@@ -132,6 +142,15 @@ impl Config {
         join(&mut self.http.certificate);
         join(&mut self.http.key);
         join(&mut self.storage.directory);
+        if let Some(p) = &mut self.storage.database_password_file {
+            join(p);
+        }
+        if let Some(path) = &mut self.storage.database
+            && !path.contains("://")
+            && Path::new(path.as_str()).is_relative()
+        {
+            *path = base.join(&*path).display().to_string();
+        }
         for p in [
             &mut self.mqtt.ca,
             &mut self.mqtt.cert,
@@ -145,9 +164,45 @@ impl Config {
         }
     }
 
-    /// The database file.
-    pub fn database(&self) -> PathBuf {
-        self.storage.directory.join("desk.sqlite")
+    /// Where the database is: `storage.database`, or `desk.sqlite` in the storage directory.
+    pub fn database(&self) -> Location {
+        match &self.storage.database {
+            Some(url) if url.contains("://") => Location::Postgres {
+                url: url.clone(),
+                password_file: self.storage.database_password_file.clone(),
+            },
+            Some(path) => Location::Sqlite(PathBuf::from(path)),
+            None => Location::Sqlite(self.storage.directory.join("desk.sqlite")),
+        }
+    }
+
+    fn check_database(&self) -> Result<(), String> {
+        let storage = &self.storage;
+        match storage.database.as_deref() {
+            Some(url) if url.contains("://") => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(format!(
+                        "storage.database: expected a postgres:// URL or the path of an SQLite file, not {}",
+                        crate::db::Location::Postgres {
+                            url: url.to_owned(),
+                            password_file: None
+                        }
+                        .display()
+                    ));
+                }
+                url.parse::<::postgres::Config>().map_err(|e| {
+                    format!("storage.database: not a PostgreSQL URL the desk can read: {e}")
+                })?;
+            }
+            _ if storage.database_password_file.is_some() => {
+                return Err(
+                    "storage.database_password_file: only for a postgres:// storage.database"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Where received alerts, snapshots and clips are kept, as the receiver lays them out.
@@ -212,4 +267,72 @@ fn as_key(error: &str) -> String {
     };
     let end = rest.find([':', ' ']).unwrap_or(rest.len());
     format!("mqtt.{}{}", rest[..end].replace('-', "_"), &rest[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(storage: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("desk.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\n[http]\nlisten = \"127.0.0.1:8443\"\n\
+                 certificate = \"c.pem\"\nkey = \"k.pem\"\n[storage]\ndirectory = \"data\"\n{storage}"
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&path);
+        (dir, config)
+    }
+
+    #[test]
+    fn the_database_is_sqlite_by_default_or_where_storage_database_says() {
+        let (dir, config) = load("");
+        let expected = Location::Sqlite(dir.path().join("data/desk.sqlite"));
+        assert_eq!(config.unwrap().database().display(), expected.display());
+
+        let (dir, config) = load("database = \"elsewhere.sqlite\"\n");
+        let expected = Location::Sqlite(dir.path().join("elsewhere.sqlite"));
+        assert_eq!(config.unwrap().database().display(), expected.display());
+
+        let (dir, config) = load(
+            "database = \"postgres://desk:hunter2@db.example:5433/alertclip\"\n\
+             database_password_file = \"db.password\"\n",
+        );
+        match config.unwrap().database() {
+            Location::Postgres { url, password_file } => {
+                assert_eq!(url, "postgres://desk:hunter2@db.example:5433/alertclip");
+                assert_eq!(password_file, Some(dir.path().join("db.password")));
+            }
+            other => panic!("expected PostgreSQL, got {}", other.display()),
+        }
+    }
+
+    #[test]
+    fn a_database_the_desk_cannot_use_is_refused_naming_the_key_and_hiding_the_password() {
+        let (_dir, config) = load("database = \"mysql://desk:hunter2@db.example/alertclip\"\n");
+        let message = config.unwrap_err().to_string();
+        assert!(
+            message.contains("storage.database: expected a postgres:// URL"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+
+        let (_dir, config) = load("database = \"postgres://desk@db.example:notaport/x\"\n");
+        let message = config.unwrap_err().to_string();
+        assert!(
+            message.contains("storage.database: not a PostgreSQL URL"),
+            "{message}"
+        );
+
+        let (_dir, config) = load("database_password_file = \"db.password\"\n");
+        let message = config.unwrap_err().to_string();
+        assert!(
+            message.contains("storage.database_password_file: only for a postgres://"),
+            "{message}"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! Events as the console shows them: the alert, its updates, each camera's snapshot and
 //! clip, what went wrong, and what an officer may conclude from the signatures.
 
+use crate::db::{Conn, OptionalExtension};
+use crate::params;
 use alertclip_wire::payload::{Alert, EventUpdate, Manifest};
-use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 /// One camera's part of an event.
@@ -143,12 +144,12 @@ impl Event {
 }
 
 /// Event ids newest first, at most `limit`.
-pub fn recent(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<Uuid>> {
-    let mut statement =
-        conn.prepare("SELECT id FROM events ORDER BY received DESC, id DESC LIMIT ?1")?;
-    let ids = statement
-        .query_map([limit], |row| row.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+pub fn recent(conn: &Conn, limit: u32) -> crate::db::Result<Vec<Uuid>> {
+    let ids = conn.query_map(
+        "SELECT id FROM events ORDER BY received DESC, id DESC LIMIT ?1",
+        params![limit],
+        |row| row.get::<String>(0),
+    )?;
     Ok(ids
         .iter()
         .filter_map(|id| Uuid::parse_str(id).ok())
@@ -156,23 +157,23 @@ pub fn recent(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<Uuid>> {
 }
 
 /// The event `id`, with all that arrived for it.
-pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
+pub fn get(conn: &Conn, id: Uuid) -> crate::db::Result<Option<Event>> {
     let key = id.to_string();
     let Some(mut event) = conn
         .query_row(
             "SELECT site, received, alert, signature, signature_detail, chain_problem, hold
              FROM events WHERE id = ?1",
-            [&key],
+            params![&key],
             |row| {
                 let alert: String = row.get(2)?;
                 Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
+                    row.get::<String>(0)?,
+                    row.get::<i64>(1)?,
                     alert,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                    row.get::<_, Option<String>>(5)?,
-                    row.get::<_, bool>(6)?,
+                    row.get::<String>(3)?,
+                    row.get::<Option<String>>(4)?,
+                    row.get::<Option<String>>(5)?,
+                    row.get::<bool>(6)?,
                 ))
             },
         )
@@ -200,17 +201,14 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
     };
     // Everything below is the event's site's own: another site's box cannot add to it.
     let site = event.site.clone();
-    let mut statement = conn.prepare(
-        "SELECT body, signature FROM updates WHERE site = ?2 AND event = ?1 ORDER BY number",
-    )?;
-    event.updates = statement
-        .query_map([&key, &site], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?
-        .filter_map(|row| {
-            let (body, signature) = row.ok()?;
-            Some((serde_json::from_str(&body).ok()?, signature))
-        })
+    event.updates = conn
+        .query_map(
+            "SELECT body, signature FROM updates WHERE site = ?2 AND event = ?1 ORDER BY number",
+            params![&key, &site],
+            |row| Ok((row.get::<String>(0)?, row.get::<String>(1)?)),
+        )?
+        .into_iter()
+        .filter_map(|(body, signature)| Some((serde_json::from_str(&body).ok()?, signature)))
         .collect();
     event.cameras = event
         .alert
@@ -225,21 +223,21 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
             progress: None,
         })
         .collect();
-    let mut statement = conn.prepare(
+    let rows = conn.query_map(
         "SELECT camera, kind, manifest, signature, signature_detail FROM media
          WHERE site = ?2 AND event = ?1",
+        params![&key, &site],
+        |row| {
+            Ok((
+                row.get::<String>(0)?,
+                row.get::<String>(1)?,
+                row.get::<Option<String>>(2)?,
+                row.get::<Option<String>>(3)?,
+                row.get::<Option<String>>(4)?,
+            ))
+        },
     )?;
-    let rows = statement.query_map([&key, &site], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, Option<String>>(2)?,
-            row.get::<_, Option<String>>(3)?,
-            row.get::<_, Option<String>>(4)?,
-        ))
-    })?;
-    for row in rows {
-        let (camera, kind, manifest, signature, detail) = row?;
+    for (camera, kind, manifest, signature, detail) in rows {
         let slot = camera_slot(&mut event.cameras, &camera);
         if kind == "snapshot" {
             slot.snapshot = true;
@@ -253,18 +251,18 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
             });
         }
     }
-    let mut statement = conn.prepare(
+    let rows = conn.query_map(
         "SELECT camera, kind, reason FROM problems WHERE site = ?2 AND event = ?1 ORDER BY id",
+        params![&key, &site],
+        |row| {
+            Ok((
+                row.get::<Option<String>>(0)?,
+                row.get::<String>(1)?,
+                row.get::<String>(2)?,
+            ))
+        },
     )?;
-    let rows = statement.query_map([&key, &site], |row| {
-        Ok((
-            row.get::<_, Option<String>>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (camera, kind, reason) = row?;
+    for (camera, kind, reason) in rows {
         match camera {
             Some(camera) => camera_slot(&mut event.cameras, &camera)
                 .problems
@@ -272,21 +270,21 @@ pub fn get(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<Event>> {
             None => event.problems.push(format!("{kind}: {reason}")),
         }
     }
-    let mut statement = conn.prepare(
+    let rows = conn.query_map(
         "SELECT camera, chunks, bytes, total FROM arriving WHERE site = ?2 AND event = ?1",
+        params![&key, &site],
+        |row| {
+            Ok((
+                row.get::<String>(0)?,
+                Progress {
+                    chunks: row.get(1)?,
+                    bytes: row.get(2)?,
+                    total: row.get(3)?,
+                },
+            ))
+        },
     )?;
-    let rows = statement.query_map([&key, &site], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            Progress {
-                chunks: row.get(1)?,
-                bytes: row.get(2)?,
-                total: row.get(3)?,
-            },
-        ))
-    })?;
-    for row in rows {
-        let (camera, progress) = row?;
+    for (camera, progress) in rows {
         if let Some(slot) = event.cameras.iter_mut().find(|c| c.id == camera) {
             slot.progress = Some(progress);
         }
@@ -316,11 +314,11 @@ fn camera_slot<'a>(cameras: &'a mut Vec<Camera>, id: &str) -> &'a mut Camera {
 
 /// The stored file (relative to the media directory) of `event`'s `camera`'s `kind`.
 pub fn media_path(
-    conn: &Connection,
+    conn: &Conn,
     event: Uuid,
     camera: &str,
     kind: &str,
-) -> rusqlite::Result<Option<String>> {
+) -> crate::db::Result<Option<String>> {
     conn.query_row(
         "SELECT media.path FROM media
          JOIN events ON events.id = media.event AND events.site = media.site
@@ -332,13 +330,12 @@ pub fn media_path(
 }
 
 /// The audit rows about `target`, oldest first: the event's history.
-pub fn history(conn: &Connection, target: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
-    let mut statement = conn.prepare(
-        "SELECT at, COALESCE(user, '-'), action FROM audit WHERE target = ?1 ORDER BY id",
-    )?;
-    statement
-        .query_map([target], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-        .collect()
+pub fn history(conn: &Conn, target: &str) -> crate::db::Result<Vec<(String, String, String)>> {
+    conn.query_map(
+        "SELECT at, COALESCE(\"user\", '-'), action FROM audit WHERE target = ?1 ORDER BY id",
+        params![target],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
 }
 
 #[cfg(test)]

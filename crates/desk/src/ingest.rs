@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::OptionalExtension;
+use crate::params;
 use alertclip_officer::Report;
+use alertclip_wire::payload::Alert;
 use alertclip_wire::signature::Verdict;
-use rusqlite::{OptionalExtension, params};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -148,9 +150,9 @@ async fn import(
     let media = &config.media();
     let known = db
         .call(|c| {
-            let set = |query: &str| -> rusqlite::Result<std::collections::HashSet<String>> {
-                let mut statement = c.prepare(query)?;
-                statement.query_map([], |r| r.get(0))?.collect()
+            let set = |query: &str| -> crate::db::Result<std::collections::HashSet<String>> {
+                let found = c.query_map(query, params![], |r| r.get(0))?;
+                Ok(found.into_iter().collect())
             };
             Ok((
                 set("SELECT id FROM events")?,
@@ -364,7 +366,7 @@ async fn record(
                     conn.execute(
                         "INSERT INTO updates (site, event, number, body, signature)
                          VALUES (?5, ?1, ?2, ?3, ?4)
-                         ON CONFLICT DO UPDATE SET body = excluded.body, signature = excluded.signature
+                         ON CONFLICT (site, event, number) DO UPDATE SET body = excluded.body, signature = excluded.signature
                          WHERE updates.signature != 'valid' AND excluded.signature = 'valid'",
                         params![
                             update.event_id.to_string(),
@@ -388,7 +390,7 @@ async fn record(
                     conn.execute(
                         "INSERT INTO media (site, event, camera, kind, path, received)
                          VALUES (?5, ?1, ?2, 'snapshot', ?3, ?4)
-                         ON CONFLICT DO UPDATE SET path = excluded.path",
+                         ON CONFLICT (site, event, camera, kind) DO UPDATE SET path = excluded.path",
                         params![event.to_string(), camera, path, at, site],
                     )?;
                     Some(("snapshot", site, Some(event)))
@@ -411,10 +413,10 @@ async fn record(
                         "INSERT INTO media (site, event, camera, kind, path, manifest, signature,
                                             signature_detail, received)
                          VALUES (?8, ?1, ?2, 'clip', ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT DO UPDATE SET path = excluded.path,
+                         ON CONFLICT (site, event, camera, kind) DO UPDATE SET path = excluded.path,
                              manifest = excluded.manifest, signature = excluded.signature,
                              signature_detail = excluded.signature_detail
-                         WHERE media.signature IS NOT 'valid' OR excluded.signature = 'valid'",
+                         WHERE media.signature IS DISTINCT FROM 'valid' OR excluded.signature = 'valid'",
                         params![
                             event.to_string(),
                             camera,
@@ -503,17 +505,31 @@ async fn record(
                     // Only for a camera the event's alert names, and not once its clip is
                     // here: chunks under made-up events or cameras cost no rows. A receiver
                     // started again counts from nothing: the count never goes back.
+                    let alert: Option<String> = conn
+                        .query_row(
+                            "SELECT alert FROM events WHERE id = ?1 AND site = ?2",
+                            params![event.to_string(), site],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    let named = alert
+                        .and_then(|a| serde_json::from_str::<Alert>(&a).ok())
+                        .is_some_and(|a| a.cameras.iter().any(|c| c.id == camera));
+                    if !named {
+                        return Ok(None);
+                    }
                     let added = conn.execute(
                         "INSERT INTO arriving (site, event, camera, chunks, bytes, total)
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM events
-                         WHERE id = ?2 AND site = ?1
-                         AND EXISTS (SELECT 1 FROM json_each(events.alert, '$.cameras')
-                             WHERE json_extract(json_each.value, '$.id') = ?3)
-                         AND NOT EXISTS (
+                         SELECT ?1, ?2, ?3, CAST(?4 AS BIGINT), CAST(?5 AS BIGINT),
+                             CAST(?6 AS BIGINT)
+                         WHERE NOT EXISTS (
                              SELECT 1 FROM media WHERE site = ?1 AND event = ?2
                              AND camera = ?3 AND kind = 'clip')
-                         ON CONFLICT DO UPDATE SET chunks = MAX(arriving.chunks, excluded.chunks),
-                             bytes = MAX(arriving.bytes, excluded.bytes),
+                         ON CONFLICT (site, event, camera) DO UPDATE SET
+                             chunks = CASE WHEN excluded.chunks > arriving.chunks
+                                      THEN excluded.chunks ELSE arriving.chunks END,
+                             bytes = CASE WHEN excluded.bytes > arriving.bytes
+                                     THEN excluded.bytes ELSE arriving.bytes END,
                              total = COALESCE(excluded.total, arriving.total)",
                         params![site, event.to_string(), camera, chunks, bytes, total],
                     )?;
@@ -529,7 +545,7 @@ async fn record(
                     // size a box's own stays well within: anyone can invent site ids.
                     let enrolled: bool = conn.query_row(
                         "SELECT EXISTS (SELECT 1 FROM sites WHERE id = ?1)",
-                        [&site],
+                        params![&site],
                         |row| row.get(0),
                     )?;
                     let body = serde_json::to_string(&status)
@@ -541,14 +557,14 @@ async fn record(
                     let before: Option<(String, Option<String>)> = conn
                         .query_row(
                             "SELECT state, summary FROM site_status WHERE site = ?1",
-                            [&site],
+                            params![&site],
                             |row| Ok((row.get(0)?, row.get(1)?)),
                         )
                         .optional()?;
                     conn.execute(
                         "INSERT INTO site_status (site, state, since, body, updated, summary)
                          VALUES (?1, ?2, ?3, ?4, ?3, ?5)
-                         ON CONFLICT DO UPDATE SET body = excluded.body, updated = excluded.updated,
+                         ON CONFLICT (site) DO UPDATE SET body = excluded.body, updated = excluded.updated,
                              summary = excluded.summary, state = excluded.state,
                              since = CASE WHEN site_status.state = excluded.state
                                      THEN site_status.since ELSE excluded.since END",
@@ -571,14 +587,14 @@ async fn record(
 }
 
 fn problem_row(
-    conn: &rusqlite::Connection,
+    conn: &crate::db::Conn,
     site: &str,
     event: Option<Uuid>,
     camera: Option<&str>,
     kind: &str,
     reason: &str,
     at: i64,
-) -> rusqlite::Result<()> {
+) -> crate::db::Result<()> {
     conn.execute(
         "INSERT INTO problems (site, event, camera, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![site, event.map(|e| e.to_string()), camera, kind, reason, at],

@@ -56,7 +56,7 @@ impl Desk {
         for dir in [&config.storage.directory, &config.media(), &config.keys()] {
             std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
         }
-        let db = db::Db::open(&config.database())?;
+        let db = db::Db::open(config.database())?;
         let signer = Arc::new(respond::Signer::load_or_create(
             &config.signing_key(),
             &config.desk_name(),

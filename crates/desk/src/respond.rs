@@ -12,6 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::{Conn, OptionalExtension};
+use crate::params;
 use alertclip_mqtt::{LinkEvent, Session, Tag};
 use alertclip_wire::command::{
     Answer, Disposition, FOOTAGE_REQUEST_SCHEMA, FootageRequest, MAX_NAME_CHARS, RESPONSE_SCHEMA,
@@ -21,7 +23,6 @@ use alertclip_wire::signature::{self, SigningKey};
 use alertclip_wire::topics::{Topics, prefix_of};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -126,14 +127,14 @@ pub struct Given {
 /// audits it, in one transaction; returns the command's id, or why the response cannot be
 /// sent.
 pub fn record(
-    conn: &mut Connection,
+    conn: &mut Conn,
     signer: &Signer,
     site: &str,
     event: Uuid,
     user: &str,
     client: &str,
     given: &Given,
-) -> rusqlite::Result<Result<Uuid, String>> {
+) -> crate::db::Result<Result<Uuid, String>> {
     let response = Response {
         schema: RESPONSE_SCHEMA.to_owned(),
         command_id: Uuid::now_v7(),
@@ -179,14 +180,14 @@ pub struct Asked {
 /// stores it to be published and audits it (`request_footage`), in one transaction;
 /// returns the command's id, or why it cannot be sent.
 pub fn record_request(
-    conn: &mut Connection,
+    conn: &mut Conn,
     signer: &Signer,
     site: &str,
     event: Uuid,
     user: &str,
     client: &str,
     asked: &Asked,
-) -> rusqlite::Result<Result<Uuid, String>> {
+) -> crate::db::Result<Result<Uuid, String>> {
     // From so long ago, for so long: a range running past now is the box's to cut short
     // (it sends what its post-roll allows, and says so).
     let now = jiff::Timestamp::now();
@@ -238,21 +239,21 @@ struct Row<'a> {
 /// Signs `command`, stores it to be published on the site's commands topic and audits it,
 /// in one transaction; returns its id.
 fn keep(
-    conn: &mut Connection,
+    conn: &mut Conn,
     signer: &Signer,
     row: &Row,
     command: &impl serde::Serialize,
     user: &str,
     client: &str,
-) -> rusqlite::Result<Result<Uuid, String>> {
+) -> crate::db::Result<Result<Uuid, String>> {
     let Ok(unsigned) = serde_json::to_vec(command) else {
         return Ok(Err(format!("the {} cannot be written", row.kind)));
     };
     let body = signature::sign(&signer.key, &unsigned);
     let topic = Topics::new(prefix_of(&signer.template, row.site)).commands();
-    let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT INTO commands (id, site, event, kind, state, topic, body, key_id, user, created)
+    conn.transaction(|tx| {
+        tx.execute(
+        "INSERT INTO commands (id, site, event, kind, state, topic, body, key_id, \"user\", created)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             row.id.to_string(),
@@ -267,9 +268,9 @@ fn keep(
             now()
         ],
     )?;
-    crate::audit::by(&tx, user, &row.action, Some(&row.event.to_string()), client)?;
-    tx.commit()?;
-    Ok(Ok(row.id))
+        crate::audit::by(tx, user, &row.action, Some(&row.event.to_string()), client)?;
+        Ok(Ok(row.id))
+    })
 }
 
 /// One command (a [`Response`] or a [`FootageRequest`]) as the console shows it.
@@ -324,43 +325,43 @@ impl Sent<FootageRequest> {
 }
 
 /// The responses to `event` of `site`, oldest first.
-pub fn sent(conn: &Connection, site: &str, event: Uuid) -> rusqlite::Result<Vec<Sent<Response>>> {
+pub fn sent(conn: &Conn, site: &str, event: Uuid) -> crate::db::Result<Vec<Sent<Response>>> {
     commands_of(conn, site, event, "response")
 }
 
 /// The footage requests asked from the page of `event` of `site`, oldest first.
 pub fn requested(
-    conn: &Connection,
+    conn: &Conn,
     site: &str,
     event: Uuid,
-) -> rusqlite::Result<Vec<Sent<FootageRequest>>> {
+) -> crate::db::Result<Vec<Sent<FootageRequest>>> {
     commands_of(conn, site, event, "request")
 }
 
 /// The commands of `kind` given from the page of `event` of `site`, oldest first.
 fn commands_of<C: serde::de::DeserializeOwned>(
-    conn: &Connection,
+    conn: &Conn,
     site: &str,
     event: Uuid,
     kind: &str,
-) -> rusqlite::Result<Vec<Sent<C>>> {
-    let mut statement = conn.prepare(
+) -> crate::db::Result<Vec<Sent<C>>> {
+    let rows = conn.query_map(
         "SELECT body, created, published, outcome, reason, answer_event FROM commands
          WHERE site = ?1 AND event = ?2 AND kind = ?3 ORDER BY created, id",
+        params![site, event.to_string(), kind],
+        |row| {
+            Ok((
+                row.get::<String>(0)?,
+                row.get::<i64>(1)?,
+                row.get::<Option<i64>>(2)?,
+                row.get::<Option<String>>(3)?,
+                row.get::<Option<String>>(4)?,
+                row.get::<Option<String>>(5)?,
+            ))
+        },
     )?;
-    let rows = statement.query_map(params![site, event.to_string(), kind], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, Option<i64>>(2)?,
-            row.get::<_, Option<String>>(3)?,
-            row.get::<_, Option<String>>(4)?,
-            row.get::<_, Option<String>>(5)?,
-        ))
-    })?;
     let mut found = Vec::new();
-    for row in rows {
-        let (body, created, published, outcome, reason, opened) = row?;
+    for (body, created, published, outcome, reason, opened) in rows {
         if let Ok(command) = serde_json::from_str(&body) {
             found.push(Sent {
                 command,
@@ -379,7 +380,7 @@ fn commands_of<C: serde::de::DeserializeOwned>(
 /// command was signed with (a refusal of a forger's copy names the forger's), and only the
 /// first (a replayed command is answered again, refused). Returns the event it concerned, if
 /// the command is the desk's and was not answered yet.
-pub fn answered(conn: &Connection, site: &str, answer: &Answer) -> rusqlite::Result<Option<Uuid>> {
+pub fn answered(conn: &Conn, site: &str, answer: &Answer) -> crate::db::Result<Option<Uuid>> {
     let Some(command) = answer.command_id else {
         return Ok(None);
     };
@@ -467,20 +468,18 @@ async fn publish(
         if connected && in_flight.len() < WINDOW {
             let waiting = db
                 .call(|c| {
-                    let mut statement = c.prepare(
+                    c.query_map(
                         "SELECT id, topic, body FROM commands WHERE published IS NULL
                          ORDER BY created, id LIMIT ?1",
-                    )?;
-                    let rows = statement
-                        .query_map([WINDOW as i64], |r| {
+                        params![WINDOW as i64],
+                        |r| {
                             Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, String>(2)?,
+                                r.get::<String>(0)?,
+                                r.get::<String>(1)?,
+                                r.get::<String>(2)?,
                             ))
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok(rows)
+                        },
+                    )
                 })
                 .await
                 .unwrap_or_default();
@@ -516,7 +515,7 @@ async fn publish(
                             c.query_row(
                                 "UPDATE commands SET published = ?2 WHERE id = ?1 RETURNING site, event",
                                 params![taken, now()],
-                                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                                |r| Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?)),
                             )
                             .optional()
                         })
@@ -545,7 +544,7 @@ async fn publish(
                                 "UPDATE commands SET published = ?2, outcome = 'refused', reason = ?3, answered = ?2
                                  WHERE id = ?1 AND outcome IS NULL RETURNING site, event",
                                 params![id, now(), why],
-                                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                                |r| Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?)),
                             )
                             .optional()
                         })

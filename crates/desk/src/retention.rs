@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::params;
+use crate::db::Conn;
+use crate::params;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Entry};
@@ -33,41 +34,36 @@ pub async fn run(db: Db, media: PathBuf, keep: Duration, cancel: CancellationTok
 
 /// Deletes the rows of events received before `cutoff` and not held; returns their
 /// (site, event) to remove from disk.
-pub fn sweep(
-    conn: &mut rusqlite::Connection,
-    cutoff: i64,
-) -> rusqlite::Result<Vec<(String, String)>> {
-    let tx = conn.transaction()?;
-    let gone: Vec<(String, String)> = {
-        let mut statement =
-            tx.prepare("SELECT site, id FROM events WHERE received < ?1 AND hold = 0")?;
-        statement
-            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
-    };
-    for (site, id) in &gone {
-        for table in [
-            "DELETE FROM media WHERE site = ?2 AND event = ?1",
-            "DELETE FROM updates WHERE site = ?2 AND event = ?1",
-            "DELETE FROM problems WHERE site = ?2 AND event = ?1",
-            "DELETE FROM arriving WHERE site = ?2 AND event = ?1",
-            "DELETE FROM commands WHERE site = ?2 AND event = ?1",
-            "DELETE FROM events WHERE id = ?1 AND site = ?2",
-        ] {
-            tx.execute(table, params![id, site])?;
-        }
-        audit::record(
-            &tx,
-            &Entry {
-                user: None,
-                action: "retention_delete",
-                target: Some(id),
-                client: None,
-            },
+pub fn sweep(conn: &mut Conn, cutoff: i64) -> crate::db::Result<Vec<(String, String)>> {
+    conn.transaction(|tx| {
+        let gone: Vec<(String, String)> = tx.query_map(
+            "SELECT site, id FROM events WHERE received < ?1 AND hold = 0",
+            params![cutoff],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-    }
-    tx.commit()?;
-    Ok(gone)
+        for (site, id) in &gone {
+            for table in [
+                "DELETE FROM media WHERE site = ?2 AND event = ?1",
+                "DELETE FROM updates WHERE site = ?2 AND event = ?1",
+                "DELETE FROM problems WHERE site = ?2 AND event = ?1",
+                "DELETE FROM arriving WHERE site = ?2 AND event = ?1",
+                "DELETE FROM commands WHERE site = ?2 AND event = ?1",
+                "DELETE FROM events WHERE id = ?1 AND site = ?2",
+            ] {
+                tx.execute(table, params![id, site])?;
+            }
+            audit::record(
+                tx,
+                &Entry {
+                    user: None,
+                    action: "retention_delete",
+                    target: Some(id),
+                    client: None,
+                },
+            )?;
+        }
+        Ok(gone)
+    })
 }
 
 fn remove_dirs(media: &Path, gone: &[(String, String)]) {

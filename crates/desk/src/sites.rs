@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::db::{Conn, OptionalExtension};
+use crate::params;
 use alertclip_wire::payload::{OutboxSummary, Status};
 use alertclip_wire::signature::{fingerprint, key_id, parse_public_key, public_pem};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// A store as enrolled.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +45,7 @@ pub enum EnrolError {
     Io(#[from] std::io::Error),
     /// The database refused.
     #[error("{0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::db::SqlError),
 }
 
 impl Site {
@@ -56,7 +57,7 @@ impl Site {
 
 /// Checks `site`, writes its key where the receiver reads keys (`keys/<id>.pub`, durably),
 /// then records it, replacing an enrolment under the same id.
-pub fn enrol(conn: &Connection, keys: &Path, site: &Site) -> Result<(), EnrolError> {
+pub fn enrol(conn: &Conn, keys: &Path, site: &Site) -> Result<(), EnrolError> {
     let field = |field, reason: &str| EnrolError::Field {
         field,
         reason: reason.to_owned(),
@@ -88,7 +89,7 @@ pub fn enrol(conn: &Connection, keys: &Path, site: &Site) -> Result<(), EnrolErr
     conn.execute(
         "INSERT INTO sites (id, name, address, latitude, longitude, phone, public_key, key_id, enrolled)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT DO UPDATE SET name = excluded.name, address = excluded.address,
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, address = excluded.address,
              latitude = excluded.latitude, longitude = excluded.longitude, phone = excluded.phone,
              public_key = excluded.public_key, key_id = excluded.key_id, enrolled = excluded.enrolled",
         params![
@@ -106,7 +107,7 @@ pub fn enrol(conn: &Connection, keys: &Path, site: &Site) -> Result<(), EnrolErr
     Ok(())
 }
 
-fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
+fn from_row(row: &crate::db::Row) -> crate::db::Result<Site> {
     Ok(Site {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -121,19 +122,22 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
 const COLUMNS: &str = "id, name, address, latitude, longitude, phone, public_key";
 
 /// The store enrolled as `id`.
-pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Site>> {
+pub fn get(conn: &Conn, id: &str) -> crate::db::Result<Option<Site>> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM sites WHERE id = ?1"),
-        [id],
+        params![id],
         from_row,
     )
     .optional()
 }
 
 /// Every enrolled store, by name.
-pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Site>> {
-    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM sites ORDER BY name"))?;
-    statement.query_map([], from_row)?.collect()
+pub fn all(conn: &Conn) -> crate::db::Result<Vec<Site>> {
+    conn.query_map(
+        &format!("SELECT {COLUMNS} FROM sites ORDER BY name"),
+        params![],
+        from_row,
+    )
 }
 
 /// What a store's box last said of itself, from its retained status on the broker.
@@ -193,14 +197,14 @@ pub fn summary(status: &Status) -> (&str, Vec<(&str, &str)>, bool) {
 }
 
 /// Every box's last state, by site id.
-pub fn box_states(conn: &Connection) -> rusqlite::Result<HashMap<String, BoxState>> {
-    let mut statement =
-        conn.prepare("SELECT site, state, since, updated, body FROM site_status")?;
-    statement
-        .query_map([], |row| {
+pub fn box_states(conn: &Conn) -> crate::db::Result<HashMap<String, BoxState>> {
+    let states = conn.query_map(
+        "SELECT site, state, since, updated, body FROM site_status",
+        params![],
+        |row| {
             let body: Option<String> = row.get(4)?;
             Ok((
-                row.get::<_, String>(0)?,
+                row.get::<String>(0)?,
                 BoxState {
                     state: row.get(1)?,
                     since: row.get(2)?,
@@ -208,6 +212,7 @@ pub fn box_states(conn: &Connection) -> rusqlite::Result<HashMap<String, BoxStat
                     status: body.and_then(|b| serde_json::from_str(&b).ok()),
                 },
             ))
-        })?
-        .collect()
+        },
+    )?;
+    Ok(states.into_iter().collect())
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::params;
+use crate::params;
 use tokio::sync::{Semaphore, broadcast};
 use uuid::Uuid;
 
@@ -93,7 +93,7 @@ pub async fn convert(
             c.execute(
                 "INSERT INTO media (site, event, camera, kind, path, received)
                  VALUES (?1, ?2, ?3, 'view', ?4, ?5)
-                 ON CONFLICT DO UPDATE SET path = excluded.path",
+                 ON CONFLICT (site, event, camera, kind) DO UPDATE SET path = excluded.path",
                 params![row_site, event.to_string(), row_camera, relative, now()],
             )
         })

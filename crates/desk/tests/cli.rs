@@ -67,7 +67,7 @@ fn init_writes_a_working_setup_once_and_prints_the_url_and_password() {
     let config = alertclip_desk::Config::load(&dir.path().join("desk.toml")).unwrap();
     assert_eq!(config.http.listen.port(), 8443);
     // The admin can log in with what was printed.
-    let db = alertclip_desk::db::Db::open(&config.database()).unwrap();
+    let db = alertclip_desk::db::Db::open(config.database()).unwrap();
     let admin = db
         .call_blocking(|c| alertclip_desk::accounts::candidate(c, "admin"))
         .unwrap()
@@ -130,20 +130,16 @@ fn accounts_stores_and_the_audit_log_from_the_command_line() {
     assert!(text(&verify).contains("audit log intact"));
 
     // A row edited in the database file is found.
-    let sqlite = rusqlite::Connection::open(dir.path().join("desk.sqlite")).unwrap();
-    for n in 0..3 {
-        alertclip_desk::audit::by(
-            &sqlite,
-            "olu",
-            "view_event",
-            Some(&format!("e{n}")),
-            "10.0.0.9",
-        )
-        .unwrap();
-    }
-    sqlite
-        .execute("UPDATE audit SET user = 'mallory' WHERE id = 2", [])
-        .unwrap();
+    let db = alertclip_desk::db::Db::open(dir.path().join("desk.sqlite")).unwrap();
+    db.call_blocking(|c| {
+        for n in 0..3 {
+            let event = format!("e{n}");
+            alertclip_desk::audit::by(c, "olu", "view_event", Some(&event), "10.0.0.9")?;
+        }
+        c.execute("UPDATE audit SET \"user\" = 'mallory' WHERE id = 2", &[])
+    })
+    .unwrap();
+    drop(db);
     let broken = desk(&["audit", "verify", "--config", config]);
     assert_eq!(broken.status.code(), Some(1));
     assert!(

@@ -211,39 +211,39 @@ pub async fn login(
     let outcome = state
         .db
         .call(move |c| {
-            let tx = c.transaction()?;
-            let at = now();
-            let result = match candidate {
-                Some(candidate) => {
-                    // Read again here: another attempt may have locked it meanwhile.
-                    let locked = accounts::candidate(&tx, &user)?
-                        .and_then(|c| c.locked_until)
-                        .is_some_and(|until| until > at);
-                    if locked {
-                        audit::by(&tx, &user, "login_locked", None, &client)?;
-                        None
-                    } else if matches {
-                        accounts::record_success(&tx, candidate.user.id)?;
-                        let (token, _) =
-                            accounts::open_session(&tx, candidate.user.id, &client, at)?;
-                        audit::by(&tx, &user, "login", None, &client)?;
-                        Some(token)
-                    } else {
-                        let locked = accounts::record_failure(&tx, candidate.user.id, at)?;
-                        audit::by(&tx, &user, "login_failed", None, &client)?;
-                        if locked.is_some() {
-                            audit::by(&tx, &user, "locked", None, &client)?;
+            c.transaction(|tx| {
+                let at = now();
+                let result = match candidate {
+                    Some(candidate) => {
+                        // Read again here: another attempt may have locked it meanwhile.
+                        let locked = accounts::candidate(tx, &user)?
+                            .and_then(|c| c.locked_until)
+                            .is_some_and(|until| until > at);
+                        if locked {
+                            audit::by(tx, &user, "login_locked", None, &client)?;
+                            None
+                        } else if matches {
+                            accounts::record_success(tx, candidate.user.id)?;
+                            let (token, _) =
+                                accounts::open_session(tx, candidate.user.id, &client, at)?;
+                            audit::by(tx, &user, "login", None, &client)?;
+                            Some(token)
+                        } else {
+                            let locked = accounts::record_failure(tx, candidate.user.id, at)?;
+                            audit::by(tx, &user, "login_failed", None, &client)?;
+                            if locked.is_some() {
+                                audit::by(tx, &user, "locked", None, &client)?;
+                            }
+                            None
                         }
+                    }
+                    None => {
+                        audit::by(tx, &user, "login_failed", None, &client)?;
                         None
                     }
-                }
-                None => {
-                    audit::by(&tx, &user, "login_failed", None, &client)?;
-                    None
-                }
-            };
-            tx.commit()?;
-            Ok(result)
+                };
+                Ok(result)
+            })
         })
         .await;
     match outcome {

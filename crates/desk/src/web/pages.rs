@@ -23,6 +23,7 @@ use super::auth::Signed;
 use crate::accounts::Role;
 use crate::audit::{self, Entry};
 use crate::events::{self, Event, Verification};
+use crate::params;
 use crate::sites::{self, Site};
 
 /// Alerts the feed shows.
@@ -792,17 +793,17 @@ pub async fn hold(
     let done = state
         .db
         .call(move |c| {
-            let tx = c.transaction()?;
-            let changed = tx.execute(
-                "UPDATE events SET hold = ?2 WHERE id = ?1",
-                rusqlite::params![target, held],
-            )?;
-            if changed > 0 {
-                let action = if held { "hold" } else { "release_hold" };
-                audit::by(&tx, &user, action, Some(&target), &client)?;
-            }
-            tx.commit()?;
-            Ok(changed)
+            c.transaction(|tx| {
+                let changed = tx.execute(
+                    "UPDATE events SET hold = ?2 WHERE id = ?1",
+                    params![target, held],
+                )?;
+                if changed > 0 {
+                    let action = if held { "hold" } else { "release_hold" };
+                    audit::by(tx, &user, action, Some(&target), &client)?;
+                }
+                Ok(changed)
+            })
         })
         .await;
     match done {
@@ -990,21 +991,21 @@ pub async fn enrol(
     let done = state
         .db
         .call(move |c| {
-            let tx = c.transaction()?;
-            let result = sites::enrol(&tx, &keys, &site).map_err(|e| e.to_string());
-            if result.is_ok() {
-                audit::record(
-                    &tx,
-                    &Entry {
-                        user: Some(&user),
-                        action: "enrol",
-                        target: Some(&site.id),
-                        client: Some(&client),
-                    },
-                )?;
-            }
-            tx.commit()?;
-            Ok(result)
+            c.transaction(|tx| {
+                let result = sites::enrol(tx, &keys, &site).map_err(|e| e.to_string());
+                if result.is_ok() {
+                    audit::record(
+                        tx,
+                        &Entry {
+                            user: Some(&user),
+                            action: "enrol",
+                            target: Some(&site.id),
+                            client: Some(&client),
+                        },
+                    )?;
+                }
+                Ok(result)
+            })
         })
         .await;
     match done {
@@ -1034,22 +1035,21 @@ pub async fn audit_log(State(state): State<Arc<AppState>>, signed: Signed) -> Re
         .db
         .call(|c| {
             let intact = audit::verify(c)?;
-            let mut statement = c.prepare(
-                "SELECT id, at, COALESCE(user, '-'), action, COALESCE(target, ''), COALESCE(client, '')
+            let rows = c.query_map(
+                "SELECT id, at, COALESCE(\"user\", '-'), action, COALESCE(target, ''), COALESCE(client, '')
                  FROM audit ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = statement
-                .query_map([AUDIT_PAGE], |r| {
+                params![AUDIT_PAGE],
+                |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
+                        r.get::<i64>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<String>(2)?,
+                        r.get::<String>(3)?,
+                        r.get::<String>(4)?,
+                        r.get::<String>(5)?,
                     ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                },
+            )?;
             Ok((intact, rows))
         })
         .await;

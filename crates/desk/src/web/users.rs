@@ -16,6 +16,7 @@ use super::auth::Signed;
 use super::pages::{layout, time};
 use crate::accounts::{self, Account, Change, Role};
 use crate::audit::{self, Entry};
+use crate::params;
 
 /// What the page says above the table, after a change.
 enum Outcome<'a> {
@@ -186,10 +187,11 @@ pub async fn add(
     };
     let action = format!("user_add:{}", role.as_str());
     let added = audited(&state, &signed, action, &name, move |tx, login| {
-        let taken: i64 =
-            tx.query_row("SELECT COUNT(*) FROM users WHERE name = ?1", [login], |r| {
-                r.get(0)
-            })?;
+        let taken: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM users WHERE name = ?1",
+            params![login],
+            |r| r.get(0),
+        )?;
         if taken > 0 {
             return Ok(false);
         }
@@ -319,7 +321,7 @@ async fn audited(
     signed: &Signed,
     action: String,
     name: &str,
-    make: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<bool> + Send + 'static,
+    make: impl FnOnce(&crate::db::Conn, &str) -> crate::db::Result<bool> + Send + 'static,
 ) -> Result<Option<bool>, crate::db::DbError> {
     let (login, by, client) = (
         name.to_owned(),
@@ -329,30 +331,30 @@ async fn audited(
     state
         .db
         .call(move |c| {
-            let tx = c.transaction()?;
-            let still_admin: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1 AND role = 'admin'
+            c.transaction(|tx| {
+                let still_admin: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1 AND role = 'admin'
                                 AND disabled = 0)",
-                [&by],
-                |r| r.get(0),
-            )?;
-            if !still_admin {
-                return Ok(None);
-            }
-            if !make(&tx, &login)? {
-                return Ok(Some(false));
-            }
-            audit::record(
-                &tx,
-                &Entry {
-                    user: Some(&by),
-                    action: &action,
-                    target: Some(&login),
-                    client: Some(&client),
-                },
-            )?;
-            tx.commit()?;
-            Ok(Some(true))
+                    params![&by],
+                    |r| r.get(0),
+                )?;
+                if !still_admin {
+                    return Ok(None);
+                }
+                if !make(tx, &login)? {
+                    return Ok(Some(false));
+                }
+                audit::record(
+                    tx,
+                    &Entry {
+                        user: Some(&by),
+                        action: &action,
+                        target: Some(&login),
+                        client: Some(&client),
+                    },
+                )?;
+                Ok(Some(true))
+            })
         })
         .await
 }
