@@ -286,6 +286,7 @@ async fn receiver_backlog(broker: &LocalBroker, work: &Path) -> anyhow::Result<(
         json: true,
         keys: None,
         trust_on_first_use: true,
+        sessions: Default::default(),
     };
     let receiving = tokio::spawn(alertclip_officer::receive::run(
         options,

@@ -20,7 +20,7 @@ use alertclip_desk::params;
 use browser::Browser;
 use common::broker::Broker;
 use common::*;
-use desk_rig::{Database, DeskRig, Feed, PASSWORD, csrf_of, site, wait_subscribed};
+use desk_rig::{ClusterRig, Database, DeskRig, Feed, PASSWORD, csrf_of, site, wait_subscribed};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -1493,4 +1493,170 @@ async fn an_officer_responds_in_chromium_and_the_stores_light_shows_acknowledged
     browser.close().await;
     rig.stop().await;
     desk.stop().await;
+}
+
+/// Waits until `feed` has shown `event`'s alert, snapshot and clip, and returns how many
+/// times it showed the alert.
+async fn shown_alerts(feed: &mut Feed, event: uuid::Uuid) -> usize {
+    let id = event.to_string();
+    let (mut pending, mut alerts) = (vec!["alert", "snapshot", "clip"], 0);
+    while !pending.is_empty() {
+        let change = feed.wait_for(|c| c["event"] == id.as_str()).await;
+        alerts += usize::from(change["kind"] == "alert");
+        pending.retain(|kind| change["kind"] != *kind);
+    }
+    alerts
+}
+
+/// The officer's response to `event`, sent from `desk`'s console, until the store's box
+/// has applied it.
+async fn responded(
+    desk: &DeskRig,
+    client: &reqwest::Client,
+    csrf: &str,
+    feed: &mut Feed,
+    event: uuid::Uuid,
+) {
+    let id = event.to_string();
+    let sent = post(
+        client,
+        desk.at(&format!("/events/{id}/respond")),
+        &[("csrf", csrf), ("state", "acknowledged")],
+    )
+    .await;
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+    loop {
+        let key = id.clone();
+        let outcome: Option<String> = desk
+            .desk
+            .db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT outcome FROM commands WHERE event = ?1 AND kind = 'response'",
+                    params![key],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        match outcome.as_deref() {
+            Some("applied") => return,
+            None => {}
+            Some(other) => panic!("the box answered {other}"),
+        }
+        feed.wait_for(|c| c["kind"] == "response" && c["event"] == id.as_str())
+            .await;
+    }
+}
+
+/// Two desks of one cluster, on one PostgreSQL database and one media directory: the broker
+/// hands each snapshot and clip chunk to one of them and the clip is whole, the leader
+/// receives the alerts and sends the responses officers give on either console, every
+/// console shows every alert once, and when the leader stops the other takes over, the
+/// box's chain unbroken.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_desks_of_a_cluster_share_the_work_show_every_alert_once_and_one_takes_over_when_the_other_stops()
+ {
+    // Mosquitto flushes a log file at every line (its stdout, only when a buffer fills).
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("debug.log");
+    let broker = Broker::start(&format!("log_type debug\nlog_dest file {}", log.display()));
+    let cluster = ClusterRig::start("precinct");
+    let (key_a, key_b) = (cluster.desk_key("a"), cluster.desk_key("b"));
+    let tail = format!(
+        "{}[desk]\nkeys = ['''\n{key_a}''', '''\n{key_b}''']\n",
+        mqtt(&broker)
+    );
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    let box_key = std::fs::read_to_string(rig.dir.path().join("evidence/device.pub")).unwrap();
+    let a = DeskRig::start_in(
+        &cluster,
+        "a",
+        &broker.url(),
+        &[("ana", Role::Officer)],
+        &[site("test-site", "Corner Deli", &box_key)],
+    )
+    .await;
+    a.desk.leading().await;
+    let b = DeskRig::start_in(&cluster, "b", &broker.url(), &[], &[]).await;
+    b.desk.receiving().await;
+    let (on_a, _) = a.signed_in("ana").await;
+    let (on_b, csrf_b) = b.signed_in("ana").await;
+    let mut feed_a = Feed::open(&on_a, &a).await;
+    let mut feed_b = Feed::open(&on_b, &b).await;
+
+    wait_buffered(rig.camera(0), 2.5).await;
+    let first = rig
+        .fire(Trigger::now(TriggerKind::Button, "register-1"))
+        .await;
+    let local = rig.next_clip().await;
+    assert_eq!(shown_alerts(&mut feed_a, first).await, 1, "on desk a");
+    assert_eq!(shown_alerts(&mut feed_b, first).await, 1, "on desk b");
+    // The media went to both desks, in turns, and met whole in the shared directory.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let id = first.to_string();
+    for desk in ["precinct-a-media", "precinct-b-media"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("Sending PUBLISH to {desk} ")) && l.contains(&id)),
+            "{desk} had none of the event's media: {log}"
+        );
+    }
+    let (signature, manifest) = b.clip_record(&id).await;
+    assert_eq!(signature, "valid");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(manifest["sha256"], local.record.sha256.as_str());
+    let clip = on_b
+        .get(b.at(&format!("/media/{id}/cam/clip")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clip.status(), StatusCode::OK);
+    assert_eq!(
+        clip.bytes().await.unwrap(),
+        std::fs::read(&local.mp4).unwrap().as_slice()
+    );
+    // A response given on the follower's console goes out from the leader.
+    responded(&b, &on_b, &csrf_b, &mut feed_b, first).await;
+
+    // The leader stops; the other desk takes over, alerts and media alike.
+    a.stop().await;
+    b.desk.leading().await;
+    let second = rig
+        .fire(Trigger::now(TriggerKind::Button, "register-1"))
+        .await;
+    let local = rig.next_clip().await;
+    assert_eq!(
+        local.record.event_id, second,
+        "a new event, not the first extended"
+    );
+    assert_eq!(shown_alerts(&mut feed_b, second).await, 1);
+    let id = second.to_string();
+    let (signature, _) = b.clip_record(&id).await;
+    assert_eq!(signature, "valid");
+    let recorded = b
+        .desk
+        .db
+        .call(move |c| alertclip_desk::events::get(c, second))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        recorded.chain_problem, None,
+        "the chain goes on across desks"
+    );
+    responded(&b, &on_b, &csrf_b, &mut feed_b, second).await;
+    let count = b
+        .desk
+        .db
+        .call(|c| {
+            c.query_row("SELECT COUNT(*) FROM events", params![], |r| {
+                r.get::<i64>(0)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "each alert recorded once");
+    b.stop().await;
+    rig.stop().await;
 }

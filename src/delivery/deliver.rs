@@ -121,6 +121,7 @@ pub async fn deliver(
                 Some(LinkEvent::Incoming { topic, .. }) => {
                     tracing::debug!(%topic, "a message on the delivery session, which subscribes to nothing: ignored");
                 }
+                Some(LinkEvent::Subscribed(_)) => {}
                 Some(LinkEvent::IncomingTooLarge(error)) => {
                     tracing::warn!(%error, "the broker sent a message over the size limit: discarded");
                 }

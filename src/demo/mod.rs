@@ -180,6 +180,7 @@ fn receiver_options(broker: &LocalBroker, out: &Path) -> ReceiveOptions {
         // The demo device's own key: the officer side trusts it as if registered.
         keys: Some(out.join("trusted-keys")),
         trust_on_first_use: false,
+        sessions: Default::default(),
     }
 }
 

@@ -36,6 +36,41 @@ pub enum Database {
     PostgresDurable,
 }
 
+/// What the desks of one cluster share: a PostgreSQL server and database, and a media
+/// directory.
+#[allow(dead_code)] // tests/desk.rs's alone
+pub struct ClusterRig {
+    pub server: Arc<Scratch>,
+    pub name: String,
+    pub database: String,
+    pub media: tempfile::TempDir,
+    /// Desks' signing keys made before they start, by instance.
+    keys: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl ClusterRig {
+    pub fn start(name: &str) -> ClusterRig {
+        let server = Arc::new(Scratch::start().unwrap());
+        ClusterRig {
+            database: server.database().unwrap(),
+            server,
+            name: name.into(),
+            media: tempfile::tempdir().unwrap(),
+            keys: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The public key (PEM) desk `instance` will sign with, made now, so that a box can
+    /// list it before the desk starts.
+    pub fn desk_key(&self, instance: &str) -> String {
+        let path = self.keys.path().join(format!("{instance}.key"));
+        alertclip_desk::respond::Signer::load_or_create(&path, instance, "alertclip/v1/{site}")
+            .unwrap()
+            .public_pem()
+    }
+}
+
 /// A store to enrol before the desk starts.
 pub fn site(id: &str, name: &str, key_pem: &str) -> Site {
     Site {
@@ -62,16 +97,54 @@ impl DeskRig {
         users: &[(&str, Role)],
         sites: &[Site],
     ) -> DeskRig {
-        let dir = tempfile::tempdir().unwrap();
         let postgres = match database {
             Database::Sqlite => None,
             Database::Postgres => Some(Arc::new(Scratch::start().unwrap())),
             Database::PostgresDurable => Some(Arc::new(Scratch::start_durable().unwrap())),
         };
-        let database = match &postgres {
-            Some(server) => format!("database = \"{}\"\n", server.database().unwrap()),
-            None => String::new(),
-        };
+        let url = postgres.as_ref().map(|server| server.database().unwrap());
+        let mut settings = format!(
+            "[mqtt]\nbroker = \"{broker_url}\"\nclient_id = \"desk-{}\"\n",
+            uuid::Uuid::now_v7()
+        );
+        if let Some(url) = url {
+            settings.push_str(&format!("[storage]\ndatabase = \"{url}\"\n"));
+        }
+        DeskRig::launch(&settings, None, postgres, users, sites).await
+    }
+
+    /// The desk `instance` of `cluster`, reading `broker_url`, with accounts `users` and
+    /// stores `sites` added to the cluster's database before it starts.
+    pub async fn start_in(
+        cluster: &ClusterRig,
+        instance: &str,
+        broker_url: &str,
+        users: &[(&str, Role)],
+        sites: &[Site],
+    ) -> DeskRig {
+        let settings = format!(
+            "[mqtt]\nbroker = \"{broker_url}\"\n[cluster]\nname = \"{}\"\ninstance = \"{instance}\"\n\
+             [storage]\ndatabase = \"{}\"\nmedia = \"{}\"\n",
+            cluster.name,
+            cluster.database,
+            cluster.media.path().display()
+        );
+        let key = cluster.keys.path().join(format!("{instance}.key"));
+        let key = std::fs::read_to_string(key).ok();
+        DeskRig::launch(&settings, key, Some(cluster.server.clone()), users, sites).await
+    }
+
+    /// A desk whose config is `settings` (its broker, and any storage or cluster settings)
+    /// with a self-signed certificate, port 0, its own state directory, and `signing_key`
+    /// (PEM) if given.
+    async fn launch(
+        settings: &str,
+        signing_key: Option<String>,
+        postgres: Option<Arc<Scratch>>,
+        users: &[(&str, Role)],
+        sites: &[Site],
+    ) -> DeskRig {
+        let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("desk.crt"), dir.path().join("desk.key"));
         alertclip_desk::tls::write_self_signed(
             &["127.0.0.1".into(), "localhost".into()],
@@ -80,17 +153,33 @@ impl DeskRig {
         )
         .unwrap();
         let config_path = dir.path().join("desk.toml");
+        // `[storage]` may come in `settings`: the directory joins it, or starts it.
+        let storage = "[storage]\ndirectory = \"state\"\n";
+        let settings = if settings.contains("[storage]\n") {
+            settings.replacen("[storage]\n", storage, 1)
+        } else {
+            format!("{settings}{storage}")
+        };
         std::fs::write(
             &config_path,
             format!(
-                "[mqtt]\nbroker = \"{broker_url}\"\nclient_id = \"desk-{}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\
-                 certificate = \"desk.crt\"\nkey = \"desk.key\"\n\n[storage]\ndirectory = \"state\"\n{database}",
-                uuid::Uuid::now_v7()
+                "[http]\nlisten = \"127.0.0.1:0\"\ncertificate = \"desk.crt\"\nkey = \"desk.key\"\n\n{settings}"
             ),
         )
         .unwrap();
         let config = Config::load(&config_path).unwrap();
         std::fs::create_dir_all(&config.storage.directory).unwrap();
+        if let Some(pem) = signing_key {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(config.signing_key())
+                .unwrap();
+            file.write_all(pem.as_bytes()).unwrap();
+        }
         let db = Db::open(config.database()).unwrap();
         let hash = accounts::hash_password(PASSWORD).unwrap();
         let (users, sites, keys): (Vec<_>, Vec<_>, _) = (

@@ -338,7 +338,10 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
          [storage]\ndirectory = {dir}\n# retention = \"90d\"\n\
          # PostgreSQL rather than directory/desk.sqlite, for several desks (docs/desk.md):\n\
          # database = \"postgres://desk@db.example/alertclip\"\n\
-         # database_password_file = \"/etc/alertclip-desk/db.password\"\n",
+         # database_password_file = \"/etc/alertclip-desk/db.password\"\n\
+         # media = \"/srv/alertclip/media\"   # a directory every desk of a cluster mounts\n\n\
+         # Several desks sharing the database and the media (docs/desk.md, docs/scale.md):\n\
+         # [cluster]\n# name = \"precinct-7\"\n# instance = \"desk-a\"\n",
         broker = toml_string(&args.broker),
         cert = toml_string(&cert.display().to_string()),
         key = toml_string(&key.display().to_string()),

@@ -23,6 +23,22 @@ pub struct Config {
     pub http: HttpConfig,
     /// The database, media and keys.
     pub storage: StorageConfig,
+    /// Several desks sharing one PostgreSQL database and one media directory.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One desk of several (docs/scale.md): they share `storage.database` (PostgreSQL) and
+/// `storage.media`, and the broker hands each clip chunk and snapshot to one of them; the
+/// one that leads (a PostgreSQL advisory lock) receives the alerts and sends the officers'
+/// responses, and another takes over within seconds when it stops.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name, the same on every desk of it: the broker session of the alerts,
+    /// which passes from desk to desk, and the group of the media's shared subscription.
+    pub name: String,
+    /// This desk's own name among them. Default: the host name.
+    pub instance: Option<String>,
 }
 
 /// The broker, with the same options as `alertclip receive`.
@@ -86,6 +102,9 @@ pub struct StorageConfig {
     /// File holding the PostgreSQL user's password, so that it stays out of this file.
     /// Default: the URL's own, if it has one.
     pub database_password_file: Option<PathBuf>,
+    /// Where received alerts, snapshots and clips are kept: for a cluster, a directory every
+    /// desk of it mounts. Default: `media/` in `directory`.
+    pub media: Option<PathBuf>,
 }
 
 fn default_protocol() -> String {
@@ -125,6 +144,7 @@ impl Config {
         config.resolve(base);
         config.receive_options().map_err(error)?;
         config.check_database().map_err(error)?;
+        config.check_cluster().map_err(error)?;
         if config.http.idle_timeout < Duration::from_secs(60) {
             return Err(error(
                 "http.idle_timeout: expected at least \"1m\"".to_owned(),
@@ -142,7 +162,13 @@ impl Config {
         join(&mut self.http.certificate);
         join(&mut self.http.key);
         join(&mut self.storage.directory);
-        if let Some(p) = &mut self.storage.database_password_file {
+        for p in [
+            &mut self.storage.database_password_file,
+            &mut self.storage.media,
+        ]
+        .into_iter()
+        .flatten()
+        {
             join(p);
         }
         if let Some(path) = &mut self.storage.database
@@ -205,9 +231,48 @@ impl Config {
         Ok(())
     }
 
+    fn check_cluster(&self) -> Result<(), String> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let named = |key: &str, value: &str| {
+            alertclip_wire::id::check(value).map_err(|e| format!("cluster.{key}: {e}"))
+        };
+        named("name", &cluster.name)?;
+        named("instance", &self.instance())?;
+        if !matches!(self.database(), Location::Postgres { .. }) {
+            return Err(
+                "cluster: several desks share a PostgreSQL database: set storage.database to a postgres:// URL"
+                    .into(),
+            );
+        }
+        if self.mqtt.client_id.is_some() {
+            return Err(
+                "mqtt.client_id: a desk of a cluster takes its broker client ids from cluster.name and cluster.instance; remove it"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// This desk's name within its cluster: `cluster.instance`, or the host name.
+    fn instance(&self) -> String {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.instance.clone())
+            .unwrap_or_else(|| {
+                let hostname =
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                hostname.trim().to_owned()
+            })
+    }
+
     /// Where received alerts, snapshots and clips are kept, as the receiver lays them out.
     pub fn media(&self) -> PathBuf {
-        self.storage.directory.join("media")
+        self.storage
+            .media
+            .clone()
+            .unwrap_or_else(|| self.storage.directory.join("media"))
     }
 
     /// The desk's own signing key, for what it sends the boxes (created on first start).
@@ -215,8 +280,12 @@ impl Config {
         self.storage.directory.join("signing.key")
     }
 
-    /// The name the desk signs its commands with: its broker client id.
+    /// The name the desk signs its commands with: its broker client id (in a cluster,
+    /// `<cluster.name>-<cluster.instance>`, that of its media session).
     pub fn desk_name(&self) -> String {
+        if let Some(cluster) = &self.cluster {
+            return format!("{}-{}", cluster.name, self.instance());
+        }
         self.mqtt.client_id.clone().unwrap_or_else(|| {
             let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("alertclip-desk-{}", hostname.trim())
@@ -226,6 +295,16 @@ impl Config {
     /// The enrolled stores' public keys, one `<site>.pub` each: what the receiver trusts.
     pub fn keys(&self) -> PathBuf {
         self.storage.directory.join("keys")
+    }
+
+    /// The client id of the session that receives alerts and of the one that sends
+    /// responses (with `-commands`): in a cluster, its name, passed from desk to desk with
+    /// the lead, so that the broker keeps what arrives for it meanwhile.
+    pub fn links_client_id(&self) -> String {
+        match &self.cluster {
+            Some(cluster) => cluster.name.clone(),
+            None => self.desk_name(),
+        }
     }
 
     /// The receiver's options, checked as `alertclip receive` checks its flags (the error
@@ -332,6 +411,57 @@ mod tests {
         let message = config.unwrap_err().to_string();
         assert!(
             message.contains("storage.database_password_file: only for a postgres://"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_names_its_desks_from_its_name_and_instance_and_shares_the_media() {
+        let (_dir, config) = load(
+            "database = \"postgres://desk@db.example/alertclip\"\nmedia = \"/srv/media\"\n\
+             [cluster]\nname = \"precinct-7\"\ninstance = \"desk-a\"\n",
+        );
+        let config = config.unwrap();
+        assert_eq!(config.desk_name(), "precinct-7-desk-a");
+        assert_eq!(config.links_client_id(), "precinct-7");
+        assert_eq!(config.media(), PathBuf::from("/srv/media"));
+    }
+
+    #[test]
+    fn a_cluster_it_cannot_run_is_refused_naming_the_key() {
+        let cluster = "[cluster]\nname = \"precinct-7\"\ninstance = \"desk-a\"\n";
+        let (_dir, config) = load(cluster);
+        let message = config.unwrap_err().to_string();
+        assert!(
+            message.contains("cluster: several desks share a PostgreSQL database"),
+            "{message}"
+        );
+
+        let postgres = "database = \"postgres://desk@db.example/alertclip\"\n";
+        let (_dir, config) = load(&format!("{postgres}[cluster]\nname = \"precinct 7\"\n"));
+        let message = config.unwrap_err().to_string();
+        assert!(message.contains("cluster.name: "), "{message}");
+
+        let (_dir, config) = load(&format!(
+            "{postgres}[cluster]\nname = \"p\"\ninstance = \"a/b\"\n"
+        ));
+        let message = config.unwrap_err().to_string();
+        assert!(message.contains("cluster.instance: "), "{message}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("desk.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\nclient_id = \"mine\"\n[http]\n\
+                 listen = \"127.0.0.1:8443\"\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n\
+                 [storage]\ndirectory = \"data\"\n{postgres}{cluster}"
+            ),
+        )
+        .unwrap();
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("mqtt.client_id: a desk of a cluster takes its broker client ids"),
             "{message}"
         );
     }

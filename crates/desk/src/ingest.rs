@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use crate::db::OptionalExtension;
 use crate::params;
-use alertclip_officer::Report;
+use alertclip_officer::{Report, Sessions};
 use alertclip_wire::payload::Alert;
 use alertclip_wire::signature::Verdict;
-use tokio::sync::{Notify, broadcast, mpsc};
+use std::collections::BTreeSet;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,24 +31,59 @@ pub struct Change {
     pub event: Option<Uuid>,
 }
 
+impl Change {
+    /// A change as [`serde_json`] wrote it (another desk of a cluster did); `None` for
+    /// anything else.
+    pub fn parse(text: &str) -> Option<Change> {
+        #[derive(serde::Deserialize)]
+        struct Written {
+            kind: String,
+            site: String,
+            event: Option<Uuid>,
+        }
+        const KINDS: [&str; 9] = [
+            "alert", "update", "snapshot", "progress", "clip", "problem", "response", "site",
+            "registry",
+        ];
+        let written: Written = serde_json::from_str(text).ok()?;
+        let kind = KINDS.into_iter().find(|kind| *kind == written.kind)?;
+        Some(Change {
+            kind,
+            site: written.site,
+            event: written.event,
+        })
+    }
+}
+
 /// The largest status kept whole: a box with dozens of cameras sends a few KiB.
 const MAX_STATUS_BYTES: usize = 64 << 10;
 
 /// How long a receiver that failed waits before it starts again.
 const RETRY: Duration = Duration::from_secs(5);
 
+/// How far the desk's receiving has come, for its owner to wait on.
+#[derive(Clone)]
+pub struct Progress {
+    /// True once what was kept but not recorded before the desk last stopped is recorded.
+    pub imported: watch::Sender<bool>,
+    /// The broker sessions (`links`, `media`) whose topics the broker granted, and that
+    /// have not stopped since.
+    pub subscribed: watch::Sender<BTreeSet<String>>,
+}
+
 /// First records what was kept but not recorded before the desk last stopped (then says so
-/// on `imported`), then receives until `cancel`, starting the receiver again whenever
-/// `restart` is notified (a store was enrolled: its key is now trusted) or it failed.
+/// in `progress`), then receives until `cancel`, starting the receiver again whenever
+/// `restart` is notified (a store was enrolled: its key is now trusted) or it failed. A desk
+/// of a cluster receives media always and alerts while `lead` says it leads.
 pub async fn run(
     config: Config,
     db: Db,
     feed: broadcast::Sender<Change>,
     restart: Arc<Notify>,
-    imported: tokio::sync::watch::Sender<bool>,
+    progress: Progress,
+    lead: Option<watch::Receiver<bool>>,
     cancel: CancellationToken,
 ) {
-    let media = config.media();
     let converter = crate::viewing::available();
     if !converter {
         tracing::warn!(
@@ -55,82 +91,189 @@ pub async fn run(
         );
     }
     import(&config, &db, &feed, converter, &cancel).await;
-    imported.send_replace(true);
-    while !cancel.is_cancelled() {
-        // Read again each time: a password file may have been fixed meanwhile.
-        let checked = config.clone();
-        let options = match tokio::task::spawn_blocking(move || checked.receive_options()).await {
-            Ok(Ok(options)) => options,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "the broker settings cannot be used; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY) => continue,
-                }
-            }
-            Err(_) => return,
+    progress.imported.send_replace(true);
+    let subscribed = progress.subscribed;
+    let (Some(lead), Some(cluster)) = (lead, config.cluster.clone()) else {
+        let both = Receiving {
+            config,
+            db,
+            feed,
+            restart,
+            converter,
+            sessions: Sessions::Both,
+            subscribed,
         };
-        let this_run = cancel.child_token();
-        let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
-        let receiving = tokio::spawn(alertclip_officer::receive::run(
-            options,
-            this_run.clone(),
-            move |report| {
-                reports
-                    .send(report)
-                    .map_err(|_| io::Error::other("the desk is stopping"))
-            },
-        ));
-        let mut restarting = false;
-        let mut connected = std::collections::HashSet::new();
-        let broker = &config.mqtt.broker;
+        both.run(&cancel).await;
+        return;
+    };
+    // Each of the two receivers starts again on an enrolment.
+    let (media_restart, links_restart) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let fan_out = (media_restart.clone(), links_restart.clone(), cancel.clone());
+    tokio::spawn(async move {
+        let (media, links, cancel) = fan_out;
         loop {
             tokio::select! {
-                report = reported.recv() => match report {
-                    Some(Report::Connected { session }) => {
-                        connected.insert(session);
-                        if connected.len() == 2 {
-                            crate::service::status(&format!("receiving from {broker}"));
-                        }
-                    }
-                    Some(report) => {
-                        let recorded = match &report {
-                            Report::Alert { site, alert, .. } => {
-                                Some(format!("alert for event {} from {site}", alert.event_id))
-                            }
-                            Report::Clip { site, event, camera, .. } => {
-                                Some(format!("clip for event {event} from {site}, camera {camera}"))
-                            }
-                            _ => None,
-                        };
-                        record_with_view_copy(&db, &media, &feed, report, converter, &cancel)
-                            .await;
-                        if let Some(recorded) = recorded {
-                            crate::service::status(&format!(
-                                "receiving from {broker}; last recorded: {recorded}"
-                            ));
-                        }
-                    }
-                    None => break,
-                },
-                _ = restart.notified(), if !restarting => {
-                    tracing::info!("the registry changed: receiving again with its keys");
-                    restarting = true;
-                    this_run.cancel();
+                _ = cancel.cancelled() => return,
+                _ = restart.notified() => {
+                    media.notify_one();
+                    links.notify_one();
                 }
             }
         }
-        match receiving.await {
-            Ok(Ok(())) if restarting || cancel.is_cancelled() => continue,
-            Ok(Ok(())) => tracing::warn!("the receiver stopped; starting it again"),
-            Ok(Err(error)) => {
-                tracing::error!(error = %format!("{error:#}"), "receiving failed; retrying")
+    });
+    let media = Receiving {
+        config: config.clone(),
+        db: db.clone(),
+        feed: feed.clone(),
+        restart: media_restart,
+        converter,
+        sessions: Sessions::SharedMedia {
+            group: cluster.name,
+        },
+        subscribed: subscribed.clone(),
+    };
+    let links = Arc::new(Receiving {
+        config,
+        db,
+        feed,
+        restart: links_restart,
+        converter,
+        sessions: Sessions::Links,
+        subscribed,
+    });
+    let leading = crate::cluster::while_leading(lead, cancel.clone(), move |this_lead| {
+        let links = links.clone();
+        async move { links.run(&this_lead).await }
+    });
+    tokio::join!(media.run(&cancel), leading);
+}
+
+/// One receiver of the desk's, started again whenever it stops or `restart` is notified.
+struct Receiving {
+    config: Config,
+    db: Db,
+    feed: broadcast::Sender<Change>,
+    restart: Arc<Notify>,
+    converter: bool,
+    sessions: Sessions,
+    subscribed: watch::Sender<BTreeSet<String>>,
+}
+
+impl Receiving {
+    async fn run(&self, cancel: &CancellationToken) {
+        let Receiving {
+            config,
+            db,
+            feed,
+            restart,
+            converter,
+            sessions,
+            subscribed,
+        } = self;
+        let (converter, media) = (*converter, config.media());
+        // One session, or two, says it is connected before the desk says it receives.
+        let names: &[&str] = match sessions {
+            Sessions::Both => &["links", "media"],
+            Sessions::Links => &["links"],
+            Sessions::SharedMedia { .. } => &["media"],
+        };
+        while !cancel.is_cancelled() {
+            // The keys of the stores enrolled, by this desk or another of its cluster.
+            let keys = config.keys();
+            match db
+                .call(move |c| Ok(crate::sites::write_keys(c, &keys)))
+                .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(written)) => tracing::info!(written, "enrolled stores' keys written"),
+                Ok(Err(error)) => tracing::error!(%error, "cannot write the enrolled stores' keys"),
+                Err(error) => tracing::error!(%error, "cannot read the enrolled stores"),
             }
-            Err(error) => tracing::error!(%error, "the receiver failed; retrying"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = tokio::time::sleep(RETRY) => {}
+            // Read again each time: a password file may have been fixed meanwhile.
+            let checked = config.clone();
+            let options = match tokio::task::spawn_blocking(move || checked.receive_options()).await
+            {
+                Ok(Ok(mut options)) => {
+                    options.sessions = sessions.clone();
+                    if *sessions == Sessions::Links {
+                        options.settings.client_id = config.links_client_id();
+                    }
+                    options
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "the broker settings cannot be used; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY) => continue,
+                    }
+                }
+                Err(_) => return,
+            };
+            let this_run = cancel.child_token();
+            let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
+            let receiving = tokio::spawn(alertclip_officer::receive::run(
+                options,
+                this_run.clone(),
+                move |report| {
+                    reports
+                        .send(report)
+                        .map_err(|_| io::Error::other("the desk is stopping"))
+                },
+            ));
+            let mut restarting = false;
+            let mut connected = std::collections::HashSet::new();
+            let broker = &config.mqtt.broker;
+            loop {
+                tokio::select! {
+                    report = reported.recv() => match report {
+                        Some(Report::Connected { session }) => {
+                            subscribed.send_modify(|s| { s.insert(session.clone()); });
+                            connected.insert(session);
+                            if connected.len() == names.len() {
+                                crate::service::status(&format!("receiving from {broker}"));
+                            }
+                        }
+                        Some(report) => {
+                            let recorded = match &report {
+                                Report::Alert { site, alert, .. } => {
+                                    Some(format!("alert for event {} from {site}", alert.event_id))
+                                }
+                                Report::Clip { site, event, camera, .. } => {
+                                    Some(format!("clip for event {event} from {site}, camera {camera}"))
+                                }
+                                _ => None,
+                            };
+                            record_with_view_copy(db, &media, feed, report, converter, cancel)
+                                .await;
+                            if let Some(recorded) = recorded {
+                                crate::service::status(&format!(
+                                    "receiving from {broker}; last recorded: {recorded}"
+                                ));
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = restart.notified(), if !restarting => {
+                        tracing::info!("the registry changed: receiving again with its keys");
+                        restarting = true;
+                        this_run.cancel();
+                    }
+                }
+            }
+            let ended = receiving.await;
+            subscribed.send_modify(|s| s.retain(|name| !names.contains(&name.as_str())));
+            match ended {
+                Ok(Ok(())) if restarting || cancel.is_cancelled() => continue,
+                Ok(Ok(())) => tracing::warn!("the receiver stopped; starting it again"),
+                Ok(Err(error)) => {
+                    tracing::error!(error = %format!("{error:#}"), "receiving failed; retrying")
+                }
+                Err(error) => tracing::error!(%error, "the receiver failed; retrying"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(RETRY) => {}
+            }
         }
     }
 }

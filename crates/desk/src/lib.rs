@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod events;
@@ -41,8 +42,10 @@ pub struct Desk {
     pub addr: SocketAddr,
     /// Its database, for tools and tests that look inside.
     pub db: db::Db,
-    /// True once what was kept but not recorded before the last stop is recorded.
-    imported: tokio::sync::watch::Receiver<bool>,
+    /// How far receiving has come.
+    progress: ingest::Progress,
+    /// In a cluster, whether this desk leads it.
+    lead: Option<tokio::sync::watch::Receiver<bool>>,
     handle: axum_server::Handle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     cancel: CancellationToken,
@@ -80,6 +83,36 @@ impl Desk {
         let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // Alone, what the desk records goes straight to its consoles; in a cluster, to every
+        // desk's, through the database, and an enrolment here restarts every desk's receiver.
+        let (announce, enrolled, lead) = match &config.cluster {
+            None => (feed.clone(), restart.clone(), None),
+            Some(cluster) => {
+                let relay = cluster::Relay::start(
+                    db.clone(),
+                    config.database(),
+                    feed.clone(),
+                    wake.clone(),
+                    restart.clone(),
+                    cancel.clone(),
+                );
+                let enrolled = Arc::new(Notify::new());
+                let (announced, heard, stop) =
+                    (relay.announced.clone(), enrolled.clone(), cancel.clone());
+                tracker.spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = heard.notified() => {
+                                let _ = announced.send(cluster::registry_changed());
+                            }
+                        }
+                    }
+                });
+                let lead = cluster::lead(config.database(), &cluster.name, cancel.clone());
+                (relay.announced, enrolled, Some(lead))
+            }
+        };
         if let Some(keep) = config.storage.retention {
             tracker.spawn(retention::run(
                 db.clone(),
@@ -91,12 +124,13 @@ impl Desk {
         let state = Arc::new(web::AppState {
             db: db.clone(),
             feed: feed.clone(),
+            announce: announce.clone(),
             media: config.media(),
             scratch: config.storage.directory.clone(),
             keys: config.keys(),
             converter: viewing::available(),
             idle_s: config.http.idle_timeout.as_secs() as i64,
-            restart: restart.clone(),
+            restart: enrolled,
             stopping: cancel.clone(),
             signer,
             respond: wake.clone(),
@@ -120,26 +154,52 @@ impl Desk {
         ));
         // Receiving starts once the console serves: what it records from now on is news for
         // someone (and `systemctl status` says "receiving" after "serving", never before).
-        let (imported, imported_watch) = tokio::sync::watch::channel(false);
-        tracker.spawn(respond::run(
-            config.clone(),
-            db.clone(),
-            wake,
-            feed.clone(),
-            cancel.clone(),
-        ));
+        let progress = ingest::Progress {
+            imported: tokio::sync::watch::Sender::new(false),
+            subscribed: tokio::sync::watch::Sender::new(Default::default()),
+        };
+        match &lead {
+            None => {
+                tracker.spawn(respond::run(
+                    config.clone(),
+                    db.clone(),
+                    wake,
+                    announce.clone(),
+                    cancel.clone(),
+                ));
+            }
+            // The leader alone sends the officers' responses, under the cluster's session.
+            Some(lead) => {
+                let (config, db, announce) = (config.clone(), db.clone(), announce.clone());
+                tracker.spawn(cluster::while_leading(
+                    lead.clone(),
+                    cancel.clone(),
+                    move |this_lead| {
+                        respond::run(
+                            config.clone(),
+                            db.clone(),
+                            wake.clone(),
+                            announce.clone(),
+                            this_lead,
+                        )
+                    },
+                ));
+            }
+        }
         tracker.spawn(ingest::run(
             config.clone(),
             db.clone(),
-            feed,
+            announce,
             restart,
-            imported,
+            progress.clone(),
+            lead.clone(),
             cancel.clone(),
         ));
         Ok(Desk {
             addr,
             db,
-            imported: imported_watch,
+            progress,
+            lead,
             handle,
             serving,
             cancel,
@@ -150,8 +210,30 @@ impl Desk {
     /// Resolves once what the receiver kept but the desk had not recorded when it last
     /// stopped is recorded (at start, before receiving).
     pub async fn imported(&self) {
-        let mut imported = self.imported.clone();
+        let mut imported = self.progress.imported.subscribe();
         let _ = imported.wait_for(|done| *done).await;
+    }
+
+    /// Resolves once the desk receives: the broker granted the topics of its sessions (in a
+    /// cluster, the media's, and the alerts' too if it leads).
+    pub async fn receiving(&self) {
+        let mut subscribed = self.progress.subscribed.subscribe();
+        let leads = || self.lead.as_ref().is_none_or(|lead| *lead.borrow());
+        let _ = subscribed
+            .wait_for(|s| s.contains("media") && (!leads() || s.contains("links")))
+            .await;
+    }
+
+    /// Resolves once this desk leads its cluster (at once for a desk alone) and receives its
+    /// alerts.
+    pub async fn leading(&self) {
+        if let Some(lead) = &self.lead {
+            let _ = lead.clone().wait_for(|leads| *leads).await;
+        }
+        let mut subscribed = self.progress.subscribed.subscribe();
+        let _ = subscribed
+            .wait_for(|s| s.contains("media") && s.contains("links"))
+            .await;
     }
 
     /// Stops serving and receiving; what was received is recorded first.

@@ -419,7 +419,7 @@ pub async fn run(
         let settings = match tokio::task::spawn_blocking(move || checked.receive_options()).await {
             Ok(Ok(options)) => {
                 let mut settings = options.settings;
-                settings.client_id = format!("{}-commands", settings.client_id);
+                settings.client_id = format!("{}-commands", config.links_client_id());
                 settings
             }
             Ok(Err(error)) => {

@@ -107,6 +107,25 @@ pub fn enrol(conn: &Conn, keys: &Path, site: &Site) -> Result<(), EnrolError> {
     Ok(())
 }
 
+/// Writes the key of every enrolled store where the receiver reads keys, for a desk of a
+/// cluster whose stores another desk enrolled; returns how many were written anew.
+pub fn write_keys(conn: &Conn, keys: &Path) -> Result<usize, EnrolError> {
+    std::fs::create_dir_all(keys)?;
+    let mut written = 0;
+    for site in all(conn)? {
+        let path = keys.join(format!("{}.pub", site.id));
+        let Some(key) = parse_public_key(&site.public_key) else {
+            continue;
+        };
+        let pem = public_pem(&key);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+            alertclip_officer::store::write_durably(&path, pem.as_bytes())?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
 fn from_row(row: &crate::db::Row) -> crate::db::Result<Site> {
     Ok(Site {
         id: row.get(0)?,

@@ -117,6 +117,9 @@ pub enum Tag<K> {
 pub enum LinkEvent<K> {
     /// Connected (again). Publishing may start; subscriptions should be renewed.
     Connected,
+    /// The broker answered a subscription: `None` when it granted it, else why it refused
+    /// (an ACL, or a broker without shared subscriptions). One per `subscribe`, in order.
+    Subscribed(Option<String>),
     /// The broker acknowledged a publish.
     Acked(K),
     /// The broker acknowledged a publish with a failure reason (MQTT 5 only).
@@ -372,6 +375,11 @@ enum Raw {
         payload: Bytes,
         retained: bool,
     },
+    SubAck {
+        refused: Option<String>,
+    },
+    /// `disconnect` was sent: the session ends once the broker closes the connection.
+    Gone,
     Other,
 }
 
@@ -423,7 +431,15 @@ impl EventLoop for rumqttc::EventLoop {
                 payload: p.payload,
                 retained: p.retain,
             },
+            Event::Incoming(Packet::SubAck(ack)) => Raw::SubAck {
+                refused: ack
+                    .return_codes
+                    .iter()
+                    .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                    .then(|| "the broker refused the subscription".to_owned()),
+            },
             Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
+            Event::Outgoing(Outgoing::Disconnect) => Raw::Gone,
             _ => Raw::Other,
         })
     }
@@ -443,7 +459,7 @@ impl EventLoop for rumqttc::EventLoop {
 impl EventLoop for rumqttc::v5::EventLoop {
     async fn poll(&mut self) -> Result<Raw, Failure> {
         use rumqttc::Outgoing;
-        use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+        use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
         use rumqttc::v5::{ConnectionError, Event, StateError};
         let polled = rumqttc::v5::EventLoop::poll(self)
             .await
@@ -480,7 +496,24 @@ impl EventLoop for rumqttc::v5::EventLoop {
                 payload: p.payload,
                 retained: p.retain,
             },
+            Event::Incoming(Packet::SubAck(ack)) => Raw::SubAck {
+                refused: ack
+                    .return_codes
+                    .iter()
+                    .find(|code| !matches!(code, SubscribeReasonCode::Success(_)))
+                    .map(|code| {
+                        format!(
+                            "the broker refused the subscription: {code:?}{}",
+                            ack.properties
+                                .as_ref()
+                                .and_then(|p| p.reason_string.as_ref())
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        )
+                    }),
+            },
             Event::Outgoing(Outgoing::Publish(pkid)) => Raw::OutgoingPublish(pkid),
+            Event::Outgoing(Outgoing::Disconnect) => Raw::Gone,
             _ => Raw::Other,
         })
     }
@@ -511,7 +544,7 @@ async fn pump<L: EventLoop, K: Send>(
 ) {
     let mut pkids: HashMap<u16, Tag<K>> = HashMap::new();
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
-    let mut after_oversized = false;
+    let (mut after_oversized, mut leaving) = (false, false);
     loop {
         let polled = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -552,7 +585,17 @@ async fn pump<L: EventLoop, K: Send>(
                 payload,
                 retained,
             },
+            Ok(Raw::SubAck { refused }) => LinkEvent::Subscribed(refused),
+            // Sent and flushed: what was asked before it reached the broker first.
+            // Sent: reading on until the broker closes the connection, so that what it still
+            // sends (acknowledgements of what was asked just before) is read, and closing
+            // does not reset the connection before it took everything in.
+            Ok(Raw::Gone) => {
+                leaving = true;
+                continue;
+            }
             Ok(Raw::Other) => continue,
+            Err(_) if leaving => return,
             Err(failure) => {
                 let too_large = {
                     let mut link = lock(&link);
@@ -742,6 +785,7 @@ mod tests {
             let Some(event) = rx.recv().await else { break };
             words.push(match event {
                 LinkEvent::Connected => "connected".to_owned(),
+                LinkEvent::Subscribed(refused) => format!("subscribed {refused:?}"),
                 LinkEvent::Acked(key) => format!("acked {key}"),
                 LinkEvent::Refused(key, why) => format!("refused {key}: {why}"),
                 LinkEvent::TooLarge(key, _) => format!("too large {key}"),

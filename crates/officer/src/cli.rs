@@ -113,6 +113,7 @@ impl ReceiveArgs {
             json: self.json,
             keys: self.keys,
             trust_on_first_use: self.trust_on_first_use,
+            sessions: Default::default(),
         })
     }
 }

@@ -11,4 +11,4 @@ pub mod cli;
 pub mod receive;
 pub mod store;
 
-pub use receive::{ReceiveOptions, Receiver, Report};
+pub use receive::{ReceiveOptions, Receiver, Report, Sessions};

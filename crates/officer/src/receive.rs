@@ -100,6 +100,27 @@ pub struct ReceiveOptions {
     pub keys: Option<PathBuf>,
     /// Trust the first key each site signs with, and only that key afterwards.
     pub trust_on_first_use: bool,
+    /// Which broker sessions to run.
+    pub sessions: Sessions,
+}
+
+/// Which of its two broker sessions a receiver runs: both on its own, or one part of a desk
+/// of several sharing a database and a media directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sessions {
+    /// Alerts and media: a receiver on its own.
+    #[default]
+    Both,
+    /// Alerts, updates, health, status and answers: the one desk of several leading, as a
+    /// device's chain is followed in the order it was published.
+    Links,
+    /// Snapshots and clips, through the broker's shared subscription `group`: every desk of
+    /// several, each message reaching one of them; chunks of a clip reaching different desks
+    /// meet in the shared directory, where whichever has the last piece reassembles it.
+    SharedMedia {
+        /// The shared subscription's group (`$share/<group>/...`).
+        group: String,
+    },
 }
 
 /// Something the receiver reports, as a line of output. `site`, `event` and `camera` are
@@ -168,7 +189,7 @@ pub enum Report {
         total: Option<u32>,
     },
     /// One of the receiver's two broker sessions (`links` for alerts, updates, health and
-    /// status; `media` for snapshots and clips) connected and asked for its topics.
+    /// status; `media` for snapshots and clips) connected, and the broker granted its topics.
     Connected { session: String },
     /// A health alert from a device.
     Health { site: String, health: Health },
@@ -213,14 +234,26 @@ pub async fn run(
     if let Some(keys) = &options.keys {
         tracing::info!(keys = links.trusted.len(), dir = %keys.display(), "trusted device keys loaded");
     }
-    for resumed in media.resume()? {
-        report(resumed)?;
+    let (run_links, media_group) = match &options.sessions {
+        Sessions::Both => (true, None),
+        Sessions::Links => (true, None),
+        Sessions::SharedMedia { group } => (false, Some(group.as_str())),
+    };
+    let run_media = options.sessions != Sessions::Links;
+    if run_media {
+        for resumed in media.resume()? {
+            report(resumed)?;
+        }
     }
     let tracker = tokio_util::task::TaskTracker::new();
     let (reports, mut reported) = mpsc::unbounded_channel();
     let mut media_settings = options.settings.clone();
     media_settings.client_id = format!("{}-media", options.settings.client_id);
     let layout = &options.layout;
+    let media_filters = layout.media_filters().map(|filter| match media_group {
+        Some(group) => format!("$share/{group}/{filter}"),
+        None => filter,
+    });
     let channels = [
         (
             "links",
@@ -233,13 +266,25 @@ pub async fn run(
             "media",
             &media_settings,
             media,
-            layout.media_filters().to_vec(),
+            media_filters.to_vec(),
             None,
         ),
     ];
     let (mut sessions, mut workers) = (Vec::new(), Vec::new());
-    for (name, settings, receiver, filters, unwanted) in channels {
-        let (session, events) = Session::<()>::start(settings, &tracker, cancel.clone())?;
+    let wanted = channels.into_iter().filter(|(name, ..)| {
+        if *name == "links" {
+            run_links
+        } else {
+            run_media
+        }
+    });
+    // A shared media session outlives `cancel` until it has left its group (below).
+    let sessions_end = match media_group {
+        Some(_) => CancellationToken::new(),
+        None => cancel.clone(),
+    };
+    for (name, settings, receiver, filters, unwanted) in wanted {
+        let (session, events) = Session::<()>::start(settings, &tracker, sessions_end.clone())?;
         let session = Arc::new(session);
         let serving = Serving {
             name,
@@ -266,6 +311,10 @@ pub async fn run(
             },
         }
     }
+    if media_group.is_some() {
+        leave_group(&sessions, &media_filters, &tracker).await;
+        sessions_end.cancel();
+    }
     for session in &sessions {
         session.disconnect().await;
     }
@@ -284,6 +333,39 @@ pub async fn run(
     Ok(())
 }
 
+/// How long a desk of a cluster that stops waits to tell the broker it leaves the group.
+const LEAVING: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Leaves the shared subscriptions `filters` of a desk of a cluster that stops: a broker
+/// keeps a persistent session's share of a group while it is away (mosquitto does), so
+/// unless the desk says it is gone, every other snapshot and chunk would wait for its
+/// return. The unsubscriptions go out before the disconnection, on one connection, and the
+/// broker takes them in that order.
+async fn leave_group(
+    sessions: &[Arc<Session<()>>],
+    filters: &[String],
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    for session in sessions {
+        if !session.is_connected() {
+            tracing::warn!(
+                "leaving the cluster's media group: not connected, so the broker keeps this desk's share until it returns"
+            );
+            continue;
+        }
+        for filter in filters {
+            session.unsubscribe(filter);
+        }
+        session.disconnect().await;
+    }
+    tracker.close();
+    if tokio::time::timeout(LEAVING, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            "leaving the cluster's media group: the broker did not take the word in time"
+        );
+    }
+}
+
 /// One broker session's worker: a thread of its own that stores what arrives, since storing
 /// blocks on the disk.
 struct Serving {
@@ -298,7 +380,7 @@ struct Serving {
 
 impl Serving {
     fn serve(self, mut receiver: Receiver, mut events: mpsc::UnboundedReceiver<LinkEvent<()>>) {
-        let mut failures = 0u32;
+        let (mut failures, mut unanswered) = (0u32, 0usize);
         while let Some(event) = events.blocking_recv() {
             match event {
                 LinkEvent::Connected => {
@@ -310,10 +392,24 @@ impl Serving {
                     for filter in &self.filters {
                         self.session.subscribe(filter);
                     }
-                    let _ = self.reports.send(Report::Connected {
-                        session: self.name.to_owned(),
-                    });
+                    unanswered = self.filters.len();
                 }
+                // Receiving once the broker granted every topic: before, a message would
+                // find no subscription.
+                LinkEvent::Subscribed(None) => {
+                    unanswered = unanswered.saturating_sub(1);
+                    if unanswered == 0 {
+                        let _ = self.reports.send(Report::Connected {
+                            session: self.name.to_owned(),
+                        });
+                    }
+                }
+                LinkEvent::Subscribed(Some(refused)) => tracing::error!(
+                    %refused,
+                    session = self.name,
+                    filters = ?self.filters,
+                    "the broker refused a subscription: check its ACL for this client (and, for a desk of a cluster, that it has shared subscriptions)"
+                ),
                 LinkEvent::Disconnected(error) => {
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
@@ -470,6 +566,15 @@ impl Receiver {
         let key = link.signature.map_or("unsigned", |s| s.key_id.as_str());
         let key = if id::is_valid(key) { key } else { "unknown" };
         let path = self.out.join(".chain").join(format!("{site}-{key}.json"));
+        // Held until the chain is written: receivers sharing the directory (a desk taking
+        // over from another) follow a chain one at a time.
+        fs::create_dir_all(path.parent().unwrap_or(&self.out))?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.with_extension("lock"))?;
+        lock.lock()?;
         let mut followed: Followed = fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -497,7 +602,6 @@ impl Receiver {
             _ => {}
         }
         if changed {
-            fs::create_dir_all(path.parent().unwrap_or(&self.out))?;
             write_durably(
                 &path,
                 &serde_json::to_vec(&followed).map_err(io::Error::other)?,
@@ -1231,13 +1335,22 @@ impl Receiver {
         }
         self.present.remove(&key);
         self.manifests.remove(&key);
-        let temp = dir.join(format!(".{}.partial", clip_name(camera, verified)));
+        let temp = crate::store::temporary(&final_path);
         let mut file = fs::File::create(&temp)?;
         let mut whole = Sha256::new();
         let mut bytes = 0u64;
         for (n, expected) in manifest.chunk_sha256.iter().enumerate() {
             let path = chunks.join(chunk_name(n as u32, expected));
-            let chunk = fs::read(&path)?;
+            let chunk = match fs::read(&path) {
+                Ok(chunk) => chunk,
+                // Another receiver sharing the directory (a desk of several) finished the
+                // clip first and took its chunks away.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && final_path.exists() => {
+                    let _ = fs::remove_file(&temp);
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(e),
+            };
             if &hex::encode(Sha256::digest(&chunk)) != expected {
                 let _ = fs::remove_file(&path);
                 let _ = fs::remove_file(&temp);

@@ -316,27 +316,38 @@ pub struct Conn {
     in_transaction: Cell<bool>,
 }
 
+/// The password `password_file` holds, if there is one.
+fn password(password_file: &Option<PathBuf>) -> Result<Option<String>, DbError> {
+    password_file
+        .as_ref()
+        .map(|file| {
+            alertclip_mqtt::read_secret(file).map_err(|e| DbError::Open {
+                at: format!("storage.database_password_file {}", file.display()),
+                source: SqlError::Secret(e.to_string()),
+            })
+        })
+        .transpose()
+}
+
+/// A PostgreSQL connection of its own, beside the desk's, for what must hold a session
+/// (the cluster's lead, its notifications); `None` for SQLite.
+pub(crate) fn session(location: &Location) -> Result<Option<::postgres::Client>, DbError> {
+    match location {
+        Location::Sqlite(_) => Ok(None),
+        Location::Postgres { url, password_file } => Ok(Some(postgres::client(
+            url,
+            password(password_file)?.as_deref(),
+        )?)),
+    }
+}
+
 impl Conn {
     fn open(location: &Location) -> Result<Conn, DbError> {
         let backend = match location {
             Location::Sqlite(path) => Backend::Sqlite(sqlite::open(path)?),
-            Location::Postgres { url, password_file } => {
-                let password = match password_file {
-                    Some(file) => {
-                        Some(
-                            alertclip_mqtt::read_secret(file).map_err(|e| DbError::Open {
-                                at: format!("storage.database_password_file {}", file.display()),
-                                source: SqlError::Secret(e.to_string()),
-                            })?,
-                        )
-                    }
-                    None => None,
-                };
-                Backend::Postgres(Box::new(RefCell::new(postgres::Postgres::connect(
-                    url,
-                    password.as_deref(),
-                )?)))
-            }
+            Location::Postgres { url, password_file } => Backend::Postgres(Box::new(RefCell::new(
+                postgres::Postgres::connect(url, password(password_file)?.as_deref())?,
+            ))),
         };
         Ok(Conn {
             backend,
@@ -420,6 +431,31 @@ impl Conn {
         self.in_transaction.set(false);
         drop(open);
         Ok(done)
+    }
+
+    /// Runs `work` in a transaction (the caller's, if one is open) holding the lock called
+    /// `name` until the transaction ends: on PostgreSQL an advisory lock, so that desks
+    /// sharing the database take turns at what must not interleave (appending to a hash
+    /// chain); SQLite has one writer at a time already.
+    pub fn exclusive<T, E: From<SqlError>>(
+        &self,
+        name: &str,
+        work: impl FnOnce(&Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let locked = |tx: &Conn| -> Result<T, E> {
+            if let Backend::Postgres(_) = tx.backend {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(?1))",
+                    &[Value::Text(name.to_owned())],
+                )?;
+            }
+            work(tx)
+        };
+        if self.in_transaction.get() {
+            locked(self)
+        } else {
+            self.transaction(locked)
+        }
     }
 
     fn batch(&self, sql: &str) -> Result<()> {

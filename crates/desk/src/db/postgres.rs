@@ -39,19 +39,29 @@ pub(super) fn redacted(url: &str) -> String {
     }
 }
 
+/// A connection of its own to the database at `url`, for what the desk's one connection
+/// cannot do between its queries (hold a lock for as long as it lives, wait for
+/// notifications).
+pub(super) fn client(url: &str, password: Option<&str>) -> Result<Client, DbError> {
+    let open = |e: postgres::Error| DbError::Open {
+        at: redacted(url),
+        source: e.into(),
+    };
+    let mut config: postgres::Config = url.parse().map_err(open)?;
+    if let Some(password) = password {
+        config.password(password);
+    }
+    config.application_name("alertclip-desk");
+    // A desk whose machine vanished is found out, and the lead it held released, within a
+    // minute rather than the system's two hours.
+    config.keepalives_idle(std::time::Duration::from_secs(30));
+    config.connect(NoTls).map_err(open)
+}
+
 impl Postgres {
     pub(super) fn connect(url: &str, password: Option<&str>) -> Result<Postgres, DbError> {
         let at = redacted(url);
-        let open = |e: postgres::Error| DbError::Open {
-            at: at.clone(),
-            source: e.into(),
-        };
-        let mut config: postgres::Config = url.parse().map_err(open)?;
-        if let Some(password) = password {
-            config.password(password);
-        }
-        config.application_name("alertclip-desk");
-        let client = config.connect(NoTls).map_err(open)?;
+        let client = client(url, password)?;
         let mut db = Postgres {
             client,
             statements: HashMap::new(),

@@ -29,8 +29,10 @@ use crate::ingest::Change;
 pub struct AppState {
     /// The database.
     pub db: Db,
-    /// Changes, for the live feeds.
+    /// Changes, for the live feeds: every desk's, in a cluster.
     pub feed: broadcast::Sender<Change>,
+    /// Where this desk announces what it changed (the same channel as `feed` when alone).
+    pub announce: broadcast::Sender<Change>,
     /// Where received files are.
     pub media: PathBuf,
     /// Where exports are built (the storage directory: the same file system as the media).

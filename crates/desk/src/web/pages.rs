@@ -753,7 +753,7 @@ pub async fn respond(
     match recorded {
         Ok(Ok(_)) => {
             state.respond.notify_one();
-            let _ = state.feed.send(crate::ingest::Change {
+            let _ = state.announce.send(crate::ingest::Change {
                 kind: "response",
                 site: event.site,
                 event: Some(id),
