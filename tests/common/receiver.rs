@@ -102,7 +102,8 @@ impl ReceiverProcess {
         receiver
     }
 
-    /// The next report not handed out yet, failing the test after a minute and a half.
+    /// The next report not handed out yet, failing the test after a minute and a half (more
+    /// under emulation).
     pub async fn next(&mut self) -> Value {
         match self.pending.pop_front() {
             Some(value) => value,
@@ -112,11 +113,14 @@ impl ReceiverProcess {
 
     /// The next report the receiver prints.
     async fn read(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(90), self.lines.next_line())
-            .await
-            .expect("a report from the receiver in time")
-            .expect("receiver output readable")
-            .expect("receiver still running");
+        let line = tokio::time::timeout(
+            super::patience(Duration::from_secs(90)),
+            self.lines.next_line(),
+        )
+        .await
+        .expect("a report from the receiver in time")
+        .expect("receiver output readable")
+        .expect("receiver still running");
         let value: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("receiver printed non-JSON {line:?}: {e}"));
         self.seen.push(value.clone());
@@ -133,7 +137,7 @@ impl ReceiverProcess {
         if let Some(i) = self.pending.iter().position(&mut predicate) {
             return self.pending.remove(i).expect("a position within pending");
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let deadline = tokio::time::Instant::now() + super::patience(Duration::from_secs(120));
         loop {
             let value = tokio::time::timeout_at(deadline, self.read())
                 .await
