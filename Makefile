@@ -32,6 +32,7 @@ bench:
 	$(CARGO) bench --locked --bench detect
 	$(CARGO) bench --locked --bench desk
 	$(CARGO) bench --locked --bench responses
+	$(CARGO) bench --locked --bench stores
 
 lint: setup
 	$(CARGO) fmt --all -- --check

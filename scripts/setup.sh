@@ -18,11 +18,14 @@ mode=${1:-}
 if [ "$mode" = "--test" ]; then
     # systemd-analyze checks the unit file (it is not started: no init system is needed).
     # The desk's console is tested in a real browser, driven over WebDriver, and its
-    # database on PostgreSQL too (a scratch server each test starts and stops).
-    PACKAGES="$PACKAGES systemd chromium chromium-driver postgresql"
+    # database on PostgreSQL too (a scratch server each test starts and stops); a cluster
+    # of desks is tested on a three-node NATS cluster as well as on mosquitto.
+    PACKAGES="$PACKAGES systemd chromium chromium-driver postgresql nats-server"
 fi
 if [ "$mode" = "--bench" ]; then
-    PACKAGES="$PACKAGES motion"
+    # Motion is a baseline of the ingest benchmark; the desk's benchmarks drive Chromium
+    # and PostgreSQL as its tests do, and the stores' load test a NATS cluster.
+    PACKAGES="$PACKAGES motion chromium chromium-driver postgresql nats-server"
     if ! python3 -c "import ensurepip" >/dev/null 2>&1; then
         PACKAGES="$PACKAGES python3-venv"
     fi

@@ -13,6 +13,7 @@ mod common;
 #[path = "common/desk.rs"]
 mod desk_rig;
 
+use alertclip::clip::ClipDone;
 use alertclip::demo::teststream::TestStream;
 use alertclip::trigger::{Trigger, TriggerKind};
 use alertclip_desk::accounts::Role;
@@ -1508,6 +1509,39 @@ async fn shown_alerts(feed: &mut Feed, event: uuid::Uuid) -> usize {
     alerts
 }
 
+/// The box's clip as `desk` recorded and serves it: signed validly, its manifest naming the
+/// file the box wrote, and the same bytes.
+async fn served_as_written(desk: &DeskRig, client: &reqwest::Client, local: &ClipDone) {
+    let id = local.record.event_id.to_string();
+    let (signature, manifest) = desk.clip_record(&id).await;
+    assert_eq!(signature, "valid");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(manifest["sha256"], local.record.sha256.as_str());
+    let clip = client
+        .get(desk.at(&format!("/media/{id}/cam/clip")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clip.status(), StatusCode::OK);
+    assert_eq!(
+        clip.bytes().await.unwrap(),
+        std::fs::read(&local.mp4).unwrap().as_slice()
+    );
+}
+
+/// How many events `desk`'s database holds.
+async fn events_recorded(desk: &DeskRig) -> i64 {
+    desk.desk
+        .db
+        .call(|c| {
+            c.query_row("SELECT COUNT(*) FROM events", params![], |r| {
+                r.get::<i64>(0)
+            })
+        })
+        .await
+        .unwrap()
+}
+
 /// The officer's response to `event`, sent from `desk`'s console, until the store's box
 /// has applied it.
 async fn responded(
@@ -1572,13 +1606,20 @@ async fn two_desks_of_a_cluster_share_the_work_show_every_alert_once_and_one_tak
     let a = DeskRig::start_in(
         &cluster,
         "a",
-        &broker.url(),
+        &format!("broker = \"{}\"", broker.url()),
         &[("ana", Role::Officer)],
         &[site("test-site", "Corner Deli", &box_key)],
     )
     .await;
     a.desk.leading().await;
-    let b = DeskRig::start_in(&cluster, "b", &broker.url(), &[], &[]).await;
+    let b = DeskRig::start_in(
+        &cluster,
+        "b",
+        &format!("broker = \"{}\"", broker.url()),
+        &[],
+        &[],
+    )
+    .await;
     b.desk.receiving().await;
     let (on_a, _) = a.signed_in("ana").await;
     let (on_b, csrf_b) = b.signed_in("ana").await;
@@ -1602,20 +1643,7 @@ async fn two_desks_of_a_cluster_share_the_work_show_every_alert_once_and_one_tak
             "{desk} had none of the event's media: {log}"
         );
     }
-    let (signature, manifest) = b.clip_record(&id).await;
-    assert_eq!(signature, "valid");
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    assert_eq!(manifest["sha256"], local.record.sha256.as_str());
-    let clip = on_b
-        .get(b.at(&format!("/media/{id}/cam/clip")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(clip.status(), StatusCode::OK);
-    assert_eq!(
-        clip.bytes().await.unwrap(),
-        std::fs::read(&local.mp4).unwrap().as_slice()
-    );
+    served_as_written(&b, &on_b, &local).await;
     // A response given on the follower's console goes out from the leader.
     responded(&b, &on_b, &csrf_b, &mut feed_b, first).await;
 
@@ -1631,9 +1659,7 @@ async fn two_desks_of_a_cluster_share_the_work_show_every_alert_once_and_one_tak
         "a new event, not the first extended"
     );
     assert_eq!(shown_alerts(&mut feed_b, second).await, 1);
-    let id = second.to_string();
-    let (signature, _) = b.clip_record(&id).await;
-    assert_eq!(signature, "valid");
+    served_as_written(&b, &on_b, &local).await;
     let recorded = b
         .desk
         .db
@@ -1646,17 +1672,106 @@ async fn two_desks_of_a_cluster_share_the_work_show_every_alert_once_and_one_tak
         "the chain goes on across desks"
     );
     responded(&b, &on_b, &csrf_b, &mut feed_b, second).await;
-    let count = b
+    assert_eq!(events_recorded(&b).await, 2, "each alert recorded once");
+    b.stop().await;
+    rig.stop().await;
+}
+
+/// The NATS cluster's users, as docs/scale.md configures them: the store `test-site` may
+/// publish and subscribe under its own prefix only, and only through MQTT; the desks under
+/// every store's. (`$MQTT.sub.>` is where the MQTT gateway delivers QoS 1 messages.)
+const NATS_USERS: &str = r#"authorization {
+  users = [
+    { user: "test-site", password: "box-secret", allowed_connection_types: ["MQTT"],
+      permissions: { publish: ["alertclip.v1.test-site.>"],
+                     subscribe: ["alertclip.v1.test-site", "alertclip.v1.test-site.>", "$MQTT.sub.>"] } }
+    { user: "desk", password: "desk-secret", allowed_connection_types: ["MQTT"],
+      permissions: { publish: ["alertclip.v1.>"],
+                     subscribe: ["alertclip.v1", "alertclip.v1.>", "$MQTT.sub.>"] } }
+  ]
+}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_nats_cluster_the_leading_desk_receives_everything_and_nothing_is_lost_when_a_node_dies_and_the_leader_stops_mid_clip()
+ {
+    let mut nats = nats::NatsCluster::start(3, NATS_USERS);
+    let box_password = nats.file("box.password", "box-secret");
+    let desk_password = nats.file("desk.password", "desk-secret");
+    let mut cluster = ClusterRig::start("precinct");
+    cluster.media_sharing = "leader";
+    let (key_a, key_b) = (cluster.desk_key("a"), cluster.desk_key("b"));
+    // The box on node 0, the desks on nodes 1 and 2; each may fail over to the others.
+    let tail = format!(
+        "[mqtt]\nurl = \"{}\"\nfailover = {}\nchunk_size = \"16KiB\"\nusername = \"test-site\"\n\
+         password_file = \"{}\"\n[desk]\nkeys = ['''\n{key_a}''', '''\n{key_b}''']\n",
+        nats.mqtt_url(0),
+        nats.failover(0),
+        box_password.display()
+    );
+    let mut rig = Rig::start(&[TestStream::h264("/cam")], ROLLS, &tail).await;
+    let box_key = std::fs::read_to_string(rig.dir.path().join("evidence/device.pub")).unwrap();
+    let desk_mqtt = |node: usize| {
+        format!(
+            "broker = \"{}\"\nfailover = {}\nusername = \"desk\"\npassword_file = \"{}\"",
+            nats.mqtt_url(node),
+            nats.failover(node),
+            desk_password.display()
+        )
+    };
+    let a = DeskRig::start_in(
+        &cluster,
+        "a",
+        &desk_mqtt(1),
+        &[("ana", Role::Officer)],
+        &[site("test-site", "Corner Deli", &box_key)],
+    )
+    .await;
+    a.desk.leading().await;
+    let b = DeskRig::start_in(&cluster, "b", &desk_mqtt(2), &[], &[]).await;
+    b.desk.receiving().await;
+    let (on_a, _) = a.signed_in("ana").await;
+    let (on_b, csrf_b) = b.signed_in("ana").await;
+    let mut feed_a = Feed::open(&on_a, &a).await;
+    let mut feed_b = Feed::open(&on_b, &b).await;
+
+    wait_buffered(rig.camera(0), 2.5).await;
+    let first = rig
+        .fire(Trigger::now(TriggerKind::Button, "register-1"))
+        .await;
+    let local = rig.next_clip().await;
+    assert_eq!(shown_alerts(&mut feed_a, first).await, 1, "on desk a");
+    assert_eq!(shown_alerts(&mut feed_b, first).await, 1, "on desk b");
+    served_as_written(&b, &on_b, &local).await;
+    // A response given on the follower's console reaches the box from the leader.
+    responded(&b, &on_b, &csrf_b, &mut feed_b, first).await;
+
+    // The box's node dies; the box goes on through another. The leader stops once the next
+    // alert is shown, before the clip (a second of post-roll) is sent: the broker keeps the
+    // clip in the session that passes to the other desk with the lead.
+    nats.kill(0);
+    let second = rig
+        .fire(Trigger::now(TriggerKind::Button, "register-1"))
+        .await;
+    let id = second.to_string();
+    feed_a
+        .wait_for(|c| c["event"] == id.as_str() && c["kind"] == "alert")
+        .await;
+    a.stop().await;
+    b.desk.leading().await;
+    let local = rig.next_clip().await;
+    assert_eq!(local.record.event_id, second, "a new event");
+    assert_eq!(shown_alerts(&mut feed_b, second).await, 1);
+    served_as_written(&b, &on_b, &local).await;
+    let recorded = b
         .desk
         .db
-        .call(|c| {
-            c.query_row("SELECT COUNT(*) FROM events", params![], |r| {
-                r.get::<i64>(0)
-            })
-        })
+        .call(move |c| alertclip_desk::events::get(c, second))
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(count, 2, "each alert recorded once");
+    assert_eq!(recorded.chain_problem, None, "the chain goes on");
+    responded(&b, &on_b, &csrf_b, &mut feed_b, second).await;
+    assert_eq!(events_recorded(&b).await, 2, "each alert recorded once");
     b.stop().await;
     rig.stop().await;
 }

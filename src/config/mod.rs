@@ -319,6 +319,10 @@ pub struct Mqtt {
     /// `mqtt://host:port` (port 1883 by default) or `mqtts://host:port` (TLS, port 8883 by
     /// default). Required.
     pub url: BrokerUrl,
+    /// Further nodes of a broker cluster, tried in turn when the one connected to fails
+    /// (docs/scale.md), with the same scheme as `url`. Default: none.
+    #[serde(default)]
+    pub failover: Vec<BrokerUrl>,
     /// MQTT protocol version: `"3.1.1"` or `"5"`. Default: `"3.1.1"`.
     #[serde(default)]
     pub protocol: Protocol,
@@ -1023,6 +1027,15 @@ impl Mqtt {
                 "TLS files are set but the URL is mqtt://: use mqtts://".into(),
             ));
         }
+        if let Some(other) = self.failover.iter().find(|f| f.tls != self.url.tls) {
+            return Err((
+                key("failover"),
+                format!(
+                    "\"{other}\" and url \"{}\" differ in scheme: every node of the cluster is reached the same way (all mqtt:// or all mqtts://)",
+                    self.url
+                ),
+            ));
+        }
         if self.password_file.is_some() && self.username.is_none() {
             return Err((key("password_file"), "needs a username as well".into()));
         }
@@ -1592,6 +1605,22 @@ url = "rtsp://10.0.0.5/stream1"
         );
         let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\nca_file = \"/x\"\n");
         assert!(error(&text).contains("mqtt.url: TLS files are set but the URL is mqtt://"));
+        let text = format!(
+            "{MINIMAL}\n[mqtt]\nurl = \"mqtts://a\"\nfailover = [\"mqtts://b\", \"mqtt://c\"]\n"
+        );
+        assert!(
+            error(&text).contains(
+                "mqtt.failover: \"mqtt://c:1883\" and url \"mqtts://a:8883\" differ in scheme"
+            ),
+            "{}",
+            error(&text)
+        );
+        let text =
+            format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://a\"\nfailover = [\"mqtt://b:1884\"]\n");
+        assert_eq!(
+            parse(&text).unwrap().mqtt.unwrap().failover[0].to_string(),
+            "mqtt://b:1884"
+        );
         let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\nprotocol = \"4\"\n");
         assert!(error(&text).contains("mqtt.protocol: unknown variant `4`"));
         let text = format!("{MINIMAL}\n[mqtt]\nurl = \"mqtt://b\"\ntopic_prefix = \"a/#\"\n");

@@ -420,6 +420,7 @@ pub fn settings(
     let mut settings = Settings::new(mqtt.url.clone(), mqtt.client_id(&config.site))
         .login(mqtt.username.as_deref(), mqtt.password_file.as_deref())?;
     settings.protocol = mqtt.protocol;
+    settings.failover = mqtt.failover.clone();
     settings.ca_file = mqtt.ca_file.clone();
     settings.client_auth = mqtt.cert_file.clone().zip(mqtt.key_file.clone());
     settings.keepalive = mqtt.keepalive.0;

@@ -46,18 +46,31 @@ pub struct ClusterRig {
     pub media: tempfile::TempDir,
     /// Desks' signing keys made before they start, by instance.
     keys: tempfile::TempDir,
+    /// `[cluster] media`: `"shared"`, or `"leader"` for a broker without shared
+    /// subscriptions.
+    pub media_sharing: &'static str,
 }
 
 #[allow(dead_code)]
 impl ClusterRig {
     pub fn start(name: &str) -> ClusterRig {
-        let server = Arc::new(Scratch::start().unwrap());
+        ClusterRig::on(Scratch::start().unwrap(), name)
+    }
+
+    /// The same on a server that commits to disk, as production does (for benchmarks).
+    pub fn start_durable(name: &str) -> ClusterRig {
+        ClusterRig::on(Scratch::start_durable().unwrap(), name)
+    }
+
+    fn on(server: Scratch, name: &str) -> ClusterRig {
+        let server = Arc::new(server);
         ClusterRig {
             database: server.database().unwrap(),
             server,
             name: name.into(),
             media: tempfile::tempdir().unwrap(),
             keys: tempfile::tempdir().unwrap(),
+            media_sharing: "shared",
         }
     }
 
@@ -113,19 +126,21 @@ impl DeskRig {
         DeskRig::launch(&settings, None, postgres, users, sites).await
     }
 
-    /// The desk `instance` of `cluster`, reading `broker_url`, with accounts `users` and
-    /// stores `sites` added to the cluster's database before it starts.
+    /// The desk `instance` of `cluster`, with `mqtt` its `[mqtt]` settings (`broker = ...`
+    /// and any others), and accounts `users` and stores `sites` added to the cluster's
+    /// database before it starts.
     pub async fn start_in(
         cluster: &ClusterRig,
         instance: &str,
-        broker_url: &str,
+        mqtt: &str,
         users: &[(&str, Role)],
         sites: &[Site],
     ) -> DeskRig {
         let settings = format!(
-            "[mqtt]\nbroker = \"{broker_url}\"\n[cluster]\nname = \"{}\"\ninstance = \"{instance}\"\n\
+            "[mqtt]\n{mqtt}\n[cluster]\nname = \"{}\"\ninstance = \"{instance}\"\nmedia = \"{}\"\n\
              [storage]\ndatabase = \"{}\"\nmedia = \"{}\"\n",
             cluster.name,
+            cluster.media_sharing,
             cluster.database,
             cluster.media.path().display()
         );

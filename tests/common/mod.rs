@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod disk;
+pub mod nats;
 pub mod receiver;
 pub mod replay;
 pub mod tls;

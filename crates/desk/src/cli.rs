@@ -333,7 +333,9 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     tls::write_self_signed(&hosts, &cert, &key)?;
     let toml = format!(
         "# alertclip desk (docs/desk.md). Relative paths are read from this file's directory.\n\n\
-         [mqtt]\nbroker = {broker}\n\n\
+         [mqtt]\nbroker = {broker}\n\
+         # The other nodes of a broker cluster, tried in turn when this one fails:\n\
+         # failover = [\"mqtts://node2.example:8883\", \"mqtts://node3.example:8883\"]\n\n\
          [http]\nlisten = \"{listen}\"\ncertificate = {cert}\nkey = {key}\nidle_timeout = \"30m\"\n\n\
          [storage]\ndirectory = {dir}\n# retention = \"90d\"\n\
          # PostgreSQL rather than directory/desk.sqlite, for several desks (docs/desk.md):\n\
@@ -341,7 +343,8 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
          # database_password_file = \"/etc/alertclip-desk/db.password\"\n\
          # media = \"/srv/alertclip/media\"   # a directory every desk of a cluster mounts\n\n\
          # Several desks sharing the database and the media (docs/desk.md, docs/scale.md):\n\
-         # [cluster]\n# name = \"precinct-7\"\n# instance = \"desk-a\"\n",
+         # [cluster]\n# name = \"precinct-7\"\n# instance = \"desk-a\"\n\
+         # media = \"leader\"   # on brokers without shared subscriptions (NATS)\n",
         broker = toml_string(&args.broker),
         cert = toml_string(&cert.display().to_string()),
         key = toml_string(&key.display().to_string()),

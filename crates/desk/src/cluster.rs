@@ -109,10 +109,14 @@ pub async fn while_leading<F, T>(
 pub struct Relay {
     /// Where this desk's changes are announced.
     pub announced: broadcast::Sender<Change>,
+    /// Ends once `drain` is cancelled and everything announced before has gone out.
+    pub announcing: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
-    /// Starts relaying until `cancel`.
+    /// Starts relaying: hearing the others until `cancel`, announcing until `drain` (after
+    /// `cancel`, once what the desk still records as it stops is recorded: the other desks'
+    /// consoles hear of that too).
     pub fn start(
         db: Db,
         location: Location,
@@ -120,14 +124,16 @@ impl Relay {
         respond: Arc<Notify>,
         restart: Arc<Notify>,
         cancel: CancellationToken,
+        drain: CancellationToken,
     ) -> Relay {
         let (announced, mut to_announce) = broadcast::channel::<Change>(1024);
-        let stop = cancel.clone();
-        tokio::spawn(async move {
+        let announcing = tokio::spawn(async move {
             loop {
+                // What is queued goes out before draining ends.
                 let change = tokio::select! {
-                    _ = stop.cancelled() => return,
+                    biased;
                     change = to_announce.recv() => change,
+                    _ = drain.cancelled() => return,
                 };
                 let change = match change {
                     Ok(change) => change,
@@ -164,7 +170,10 @@ impl Relay {
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot hear the other desks' changes");
         }
-        Relay { announced }
+        Relay {
+            announced,
+            announcing,
+        }
     }
 }
 

@@ -39,6 +39,22 @@ pub struct ClusterConfig {
     pub name: String,
     /// This desk's own name among them. Default: the host name.
     pub instance: Option<String>,
+    /// How the desks share the snapshots and clips: `"shared"` (the default), an MQTT 5
+    /// shared subscription that hands each to one desk; `"leader"`, for brokers without
+    /// shared subscriptions (NATS, RabbitMQ): the leading desk receives them too.
+    #[serde(default)]
+    pub media: MediaSharing,
+}
+
+/// [`ClusterConfig::media`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaSharing {
+    /// An MQTT 5 shared subscription of every desk's.
+    #[default]
+    Shared,
+    /// The leader's own subscription.
+    Leader,
 }
 
 /// The broker, with the same options as `alertclip receive`.
@@ -47,6 +63,9 @@ pub struct ClusterConfig {
 pub struct MqttConfig {
     /// `mqtt://host[:port]` or `mqtts://host[:port]`.
     pub broker: String,
+    /// Further nodes of the broker's cluster, tried in turn when the one connected to fails.
+    #[serde(default)]
+    pub failover: Vec<String>,
     /// `"3.1.1"` (the default) or `"5"`.
     #[serde(default = "default_protocol")]
     pub protocol: String,
@@ -313,6 +332,7 @@ impl Config {
         let mqtt = &self.mqtt;
         let args = ReceiveArgs {
             broker: mqtt.broker.clone(),
+            failover: mqtt.failover.clone(),
             protocol: mqtt.protocol.clone(),
             login: BrokerLogin {
                 ca: mqtt.ca.clone(),

@@ -93,7 +93,8 @@ pub async fn run(
     import(&config, &db, &feed, converter, &cancel).await;
     progress.imported.send_replace(true);
     let subscribed = progress.subscribed;
-    let (Some(lead), Some(cluster)) = (lead, config.cluster.clone()) else {
+    let sharing = config.cluster.as_ref().map(|c| c.media);
+    let (Some(lead), Some(crate::config::MediaSharing::Shared)) = (&lead, sharing) else {
         let both = Receiving {
             config,
             db,
@@ -103,9 +104,29 @@ pub async fn run(
             sessions: Sessions::Both,
             subscribed,
         };
-        both.run(&cancel).await;
+        match lead {
+            None => both.run(&cancel).await,
+            // The broker cannot share: the leader receives everything, under the cluster's
+            // client ids, so that what the broker keeps for them passes with the lead.
+            Some(lead) => {
+                let both = Arc::new(both);
+                crate::cluster::while_leading(lead, cancel, move |this_lead| {
+                    let both = both.clone();
+                    async move { both.run(&this_lead).await }
+                })
+                .await;
+            }
+        }
         return;
     };
+    let (lead, group) = (
+        lead.clone(),
+        config
+            .cluster
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+    );
     // Each of the two receivers starts again on an enrolment.
     let (media_restart, links_restart) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let fan_out = (media_restart.clone(), links_restart.clone(), cancel.clone());
@@ -127,9 +148,7 @@ pub async fn run(
         feed: feed.clone(),
         restart: media_restart,
         converter,
-        sessions: Sessions::SharedMedia {
-            group: cluster.name,
-        },
+        sessions: Sessions::SharedMedia { group },
         subscribed: subscribed.clone(),
     };
     let links = Arc::new(Receiving {
@@ -195,7 +214,9 @@ impl Receiving {
             {
                 Ok(Ok(mut options)) => {
                     options.sessions = sessions.clone();
-                    if *sessions == Sessions::Links {
+                    // The alerts' (and, for a leader receiving everything, the media's)
+                    // session passes with the lead; a shared media session is each desk's.
+                    if !matches!(sessions, Sessions::SharedMedia { .. }) {
                         options.settings.client_id = config.links_client_id();
                     }
                     options

@@ -46,6 +46,11 @@ pub struct Desk {
     progress: ingest::Progress,
     /// In a cluster, whether this desk leads it.
     lead: Option<tokio::sync::watch::Receiver<bool>>,
+    /// In a cluster, whether every desk receives media (a shared subscription) or only the
+    /// leader does.
+    shares_media: bool,
+    /// In a cluster, what announces this desk's changes to the others, and what ends it.
+    announcing: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     handle: axum_server::Handle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     cancel: CancellationToken,
@@ -85,9 +90,11 @@ impl Desk {
         let tracker = TaskTracker::new();
         // Alone, what the desk records goes straight to its consoles; in a cluster, to every
         // desk's, through the database, and an enrolment here restarts every desk's receiver.
+        let mut announcing = None;
         let (announce, enrolled, lead) = match &config.cluster {
             None => (feed.clone(), restart.clone(), None),
             Some(cluster) => {
+                let drain = CancellationToken::new();
                 let relay = cluster::Relay::start(
                     db.clone(),
                     config.database(),
@@ -95,7 +102,9 @@ impl Desk {
                     wake.clone(),
                     restart.clone(),
                     cancel.clone(),
+                    drain.clone(),
                 );
+                announcing = Some((drain, relay.announcing));
                 let enrolled = Arc::new(Notify::new());
                 let (announced, heard, stop) =
                     (relay.announced.clone(), enrolled.clone(), cancel.clone());
@@ -113,6 +122,10 @@ impl Desk {
                 (relay.announced, enrolled, Some(lead))
             }
         };
+        let shares_media = config
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.media == config::MediaSharing::Shared);
         if let Some(keep) = config.storage.retention {
             tracker.spawn(retention::run(
                 db.clone(),
@@ -145,6 +158,9 @@ impl Desk {
                 _ => "the server stopped".into(),
             };
             cancel.cancel();
+            if let Some((drain, _)) = &announcing {
+                drain.cancel();
+            }
             anyhow::bail!("http.listen {}: {why}", config.http.listen);
         };
         tracing::info!(url = %format!("https://{addr}/"), "console serving");
@@ -200,6 +216,8 @@ impl Desk {
             db,
             progress,
             lead,
+            shares_media,
+            announcing,
             handle,
             serving,
             cancel,
@@ -215,12 +233,15 @@ impl Desk {
     }
 
     /// Resolves once the desk receives: the broker granted the topics of its sessions (in a
-    /// cluster, the media's, and the alerts' too if it leads).
+    /// cluster, the media's if the desks share them, and the alerts' too if it leads).
     pub async fn receiving(&self) {
         let mut subscribed = self.progress.subscribed.subscribe();
         let leads = || self.lead.as_ref().is_none_or(|lead| *lead.borrow());
         let _ = subscribed
-            .wait_for(|s| s.contains("media") && (!leads() || s.contains("links")))
+            .wait_for(|s| match leads() {
+                true => s.contains("media") && s.contains("links"),
+                false => !self.shares_media || s.contains("media"),
+            })
             .await;
     }
 
@@ -246,6 +267,11 @@ impl Desk {
         }
         self.tracker.close();
         self.tracker.wait().await;
+        // What was recorded while stopping is announced to the other desks too.
+        if let Some((drain, announcing)) = self.announcing {
+            drain.cancel();
+            let _ = announcing.await;
+        }
     }
 
     /// Runs until `cancel`, then stops.

@@ -35,6 +35,9 @@ const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub struct Settings {
     /// The broker.
     pub url: BrokerUrl,
+    /// Further nodes of the same broker cluster, tried in turn after the one connected to
+    /// fails (same scheme as `url`: the TLS settings serve them all).
+    pub failover: Vec<BrokerUrl>,
     /// MQTT 3.1.1 or 5.
     pub protocol: Protocol,
     /// PEM certificate authorities for TLS (default: the system's).
@@ -62,6 +65,7 @@ impl Settings {
     pub fn new(url: BrokerUrl, client_id: impl Into<String>) -> Settings {
         Settings {
             url,
+            failover: Vec::new(),
             protocol: Protocol::V311,
             ca_file: None,
             client_auth: None,
@@ -183,66 +187,65 @@ impl<K: Send + 'static> Session<K> {
         let (tx, rx) = mpsc::unbounded_channel();
         let client = match settings.protocol {
             Protocol::V311 => {
-                let mut options = rumqttc::MqttOptions::new(
-                    &settings.client_id,
-                    &settings.url.host,
-                    settings.url.port,
-                );
-                options
-                    .set_keep_alive(settings.keepalive)
-                    .set_clean_session(false)
-                    .set_max_packet_size(settings.max_incoming, settings.max_outgoing)
-                    .set_inflight(RUMQTTC_INFLIGHT)
-                    .set_transport(transport);
-                if let Some((user, password)) = &settings.credentials {
-                    options.set_credentials(user, password);
-                }
-                if let Some((topic, payload)) = &settings.will {
-                    options.set_last_will(rumqttc::LastWill::new(
-                        topic,
-                        payload.clone(),
-                        rumqttc::QoS::AtLeastOnce,
-                        true,
-                    ));
-                }
+                let nodes = nodes(settings, |url| {
+                    let mut options =
+                        rumqttc::MqttOptions::new(&settings.client_id, &url.host, url.port);
+                    options
+                        .set_keep_alive(settings.keepalive)
+                        .set_clean_session(false)
+                        .set_max_packet_size(settings.max_incoming, settings.max_outgoing)
+                        .set_inflight(RUMQTTC_INFLIGHT)
+                        .set_transport(transport.clone());
+                    if let Some((user, password)) = &settings.credentials {
+                        options.set_credentials(user, password);
+                    }
+                    if let Some((topic, payload)) = &settings.will {
+                        options.set_last_will(rumqttc::LastWill::new(
+                            topic,
+                            payload.clone(),
+                            rumqttc::QoS::AtLeastOnce,
+                            true,
+                        ));
+                    }
+                    options
+                });
                 let (client, mut eventloop) =
-                    rumqttc::AsyncClient::new(options, RUMQTTC_INFLIGHT as usize);
+                    rumqttc::AsyncClient::new(nodes[0].options.clone(), RUMQTTC_INFLIGHT as usize);
                 eventloop.set_network_options(network_options());
-                let server = Some((settings.url.host.clone(), settings.url.port));
-                tracker.spawn(pump(eventloop, server, link.clone(), tx, cancel));
+                tracker.spawn(pump(eventloop, nodes, link.clone(), tx, cancel));
                 Client::V4(client)
             }
             Protocol::V5 => {
                 use rumqttc::v5;
-                let mut options = v5::MqttOptions::new(
-                    &settings.client_id,
-                    &settings.url.host,
-                    settings.url.port,
-                );
-                options
-                    .set_keep_alive(settings.keepalive)
-                    .set_clean_start(false)
-                    // Keep the session (subscriptions) for a day across disconnections.
-                    .set_session_expiry_interval(Some(86_400))
-                    .set_max_packet_size(Some(settings.max_incoming as u32))
-                    .set_outgoing_inflight_upper_limit(RUMQTTC_INFLIGHT)
-                    .set_network_options(network_options())
-                    .set_transport(transport);
-                if let Some((user, password)) = &settings.credentials {
-                    options.set_credentials(user, password);
-                }
-                if let Some((topic, payload)) = &settings.will {
-                    options.set_last_will(v5::mqttbytes::v5::LastWill::new(
-                        topic,
-                        payload.clone(),
-                        v5::mqttbytes::QoS::AtLeastOnce,
-                        true,
-                        None,
-                    ));
-                }
-                let (client, eventloop) = v5::AsyncClient::new(options, RUMQTTC_INFLIGHT as usize);
-                let server = Some((settings.url.host.clone(), settings.url.port));
-                tracker.spawn(pump(eventloop, server, link.clone(), tx, cancel));
+                let nodes = nodes(settings, |url| {
+                    let mut options =
+                        v5::MqttOptions::new(&settings.client_id, &url.host, url.port);
+                    options
+                        .set_keep_alive(settings.keepalive)
+                        .set_clean_start(false)
+                        // Keep the session (subscriptions) for a day across disconnections.
+                        .set_session_expiry_interval(Some(86_400))
+                        .set_max_packet_size(Some(settings.max_incoming as u32))
+                        .set_outgoing_inflight_upper_limit(RUMQTTC_INFLIGHT)
+                        .set_network_options(network_options())
+                        .set_transport(transport.clone());
+                    if let Some((user, password)) = &settings.credentials {
+                        options.set_credentials(user, password);
+                    }
+                    if let Some((topic, payload)) = &settings.will {
+                        options.set_last_will(v5::mqttbytes::v5::LastWill::new(
+                            topic,
+                            payload.clone(),
+                            v5::mqttbytes::QoS::AtLeastOnce,
+                            true,
+                            None,
+                        ));
+                    }
+                    options
+                });
+                let (client, eventloop) =
+                    v5::AsyncClient::new(nodes[0].options.clone(), RUMQTTC_INFLIGHT as usize);
+                tracker.spawn(pump(eventloop, nodes, link.clone(), tx, cancel));
                 Client::V5(client)
             }
         };
@@ -324,6 +327,25 @@ impl<K: Send + 'static> Session<K> {
     }
 }
 
+/// One broker node to connect to, with the options naming it.
+struct Node<O> {
+    host: String,
+    port: u16,
+    options: O,
+}
+
+/// The settings' nodes, `url` first, then the failover ones.
+fn nodes<O>(settings: &Settings, options: impl Fn(&BrokerUrl) -> O) -> Vec<Node<O>> {
+    std::iter::once(&settings.url)
+        .chain(&settings.failover)
+        .map(|url| Node {
+            host: url.host.clone(),
+            port: url.port,
+            options: options(url),
+        })
+        .collect()
+}
+
 /// Small packets (alerts, acknowledgements) go out at once rather than waiting to be
 /// coalesced with what follows.
 fn network_options() -> rumqttc::NetworkOptions {
@@ -394,14 +416,20 @@ struct Failure {
 
 /// The two protocols' event loops, behind one face.
 trait EventLoop: Send {
+    /// What names the broker to connect to, and how.
+    type Options: Clone + Send;
     fn poll(&mut self) -> impl std::future::Future<Output = Result<Raw, Failure>> + Send;
     /// Drops the connection and everything rumqttc would send again on reconnecting.
     fn reset(&mut self);
     /// Whether the next connection keeps the broker's session (or starts a clean one).
     fn keep_session(&mut self, keep: bool);
+    /// Connects to another node next, keeping whether the session is kept.
+    fn switch(&mut self, options: &Self::Options);
 }
 
 impl EventLoop for rumqttc::EventLoop {
+    type Options = rumqttc::MqttOptions;
+
     async fn poll(&mut self) -> Result<Raw, Failure> {
         use rumqttc::mqttbytes::Error as Bytes;
         use rumqttc::{ConnectionError, Event, Outgoing, Packet, StateError};
@@ -454,9 +482,17 @@ impl EventLoop for rumqttc::EventLoop {
     fn keep_session(&mut self, keep: bool) {
         self.mqtt_options.set_clean_session(!keep);
     }
+
+    fn switch(&mut self, options: &rumqttc::MqttOptions) {
+        let clean = self.mqtt_options.clean_session();
+        self.mqtt_options = options.clone();
+        self.mqtt_options.set_clean_session(clean);
+    }
 }
 
 impl EventLoop for rumqttc::v5::EventLoop {
+    type Options = rumqttc::v5::MqttOptions;
+
     async fn poll(&mut self) -> Result<Raw, Failure> {
         use rumqttc::Outgoing;
         use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
@@ -527,17 +563,24 @@ impl EventLoop for rumqttc::v5::EventLoop {
     fn keep_session(&mut self, keep: bool) {
         self.options.set_clean_start(!keep);
     }
+
+    fn switch(&mut self, options: &rumqttc::v5::MqttOptions) {
+        let clean = self.options.clean_start();
+        self.options = options.clone();
+        self.options.set_clean_start(clean);
+    }
 }
 
 fn lock<K>(link: &Mutex<Link<K>>) -> MutexGuard<'_, Link<K>> {
     link.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Polls the event loop until `cancel`, reconnecting with backoff (cut short once `server`
-/// accepts connections again), and routes what it sees.
+/// Polls the event loop until `cancel`, reconnecting with backoff to each of `nodes` in turn
+/// (a wait cut short once the node tried next accepts connections again), and routes what it
+/// sees.
 async fn pump<L: EventLoop, K: Send>(
     mut eventloop: L,
-    server: Option<(String, u16)>,
+    nodes: Vec<Node<L::Options>>,
     link: Arc<Mutex<Link<K>>>,
     events: mpsc::UnboundedSender<LinkEvent<K>>,
     cancel: CancellationToken,
@@ -545,6 +588,8 @@ async fn pump<L: EventLoop, K: Send>(
     let mut pkids: HashMap<u16, Tag<K>> = HashMap::new();
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     let (mut after_oversized, mut leaving) = (false, false);
+    // The node connected to, or tried: after a failure the next one is tried.
+    let mut node = 0;
     loop {
         let polled = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -634,8 +679,12 @@ async fn pump<L: EventLoop, K: Send>(
                 {
                     return;
                 }
-                let waited = match &server {
-                    Some((host, port)) => backoff.wait_for(host, *port, &cancel).await,
+                if nodes.len() > 1 {
+                    node = (node + 1) % nodes.len();
+                    eventloop.switch(&nodes[node].options);
+                }
+                let waited = match nodes.get(node) {
+                    Some(next) => backoff.wait_for(&next.host, next.port, &cancel).await,
                     None => backoff.wait(&cancel).await,
                 };
                 if !waited {
@@ -717,6 +766,8 @@ mod tests {
     }
 
     impl EventLoop for Scripted {
+        type Options = ();
+
         async fn poll(&mut self) -> Result<Raw, Failure> {
             loop {
                 match self.steps.pop_front() {
@@ -730,6 +781,8 @@ mod tests {
         fn reset(&mut self) {
             self.resets += 1;
         }
+
+        fn switch(&mut self, _: &()) {}
 
         fn keep_session(&mut self, keep: bool) {
             // Only changes are of interest: every connection says "keep".
@@ -779,7 +832,7 @@ mod tests {
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let pump = tokio::spawn(pump(scripted, None, link, tx, cancel.clone()));
+        let pump = tokio::spawn(pump(scripted, Vec::new(), link, tx, cancel.clone()));
         let mut words = Vec::new();
         while words.len() < expected {
             let Some(event) = rx.recv().await else { break };

@@ -40,6 +40,10 @@ pub struct ReceiveArgs {
     /// Broker URL: mqtt://host[:port] or mqtts://host[:port].
     #[arg(long)]
     pub broker: String,
+    /// Another node of the broker's cluster, tried when the one connected to fails (the same
+    /// scheme as --broker); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub failover: Vec<String>,
     /// MQTT protocol version: 3.1.1 or 5.
     #[arg(long, default_value = "3.1.1")]
     pub protocol: String,
@@ -76,6 +80,19 @@ impl ReceiveArgs {
     /// The options these flags describe; the error names the flag and what it expected.
     pub fn options(self) -> Result<ReceiveOptions, String> {
         let url = BrokerUrl::parse(&self.broker).map_err(|e| format!("--broker: {e}"))?;
+        let failover = self
+            .failover
+            .iter()
+            .map(|text| {
+                let node = BrokerUrl::parse(text).map_err(|e| format!("--failover: {e}"))?;
+                if node.tls != url.tls {
+                    return Err(format!(
+                        "--failover: \"{node}\" and --broker \"{url}\" differ in scheme: every node of the cluster is reached the same way"
+                    ));
+                }
+                Ok(node)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let protocol = match self.protocol.as_str() {
             "3.1.1" => Protocol::V311,
             "5" => Protocol::V5,
@@ -102,6 +119,7 @@ impl ReceiveArgs {
             )
             .map_err(|e| format!("--password-file {e}"))?;
         settings.protocol = protocol;
+        settings.failover = failover;
         settings.ca_file = self.login.ca;
         settings.client_auth = self.login.cert.zip(self.login.key);
         // Clips arrive in chunks of up to a few MiB; the receiver only publishes nothing.
