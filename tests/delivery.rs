@@ -594,11 +594,14 @@ async fn a_full_outbox_drops_clips_keeps_alerts_and_says_so() {
     let mut alerts = Vec::new();
     let mut dropped = Vec::new();
     let mut clips = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // As long as the receiver's own waits: both sides reconnect after their backoff.
+    let deadline = tokio::time::Instant::now() + patience(Duration::from_secs(120));
     while alerts.len() < 3 || dropped.is_empty() || clips.is_empty() {
         let v = tokio::time::timeout_at(deadline, receiver.next())
             .await
-            .expect("all reports");
+            .unwrap_or_else(|_| {
+                panic!("3 alerts, a drop and a clip; got alerts {alerts:?}, dropped {dropped:?}, clips {clips:?}")
+            });
         match v["type"].as_str() {
             Some("alert") => alerts.push(v["alert"]["event_id"].as_str().unwrap().to_owned()),
             Some("health") if v["health"]["kind"] == "outbox_dropped" => {
