@@ -26,12 +26,12 @@ fn manual() -> Trigger {
     Trigger::now(TriggerKind::Manual, "test")
 }
 
-/// Duration within one GOP (plus a frame of rounding) above pre + post.
+/// Duration within one GOP (plus rounding) above pre + post.
 fn assert_full_length(done: &ClipDone, probe: &Probe) {
     let want = PRE + POST;
     let record = &done.record;
     assert!(
-        probe.duration >= want - 0.1 && probe.duration <= want + GOP + 0.1,
+        probe.duration >= want - rounding() && probe.duration <= want + GOP + rounding(),
         "camera {}: duration {} not within one GOP of {want}; partial: {:?}; requested {:?}, \
          actual {:?}",
         record.camera,

@@ -52,6 +52,16 @@ pub fn onnx_runtime_unavailable() -> Option<&'static str> {
         })
 }
 
+/// How far a clip's length may stray beyond what its keyframes explain, in seconds: a frame
+/// of rounding, and under emulation (qemu-user, where frames arrive late and in bursts, and
+/// a frame's place on the clock comes from its arrival) a few more.
+pub fn rounding() -> f64 {
+    match std::env::var_os("ALERTCLIP_TEST_RUNNER") {
+        Some(_) => 0.35,
+        None => 0.1,
+    }
+}
+
 /// A test's limit on waiting for something, scaled for emulation: under a cross-test runner
 /// (qemu-user) the box's code runs many times slower, the detector's inference some fifty.
 pub fn patience(limit: Duration) -> Duration {
