@@ -711,6 +711,7 @@ pub fn listen(
                     topic,
                     payload,
                     retained: false,
+                    ..
                 }) => {
                     let _ = tx.send((topic, payload));
                 }

@@ -112,7 +112,7 @@ pub async fn run(
                 let both = Arc::new(both);
                 crate::cluster::while_leading(lead, cancel, move |this_lead| {
                     let both = both.clone();
-                    async move { both.run(&this_lead).await }
+                    async move { both.lead(&this_lead).await }
                 })
                 .await;
             }
@@ -162,7 +162,7 @@ pub async fn run(
     });
     let leading = crate::cluster::while_leading(lead, cancel.clone(), move |this_lead| {
         let links = links.clone();
-        async move { links.run(&this_lead).await }
+        async move { links.lead(&this_lead).await }
     });
     tokio::join!(media.run(&cancel), leading);
 }
@@ -179,6 +179,14 @@ struct Receiving {
 }
 
 impl Receiving {
+    /// Receives as the cluster's leader: first recording what the desk that led before kept
+    /// in the shared media directory but had not recorded when it died (a desk acknowledges
+    /// a message to the broker once the receiver stored it, before the database has it).
+    async fn lead(&self, cancel: &CancellationToken) {
+        import(&self.config, &self.db, &self.feed, self.converter, cancel).await;
+        self.run(cancel).await;
+    }
+
     async fn run(&self, cancel: &CancellationToken) {
         let Receiving {
             config,

@@ -7,7 +7,7 @@ pub mod session;
 pub mod url;
 
 pub use backoff::Backoff;
-pub use session::{LinkEvent, NotConnected, Session, Settings, SettingsError, Tag};
+pub use session::{LinkEvent, NotConnected, Receipt, Session, Settings, SettingsError, Tag};
 pub use url::{BrokerUrl, Protocol};
 
 /// A session's connection to its broker, for status reports and for whoever shows it (a

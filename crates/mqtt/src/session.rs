@@ -56,6 +56,10 @@ pub struct Settings {
     pub max_outgoing: usize,
     /// Retained message the broker publishes if the connection is lost: topic and payload.
     pub will: Option<(String, Vec<u8>)>,
+    /// Whether the caller acknowledges each incoming message itself ([`Session::ack`]), once
+    /// it has kept it, rather than rumqttc on receipt: what was received but not kept when
+    /// the process died is then sent again.
+    pub manual_acks: bool,
 }
 
 impl Settings {
@@ -75,6 +79,7 @@ impl Settings {
             max_incoming: 1 << 20,
             max_outgoing: 64 << 10,
             will: None,
+            manual_acks: false,
         }
     }
 
@@ -105,6 +110,14 @@ pub struct SettingsError {
     /// What reading it said.
     #[source]
     pub source: std::io::Error,
+}
+
+/// Which incoming message to acknowledge ([`Session::ack`]): its packet id, on the connection
+/// it came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    epoch: u64,
+    pkid: u16,
 }
 
 /// What a publish is, so that its acknowledgement can be routed back.
@@ -139,6 +152,8 @@ pub enum LinkEvent<K> {
         payload: Bytes,
         /// Replayed from the broker's retained store.
         retained: bool,
+        /// What [`Session::ack`] takes, with [`Settings::manual_acks`].
+        receipt: Receipt,
     },
     /// The broker sent a message larger than this client takes (`max_incoming`): it is
     /// discarded, and so that a broker keeping it for this session cannot send it again at
@@ -158,10 +173,14 @@ pub struct NotConnected;
 pub struct Session<K> {
     client: Client,
     link: Arc<Mutex<Link<K>>>,
+    /// Where an acknowledgement that finds rumqttc's request queue full waits its turn.
+    runtime: tokio::runtime::Handle,
 }
 
 struct Link<K> {
     connected: bool,
+    /// Counts connections: a receipt from an earlier one names a packet id of that one.
+    epoch: u64,
     /// Tags of publishes queued in rumqttc, in queue order.
     fifo: VecDeque<Tag<K>>,
 }
@@ -182,6 +201,7 @@ impl<K: Send + 'static> Session<K> {
         let transport = transport(settings)?;
         let link = Arc::new(Mutex::new(Link {
             connected: false,
+            epoch: 0,
             fifo: VecDeque::new(),
         }));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -195,6 +215,7 @@ impl<K: Send + 'static> Session<K> {
                         .set_clean_session(false)
                         .set_max_packet_size(settings.max_incoming, settings.max_outgoing)
                         .set_inflight(RUMQTTC_INFLIGHT)
+                        .set_manual_acks(settings.manual_acks)
                         .set_transport(transport.clone());
                     if let Some((user, password)) = &settings.credentials {
                         options.set_credentials(user, password);
@@ -228,6 +249,7 @@ impl<K: Send + 'static> Session<K> {
                         .set_max_packet_size(Some(settings.max_incoming as u32))
                         .set_outgoing_inflight_upper_limit(RUMQTTC_INFLIGHT)
                         .set_network_options(network_options())
+                        .set_manual_acks(settings.manual_acks)
                         .set_transport(transport.clone());
                     if let Some((user, password)) = &settings.credentials {
                         options.set_credentials(user, password);
@@ -249,7 +271,14 @@ impl<K: Send + 'static> Session<K> {
                 Client::V5(client)
             }
         };
-        Ok((Session { client, link }, rx))
+        Ok((
+            Session {
+                client,
+                link,
+                runtime: tokio::runtime::Handle::current(),
+            },
+            rx,
+        ))
     }
 
     fn link(&self) -> MutexGuard<'_, Link<K>> {
@@ -315,6 +344,43 @@ impl<K: Send + 'static> Session<K> {
         };
         if !result {
             tracing::warn!(%filter, "could not queue an unsubscription");
+        }
+    }
+
+    /// Acknowledges an incoming message, with [`Settings::manual_acks`], once it is kept. A
+    /// receipt from an earlier connection is dropped: the broker sends that message again.
+    pub fn ack(&self, receipt: Receipt) {
+        let link = self.link();
+        if !link.connected || link.epoch != receipt.epoch || receipt.pkid == 0 {
+            return;
+        }
+        drop(link);
+        // A full queue must not lose the acknowledgement: a broker that never gets it holds
+        // the message in flight, and enough of those stop the session's deliveries.
+        match &self.client {
+            Client::V4(c) => {
+                let mut publish = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                publish.pkid = receipt.pkid;
+                if c.try_ack(&publish).is_err() {
+                    let c = c.clone();
+                    self.runtime
+                        .spawn(async move { c.ack(&publish).await.is_ok() });
+                }
+            }
+            Client::V5(c) => {
+                let mut publish = rumqttc::v5::mqttbytes::v5::Publish::new(
+                    "",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    Vec::new(),
+                    None,
+                );
+                publish.pkid = receipt.pkid;
+                if c.try_ack(&publish).is_err() {
+                    let c = c.clone();
+                    self.runtime
+                        .spawn(async move { c.ack(&publish).await.is_ok() });
+                }
+            }
         }
     }
 
@@ -396,6 +462,7 @@ enum Raw {
         topic: String,
         payload: Bytes,
         retained: bool,
+        pkid: u16,
     },
     SubAck {
         refused: Option<String>,
@@ -458,6 +525,7 @@ impl EventLoop for rumqttc::EventLoop {
                 topic: p.topic,
                 payload: p.payload,
                 retained: p.retain,
+                pkid: p.pkid,
             },
             Event::Incoming(Packet::SubAck(ack)) => Raw::SubAck {
                 refused: ack
@@ -531,6 +599,7 @@ impl EventLoop for rumqttc::v5::EventLoop {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload,
                 retained: p.retain,
+                pkid: p.pkid,
             },
             Event::Incoming(Packet::SubAck(ack)) => Raw::SubAck {
                 refused: ack
@@ -599,6 +668,7 @@ async fn pump<L: EventLoop, K: Send>(
             Ok(Raw::ConnAck) => {
                 let mut link = lock(&link);
                 link.connected = true;
+                link.epoch += 1;
                 link.fifo.clear();
                 // After an oversized message the delay keeps growing: one retained on a
                 // subscribed topic comes again on every connection.
@@ -625,10 +695,15 @@ async fn pump<L: EventLoop, K: Send>(
                 topic,
                 payload,
                 retained,
+                pkid,
             }) => LinkEvent::Incoming {
                 topic,
                 payload,
                 retained,
+                receipt: Receipt {
+                    epoch: lock(&link).epoch,
+                    pkid,
+                },
             },
             Ok(Raw::SubAck { refused }) => LinkEvent::Subscribed(refused),
             // Sent and flushed: what was asked before it reached the broker first.
@@ -821,6 +896,7 @@ mod tests {
     async fn run_with_sessions(steps: Vec<Step>, expected: usize) -> (Vec<String>, Vec<bool>) {
         let link = Arc::new(Mutex::new(Link {
             connected: false,
+            epoch: 0,
             fifo: VecDeque::new(),
         }));
         let sessions = Arc::new(Mutex::new(vec![true]));

@@ -124,6 +124,9 @@ impl ReceiveArgs {
         settings.client_auth = self.login.cert.zip(self.login.key);
         // Clips arrive in chunks of up to a few MiB; the receiver only publishes nothing.
         settings.max_incoming = 64 << 20;
+        // What was received is acknowledged once it is stored, so that a receiver that dies
+        // in between gets it again.
+        settings.manual_acks = true;
         Ok(ReceiveOptions {
             settings,
             layout,

@@ -416,7 +416,12 @@ impl Serving {
                         tracing::warn!(%error, failures, session = self.name, "broker connection lost or refused; retrying");
                     }
                 }
-                LinkEvent::Incoming { topic, payload, .. } => {
+                LinkEvent::Incoming {
+                    topic,
+                    payload,
+                    receipt,
+                    ..
+                } => {
                     match receiver.handle(&topic, &payload) {
                         Ok(reports) => {
                             for one in reports {
@@ -429,6 +434,11 @@ impl Serving {
                             tracing::error!(%topic, %error, "cannot store a received message")
                         }
                     }
+                    // Kept (on disk, where the desk finds it if it stops before recording
+                    // it): the broker may forget it now, and not before. One that could not
+                    // be kept is acknowledged all the same: unacknowledged, it would stay in
+                    // flight until the next connection, and enough of them stop deliveries.
+                    self.session.ack(receipt);
                 }
                 LinkEvent::IncomingTooLarge(error) => tracing::error!(
                     %error,
@@ -440,6 +450,10 @@ impl Serving {
         }
     }
 }
+
+/// How old a temporary file must be for [`Receiver::resume`] to take it for one that a
+/// killed receiver left: writing one takes a clip's assembly at most.
+pub const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The receiver's state: everything lives on disk (pinned keys and each device's last chain
 /// link included); this only remembers device states to print changes once, and the keys.
@@ -608,7 +622,7 @@ impl Receiver {
             )?;
         }
         Ok(match verdict {
-            Link::First | Link::Continues => (None, false),
+            Link::First | Link::Continues | Link::Again => (None, false),
             Link::Gap { last, got, missing } => (
                 Some(format!(
                     "alert {got} follows alert {last}: {missing} alert(s) or update(s) from this device missing or suppressed"
@@ -690,13 +704,25 @@ impl Receiver {
         Ok((reports, Some(signature)))
     }
 
-    /// Finishes what a previous run left: clips whose chunks and manifest all arrived.
+    /// Finishes what a previous run left: clips whose chunks and manifest all arrived. The
+    /// temporaries of a receiver killed while writing are removed once [`STALE_TEMPORARY`]
+    /// old (younger ones may be another receiver's, sharing the directory, writing now).
     pub fn resume(&mut self) -> io::Result<Vec<Report>> {
         let mut reports = Vec::new();
         for (site_id, event, event_dir) in self.kept_events()? {
             for entry in fs::read_dir(&event_dir)?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(camera) = name.strip_suffix(".unverified.manifest.json") {
+                if name.starts_with('.') && name.ends_with(".partial") {
+                    let stale = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|at| at.elapsed().ok())
+                        .is_some_and(|age| age >= STALE_TEMPORARY);
+                    if stale && fs::remove_file(entry.path()).is_ok() {
+                        tracing::info!(file = %entry.path().display(), "removed what a receiver that stopped while writing left");
+                    }
+                } else if let Some(camera) = name.strip_suffix(".unverified.manifest.json") {
                     reports.extend(self.assemble(&site_id, event, camera, false)?);
                 } else if let Some(camera) = name.strip_suffix(".manifest.json") {
                     reports.extend(self.assemble(&site_id, event, camera, true)?);
@@ -1918,6 +1944,34 @@ mod tests {
     }
 
     #[test]
+    fn the_last_alert_delivered_again_after_a_receiver_died_before_keeping_it_is_presented() {
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
+        let events: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
+        let alerts: Vec<Vec<u8>> = events.iter().map(|e| device.alert(*e, "till")).collect();
+        let topic = |e: Uuid| format!("alertclip/v1/s/events/{e}");
+        for (event, alert) in events.iter().zip(&alerts) {
+            receiver.handle(&topic(*event), alert).unwrap();
+        }
+        // The receiver died between following the chain and keeping the alert; the broker,
+        // never acknowledged, sends it again: the chain's head, the same bytes.
+        let kept = |e: Uuid| out.path().join("s").join(e.to_string());
+        fs::remove_dir_all(kept(events[1])).unwrap();
+        let mut again = device.trusted_by(out.path());
+        assert_eq!(
+            words(&again.handle(&topic(events[1]), &alerts[1]).unwrap()),
+            vec!["alert:valid"]
+        );
+        assert!(kept(events[1]).join("alert.json").exists());
+        // The alert before it is no redelivery of the head: a replay still.
+        fs::remove_dir_all(kept(events[0])).unwrap();
+        assert_eq!(
+            words(&again.handle(&topic(events[0]), &alerts[0]).unwrap()),
+            vec!["chain:alert 1 was already received (last was 2)"]
+        );
+    }
+
+    #[test]
     fn updates_are_links_of_the_same_chain_and_must_be_where_they_say() {
         let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
         let mut receiver = device.trusted_by(out.path());
@@ -2373,6 +2427,37 @@ mod tests {
             )
             .unwrap();
         assert_eq!(words(&reports), vec!["clip:untrusted"]);
+    }
+
+    #[test]
+    fn a_restart_removes_the_temporaries_a_killed_receiver_left_and_not_the_ones_being_written() {
+        let (out, device) = (tempfile::tempdir().unwrap(), Device::new());
+        let mut receiver = device.trusted_by(out.path());
+        let event = Uuid::now_v7();
+        receiver
+            .handle(
+                &format!("alertclip/v1/s/events/{event}"),
+                &device.alert(event, "till"),
+            )
+            .unwrap();
+        let dir = out.path().join("s").join(event.to_string());
+        let left = crate::store::temporary(&dir.join("cam.mp4"));
+        let writing = crate::store::temporary(&dir.join("cam.mp4"));
+        for path in [&left, &writing] {
+            fs::write(path, b"half a clip").unwrap();
+        }
+        fs::File::options()
+            .write(true)
+            .open(&left)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - STALE_TEMPORARY)
+            .unwrap();
+        Receiver::new(out.path(), TopicLayout::default())
+            .resume()
+            .unwrap();
+        assert!(!left.exists(), "a killed receiver's temporary stays");
+        assert!(writing.exists(), "a temporary being written is removed");
+        assert!(dir.join("alert.json").exists());
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum Link {
         /// How many numbers in between never arrived.
         missing: u64,
     },
+    /// The last link seen, the same bytes again: a redelivery (the broker sends a message
+    /// again when the receiver that took it did not acknowledge it, having died after
+    /// following the chain and before keeping the alert).
+    Again,
     /// A sequence number already seen: a replay.
     Replay {
         /// The sequence number that arrived.
@@ -78,6 +82,9 @@ pub fn follow(
     let Some(last) = last else {
         return (Link::First, Some(head));
     };
+    if sequence == last.sequence && head.last_alert_sha256 == last.last_alert_sha256 {
+        return (Link::Again, None);
+    }
     if sequence <= last.sequence {
         return (
             Link::Replay {
@@ -125,8 +132,19 @@ mod tests {
         assert_eq!(link, Link::Continues);
         assert_eq!(
             follow(head2.as_ref(), 2, Some(&hash(payloads[0])), payloads[1]).0,
+            Link::Again
+        );
+        assert_eq!(
+            follow(head2.as_ref(), 2, Some(&hash(payloads[0])), b"another two").0,
             Link::Replay {
                 sequence: 2,
+                last: 2
+            }
+        );
+        assert_eq!(
+            follow(head2.as_ref(), 1, None, payloads[0]).0,
+            Link::Replay {
+                sequence: 1,
                 last: 2
             }
         );

@@ -123,7 +123,7 @@ pub fn own_broker(
                         s.last_error = Some(format!("broker: {error}"));
                     });
                 }
-                Some(LinkEvent::Incoming { topic, payload, retained: false }) => {
+                Some(LinkEvent::Incoming { topic, payload, retained: false, .. }) => {
                     let maybe_queued = connected_at.elapsed() < QUEUED_WINDOW;
                     let _ = tx.send(Message { topic, payload, maybe_queued });
                 }
