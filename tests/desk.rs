@@ -1646,6 +1646,23 @@ async fn two_desks_of_a_cluster_share_the_work_show_every_alert_once_and_one_tak
     served_as_written(&b, &on_b, &local).await;
     // A response given on the follower's console goes out from the leader.
     responded(&b, &on_b, &csrf_b, &mut feed_b, first).await;
+    // The desks' connections that hear each other's changes break: what was announced
+    // meanwhile is lost to them, so once they hear again their consoles load anew.
+    let cut = a
+        .desk
+        .db
+        .call(|c| {
+            c.query_map(
+                "SELECT CAST(count(pg_terminate_backend(pid)) AS BIGINT) FROM pg_stat_activity
+                 WHERE query = 'LISTEN alertclip_changes'",
+                &[],
+                |r| r.get::<i64>(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(cut, [2], "one listening connection per desk");
+    feed_b.reload().await;
 
     // The leader stops; the other desk takes over, alerts and media alike.
     a.stop().await;

@@ -160,8 +160,11 @@ impl Relay {
         let spawned = std::thread::Builder::new()
             .name("desk-listen".into())
             .spawn(move || {
+                let mut again = false;
                 while !cancel.is_cancelled() {
-                    if let Err(error) = listen(&location, &shown, &respond, &restart, &cancel) {
+                    let listened = listen(&location, &shown, &respond, &restart, &cancel, again);
+                    again = true;
+                    if let Err(error) = listened {
                         tracing::warn!(%error, "the other desks' changes: the database connection failed; trying again");
                     }
                     std::thread::sleep(BEAT);
@@ -183,11 +186,18 @@ fn listen(
     respond: &Notify,
     restart: &Notify,
     cancel: &CancellationToken,
+    again: bool,
 ) -> anyhow::Result<()> {
     let Some(mut client) = crate::db::session(location)? else {
         anyhow::bail!("a cluster needs a PostgreSQL database");
     };
     client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+    if again {
+        // What the other desks announced while this one was not listening is not sent
+        // again: the consoles load what the database holds.
+        tracing::info!("hearing the other desks' changes again; the consoles reload");
+        let _ = shown.send(Change::missed());
+    }
     while !cancel.is_cancelled() {
         let mut notifications = client.notifications();
         let mut heard = notifications.timeout_iter(BEAT);

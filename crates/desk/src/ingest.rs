@@ -32,6 +32,19 @@ pub struct Change {
 }
 
 impl Change {
+    /// The kind of [`Change::missed`].
+    pub const MISSED: &'static str = "missed";
+
+    /// Changes this desk may not have heard (its connection to the other desks' announcements
+    /// broke and came back): every console loads itself again. Never announced.
+    pub fn missed() -> Change {
+        Change {
+            kind: Change::MISSED,
+            site: String::new(),
+            event: None,
+        }
+    }
+
     /// A change as [`serde_json`] wrote it (another desk of a cluster did); `None` for
     /// anything else.
     pub fn parse(text: &str) -> Option<Change> {

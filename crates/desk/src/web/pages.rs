@@ -339,10 +339,14 @@ pub async fn stream(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let changes = BroadcastStream::new(state.feed.subscribe()).map(|change| {
         Ok(match change {
+            // The desk missed the other desks' changes: the page loads itself again.
+            Ok(change) if change.kind == crate::ingest::Change::MISSED => {
+                SseEvent::default().event("reload").data("{}")
+            }
             Ok(change) => SseEvent::default()
                 .event("change")
                 .data(serde_json::to_string(&change).unwrap_or_default()),
-            // Missed changes: the page loads itself again.
+            // This console fell behind the feed: likewise.
             Err(_) => SseEvent::default().event("reload").data("{}"),
         })
     });
