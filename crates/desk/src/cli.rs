@@ -260,10 +260,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let db = Db::open(config.database())?;
             let keys = config.keys();
             let enrolled = site.clone();
+            let cluster = config.cluster.is_some();
             db.call_blocking(move |c| {
                 c.transaction(|tx| {
                     let result = sites::enrol(tx, &keys, &enrolled);
                     if result.is_ok() {
+                        // The desks of a cluster running now receive again with the key.
+                        if cluster {
+                            crate::cluster::announce(tx, &crate::cluster::registry_changed())?;
+                        }
                         audit::record(
                             tx,
                             &audit::Entry {
@@ -278,10 +283,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 })
             })??;
             println!(
-                "enrolled {} ({}), key fingerprint {}; a running desk trusts it once restarted",
+                "enrolled {} ({}), key fingerprint {}; {}",
                 site.name,
                 site.id,
-                site.fingerprint().unwrap_or_default()
+                site.fingerprint().unwrap_or_default(),
+                if cluster {
+                    "the cluster's running desks trust it now"
+                } else {
+                    "a running desk trusts it once restarted"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -20,7 +20,7 @@ use ::postgres::fallible_iterator::FallibleIterator;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, Location, Value};
+use crate::db::{Conn, Db, Location, Value};
 use crate::ingest::Change;
 
 /// The channel desks announce changes on.
@@ -143,15 +143,7 @@ impl Relay {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                let payload = serde_json::to_string(&change).unwrap_or_default();
-                let sent = db
-                    .call(move |c| {
-                        c.execute(
-                            "SELECT pg_notify(?1, ?2)",
-                            &[Value::Text(CHANNEL.into()), Value::Text(payload)],
-                        )
-                    })
-                    .await;
+                let sent = db.call(move |c| announce(c, &change)).await;
                 if let Err(error) = sent {
                     tracing::warn!(%error, "cannot announce a change to the other desks");
                 }
@@ -224,6 +216,17 @@ fn listen(
         }
     }
     Ok(())
+}
+
+/// Announces `change` to every desk of the cluster (at the commit of a transaction `conn` is
+/// in, if any).
+pub fn announce(conn: &Conn, change: &Change) -> crate::db::Result<()> {
+    let payload = serde_json::to_string(change).unwrap_or_default();
+    conn.execute(
+        "SELECT pg_notify(?1, ?2)",
+        &[Value::Text(CHANNEL.into()), Value::Text(payload)],
+    )
+    .map(drop)
 }
 
 /// The change announcing that the registry of stores changed.

@@ -205,3 +205,64 @@ fn the_service_unit_is_valid_and_hardened() {
         1.5,
     );
 }
+
+#[test]
+fn a_store_added_on_the_command_line_is_announced_to_the_running_desks_of_a_cluster() {
+    use ed25519_dalek::pkcs8::{EncodePublicKey, spki::der::pem::LineEnding};
+    let server = alertclip_desk::db::scratch::Scratch::start().unwrap();
+    let database = server.database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(init(dir.path()).status.success());
+    let config = dir.path().join("desk.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    let clustered = written
+        .replacen(
+            "# database = \"postgres://desk@db.example/alertclip\"",
+            &format!("database = \"{database}\""),
+            1,
+        )
+        .replacen(
+            "# [cluster]\n# name = \"precinct-7\"\n# instance = \"desk-a\"",
+            "[cluster]\nname = \"precinct-7\"\ninstance = \"desk-a\"",
+            1,
+        );
+    assert_ne!(clustered, written, "init's config has no commented cluster");
+    std::fs::write(&config, clustered).unwrap();
+    let key = dir.path().join("box.pub");
+    let pem = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    std::fs::write(&key, pem).unwrap();
+
+    // A desk of the cluster listening, as each running desk does.
+    let mut desk_a = postgres::Client::connect(&database, postgres::NoTls).unwrap();
+    desk_a.batch_execute("LISTEN alertclip_changes").unwrap();
+    let added = desk(&[
+        "site",
+        "add",
+        "--config",
+        config.to_str().unwrap(),
+        "--id",
+        "s1",
+        "--name",
+        "Shop",
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(added.status.success(), "{}", text(&added));
+    assert!(
+        text(&added).contains("the cluster's running desks trust it now"),
+        "{}",
+        text(&added)
+    );
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut notifications = desk_a.notifications();
+    let heard = notifications
+        .timeout_iter(std::time::Duration::from_secs(60))
+        .next()
+        .unwrap()
+        .expect("the enrolment announced within 60 s");
+    let change: serde_json::Value = serde_json::from_str(heard.payload()).unwrap();
+    assert_eq!(change["kind"], "registry", "{change}");
+}
