@@ -120,6 +120,14 @@ mod bench {
     }
 
     pub fn main() {
+        // The desks' logs on stderr, both of them, with RUST_LOG (warnings by default).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
         let mut args = std::env::args().skip(1);
         if let Some(first) = std::env::args().nth(1)
             && first == DESK_PROCESS
@@ -479,8 +487,9 @@ mod bench {
         let mut feed = Feed::open(&client, &b).await;
         // The console's feed, read all along: which events have their clip recorded, and when
         // the last was.
+        // The events whose alert and whose clip the feed announced, and when it last did.
         let (clips_tx, mut clips_seen) =
-            tokio::sync::watch::channel((HashSet::<String>::new(), 0f64));
+            tokio::sync::watch::channel((HashSet::<String>::new(), 0f64, HashSet::<String>::new()));
         let reading = tokio::spawn(async move {
             loop {
                 // Shorter than the feed's own limit, which fails.
@@ -488,15 +497,21 @@ mod bench {
                 else {
                     continue;
                 };
-                if change["kind"] == "clip"
-                    && let Some(event) = change["event"].as_str()
-                {
-                    let event = event.to_owned();
-                    clips_tx.send_modify(|(seen, last)| {
+                let (Some(kind), Some(event)) = (change["kind"].as_str(), change["event"].as_str())
+                else {
+                    continue;
+                };
+                let event = event.to_owned();
+                match kind {
+                    "clip" => clips_tx.send_modify(|(seen, last, _)| {
                         if seen.insert(event) {
                             *last = now_ms();
                         }
-                    });
+                    }),
+                    "alert" => clips_tx.send_modify(|(_, _, alerts)| {
+                        alerts.insert(event);
+                    }),
+                    _ => {}
                 }
             }
         });
@@ -634,10 +649,15 @@ mod bench {
             sent.reconnections.load(Ordering::Relaxed)
         );
 
-        // Every clip recorded, as the console's feed says, or a minute without news.
+        // Every alert and clip recorded, as the console's feed says, or a minute without news.
+        // (What a killed desk had not acknowledged, the broker sends again after its
+        // `ack_wait`.)
         let expected: HashSet<String> = alerts_sent.keys().map(|e| e.to_string()).collect();
         loop {
-            let all = clips_seen.borrow().0.is_superset(&expected);
+            let all = {
+                let (clips, _, alerts) = &*clips_seen.borrow();
+                clips.is_superset(&expected) && alerts.is_superset(&expected)
+            };
             if all {
                 break;
             }
@@ -672,6 +692,28 @@ mod bench {
             .keys()
             .filter(|e| !recorded.contains(e.to_string().as_str()))
             .count();
+        // What the shared media directory holds of each alert not recorded: what a desk
+        // wrote before it died, or nothing if none received it.
+        for (event, at) in alerts_sent
+            .iter()
+            .filter(|(e, _)| !recorded.contains(e.to_string().as_str()))
+            .take(10)
+        {
+            let name = event.to_string();
+            let files: Vec<String> = std::fs::read_dir(cluster.media.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|site| site.path().join(&name))
+                .filter(|dir| dir.is_dir())
+                .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+                .map(|file| file.file_name().to_string_lossy().into_owned())
+                .collect();
+            println!(
+                "  not recorded: alert {name}, sent at {:.1} s; in the media directory: {files:?}",
+                (at - began) / 1000.0
+            );
+        }
         let missing_clips = alerts_sent
             .keys()
             .filter(|e| !verified.contains(e.to_string().as_str()))
