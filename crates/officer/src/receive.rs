@@ -422,6 +422,7 @@ impl Serving {
                     receipt,
                     ..
                 } => {
+                    tracing::trace!(session = self.name, %topic, bytes = payload.len(), ?receipt, "received");
                     match receiver.handle(&topic, &payload) {
                         Ok(reports) => {
                             for one in reports {
