@@ -485,9 +485,8 @@ mod bench {
         b.desk.receiving().await;
         let (client, _) = b.signed_in("officer").await;
         let mut feed = Feed::open(&client, &b).await;
-        // The console's feed, read all along: which events have their clip recorded, and when
-        // the last was.
-        // The events whose alert and whose clip the feed announced, and when it last did.
+        // The console's feed, read all along: which events have their clip recorded (and when
+        // the last was), and which their alert.
         let (clips_tx, mut clips_seen) =
             tokio::sync::watch::channel((HashSet::<String>::new(), 0f64, HashSet::<String>::new()));
         let reading = tokio::spawn(async move {
@@ -688,17 +687,14 @@ mod bench {
             .unwrap();
         let recorded: HashSet<&str> = events.iter().map(String::as_str).collect();
         let verified: HashSet<&str> = clips.iter().map(String::as_str).collect();
-        let missing_alerts = alerts_sent
-            .keys()
-            .filter(|e| !recorded.contains(e.to_string().as_str()))
-            .count();
-        // What the shared media directory holds of each alert not recorded: what a desk
-        // wrote before it died, or nothing if none received it.
-        for (event, at) in alerts_sent
+        let unrecorded: Vec<(&Uuid, &f64)> = alerts_sent
             .iter()
             .filter(|(e, _)| !recorded.contains(e.to_string().as_str()))
-            .take(10)
-        {
+            .collect();
+        let missing_alerts = unrecorded.len();
+        // What the shared media directory holds of each alert not recorded: what a desk
+        // wrote before it died, or nothing if none received it.
+        for (event, at) in unrecorded.into_iter().take(10) {
             let name = event.to_string();
             let files: Vec<String> = std::fs::read_dir(cluster.media.path())
                 .into_iter()
