@@ -659,6 +659,9 @@ async fn pump<L: EventLoop, K: Send>(
     let (mut after_oversized, mut leaving) = (false, false);
     // The node connected to, or tried: after a failure the next one is tried.
     let mut node = 0;
+    // This connection's number, as `link.epoch` has it: what each incoming message's
+    // receipt carries, without taking the lock for it.
+    let mut epoch = 0;
     loop {
         let polled = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -669,6 +672,7 @@ async fn pump<L: EventLoop, K: Send>(
                 let mut link = lock(&link);
                 link.connected = true;
                 link.epoch += 1;
+                epoch = link.epoch;
                 link.fifo.clear();
                 // After an oversized message the delay keeps growing: one retained on a
                 // subscribed topic comes again on every connection.
@@ -700,10 +704,7 @@ async fn pump<L: EventLoop, K: Send>(
                 topic,
                 payload,
                 retained,
-                receipt: Receipt {
-                    epoch: lock(&link).epoch,
-                    pkid,
-                },
+                receipt: Receipt { epoch, pkid },
             },
             Ok(Raw::SubAck { refused }) => LinkEvent::Subscribed(refused),
             // Sent and flushed: what was asked before it reached the broker first.
